@@ -1,0 +1,3 @@
+from kbindex.cli import main
+
+main()

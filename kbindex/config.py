@@ -1,0 +1,57 @@
+"""Settings, their defaults and the environment variables that set them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from kbindex import __version__
+
+# Environment variables, one per common option.
+ENV_DB = "KBINDEX_DB"
+ENV_COLLECTION = "KBINDEX_COLLECTION"
+ENV_MODEL = "KBINDEX_MODEL"
+ENV_DEVICE = "KBINDEX_DEVICE"
+
+DEFAULT_DB = "data/index"
+DEFAULT_COLLECTION = "kbindex"
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_DEVICE = "auto"
+
+# all-MiniLM-L6-v2 has a 256-word-piece window; using all of it keeps whole KB sections together
+# (most are shorter) while a 32-token overlap (one or two sentences) keeps a sentence that straddles
+# a boundary findable from either side.
+DEFAULT_CHUNK_TOKENS = 256
+DEFAULT_OVERLAP = 32
+
+# Per-request limits for fetching a single URL.
+DEFAULT_TIMEOUT = 20.0  # seconds, for connect and for each read
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024  # decompressed body cap
+DEFAULT_MAX_REDIRECTS = 10
+USER_AGENT = f"kbindex/{__version__} (+https://github.com/kbindex/kbindex; knowledge-base indexer)"
+
+# Folder sources: the extensions indexed.
+TEXT_EXTENSIONS = (".html", ".htm", ".md", ".markdown", ".txt", ".rst")
+
+# Chroma's collection naming rule (chromadb validates the same on create).
+_COLLECTION_NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9._-]{1,510})[a-zA-Z0-9]$")
+COLLECTION_RULE = (
+    "a collection name must be 3-512 characters from [a-zA-Z0-9._-], "
+    "starting and ending with a letter or digit"
+)
+
+
+def valid_collection_name(name: str) -> bool:
+    """True when Chroma accepts the name."""
+    return bool(_COLLECTION_NAME.match(name)) and ".." not in name
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the index lives and which model fills it."""
+
+    db: Path = Path(DEFAULT_DB)
+    collection: str = DEFAULT_COLLECTION
+    model: str = DEFAULT_MODEL
+    device: str = DEFAULT_DEVICE

@@ -1,0 +1,224 @@
+"""Orchestration: sources -> pages -> documents -> chunks -> vectors -> store."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from kbindex.chunk import ChunkConfig, chunk_document
+from kbindex.config import DEFAULT_MAX_BYTES, Settings
+from kbindex.embed import Embedder
+from kbindex.errors import SkipSource, SourceError, UsageError
+from kbindex.extract import extract
+from kbindex.fetch import Fetcher, check_scheme
+from kbindex.files import read_file, walk
+from kbindex.records import Chunk, Document, Page
+from kbindex.store import Collection, Store
+
+EMBED_BATCH = 64  # chunks embedded together; large enough to keep the model busy
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]+:")
+
+
+@dataclass
+class Summary:
+    """What an index run did."""
+
+    sources: int = 0
+    indexed: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    failed: int = 0
+    chunks_added: int = 0
+    chunks_deleted: int = 0
+    failures: list[dict] = field(default_factory=list)
+    skips: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "sources": self.sources,
+            "indexed": self.indexed,
+            "unchanged": self.unchanged,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "chunks_added": self.chunks_added,
+            "chunks_deleted": self.chunks_deleted,
+            "failures": self.failures,
+            "skips": self.skips,
+        }
+
+
+@dataclass(frozen=True)
+class Source:
+    """One SOURCE argument: a folder, a file or a URL."""
+
+    kind: str  # "folder" | "file" | "url"
+    value: str
+
+
+def parse_sources(args: Sequence[str]) -> list[Source]:
+    """Classify SOURCE arguments; a missing path or a bad URL scheme is a usage error."""
+    if not args:
+        raise UsageError("give at least one SOURCE: a folder, a file or an http(s) URL")
+    sources = []
+    for arg in args:
+        path = Path(arg).expanduser()
+        if path.is_dir():
+            sources.append(Source("folder", str(path.resolve())))
+        elif path.exists():
+            sources.append(Source("file", str(path.resolve())))
+        elif _SCHEME.match(arg):
+            check_scheme(arg)
+            sources.append(Source("url", arg))
+        else:
+            raise UsageError(f"no such file or folder: {arg}")
+    return sources
+
+
+Event = Callable[[str, str, str], None]  # (what, source, detail): "indexed", "skipped", "failed"
+
+
+def iter_pages(
+    sources: Sequence[Source], fetcher: Fetcher, max_bytes: int = DEFAULT_MAX_BYTES
+) -> Iterator[tuple[Source, str, Page | SourceError]]:
+    """Each source's pages (or the error that replaced one), with the source they came from."""
+    for source in sources:
+        if source.kind == "folder":
+            for path in walk(Path(source.value)):
+                yield source, str(path), _read(path, max_bytes)
+        elif source.kind == "file":
+            yield source, source.value, _read(Path(source.value), max_bytes)
+        else:
+            try:
+                yield source, source.value, fetcher.fetch(source.value)
+            except SourceError as exc:
+                yield source, source.value, exc
+
+
+def _read(path: Path, max_bytes: int) -> Page | SourceError:
+    try:
+        return read_file(path, max_bytes)
+    except SourceError as exc:
+        return exc
+
+
+class Indexer:
+    """Runs sources through the pipeline into one collection."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Embedder,
+        config: ChunkConfig | None = None,
+        on_event: Event | None = None,
+        fetcher: Fetcher | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ):
+        self.max_bytes = max_bytes
+        self.settings = settings
+        self.embedder = embedder
+        self.config = config
+        self.on_event = on_event or (lambda what, source, detail: None)
+        self.fetcher = fetcher
+        self.summary = Summary()
+        self._pending: list[tuple[Document, list[Chunk], list[str]]] = []
+        self._seen: set[str] = set()
+        self.collection: Collection | None = None
+
+    def check_model(self) -> None:
+        """Refuse a model other than the collection's before loading it or writing anything."""
+        store = Store(self.settings.db)
+        if store.exists() and self.settings.collection in store.collection_names():
+            store.collection(self.settings.collection).check_model(self.embedder.name)
+
+    def open(self) -> Collection:
+        """Create the collection (or open it), recording the model; checks model and dimension."""
+        store = Store(self.settings.db)
+        self.collection = store.create(
+            self.settings.collection, self.embedder.name, self.embedder.dimension
+        )
+        return self.collection
+
+    def run(self, sources: Sequence[Source]) -> Summary:
+        if self.config is None:
+            raise ValueError("Indexer.config must be set before run()")
+        self._indexed_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        collection = self.collection or self.open()
+        fetcher = self.fetcher or Fetcher()
+        try:
+            for source, name, item in iter_pages(sources, fetcher, self.max_bytes):
+                if name in self._seen:
+                    continue
+                self._seen.add(name)
+                self.summary.sources += 1
+                if isinstance(item, SourceError):
+                    self._record(item, explicit=source.kind != "folder")
+                    continue
+                self._add_page(item, collection, explicit=source.kind != "folder")
+            self._flush(collection)
+        finally:
+            if self.fetcher is None:
+                fetcher.close()
+        return self.summary
+
+    def _add_page(self, page: Page, collection: Collection, explicit: bool) -> None:
+        try:
+            doc = extract(page)
+        except SourceError as exc:
+            self._record(exc, explicit)
+            return
+        chunks = chunk_document(doc, self.embedder.count_tokens, self.config)
+        signature = self.config.signature()
+        chunks = [_with_meta(c, chunking=signature, indexed_at=self._indexed_at) for c in chunks]
+        existing = collection.for_source(doc.source)
+        old_ids = [m.id for m in existing]
+        if existing and {m.id for m in existing} == {c.id for c in chunks} and all(
+            m.metadata.get("doc_hash") == doc.content_hash
+            and m.metadata.get("chunking") == signature
+            for m in existing
+        ):
+            self.summary.unchanged += 1
+            self.on_event("unchanged", doc.source, "")
+            return
+        self._pending.append((doc, chunks, old_ids))
+        if sum(len(c) for _, c, _ in self._pending) >= EMBED_BATCH:
+            self._flush(collection)
+
+    def _flush(self, collection: Collection) -> None:
+        if not self._pending:
+            return
+        texts = [c.embed_text for _, chunks, _ in self._pending for c in chunks]
+        vectors = self.embedder.embed(texts)
+        offset = 0
+        for doc, chunks, old_ids in self._pending:
+            mine = vectors[offset:offset + len(chunks)]
+            offset += len(chunks)
+            # New chunks first, then the stale ones: a reader never sees the page missing.
+            collection.upsert(chunks, mine, self.embedder.name)
+            stale = sorted(set(old_ids) - {c.id for c in chunks})
+            if stale:
+                collection.delete(stale)
+            self.summary.indexed += 1
+            self.summary.chunks_added += len(chunks)
+            self.summary.chunks_deleted += len(stale)
+            self.on_event("indexed", doc.source, f"{len(chunks)} chunks")
+        self._pending = []
+
+    def _record(self, error: SourceError, explicit: bool) -> None:
+        entry = {"source": error.source, "reason": error.reason, "kind": error.kind}
+        # A file skipped inside a folder is reported and the run goes on; a source named
+        # explicitly that yields nothing is a failure of what the user asked for.
+        if isinstance(error, SkipSource) and not explicit:
+            self.summary.skipped += 1
+            self.summary.skips.append(entry)
+            self.on_event("skipped", error.source, error.reason)
+        else:
+            self.summary.failed += 1
+            self.summary.failures.append(entry)
+            self.on_event("failed", error.source, error.reason)
+
+
+def _with_meta(chunk: Chunk, **extra: str) -> Chunk:
+    return replace(chunk, metadata={**chunk.metadata, **extra})

@@ -1,0 +1,93 @@
+"""Frozen dataclasses that flow between pipeline stages.
+
+sources -> Page (fetched bytes) -> Document (extracted text) -> Chunk -> store -> Hit
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+
+def text_hash(text: str) -> str:
+    """Stable short hash of a text, used for document and chunk identity."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Page:
+    """Raw bytes of one source, with the facts needed to decode and identify them."""
+
+    source: str  # canonical URL, or absolute file path
+    body: bytes
+    content_type: str | None = None  # e.g. "text/html; charset=utf-8"; None for files
+    url: str | None = None  # final URL after redirects (None for files)
+    status: int | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    size: int | None = None  # file size in bytes
+    mtime: float | None = None  # file modification time
+
+
+@dataclass(frozen=True)
+class Section:
+    """A run of text under one heading path."""
+
+    heading_path: tuple[str, ...]  # ("Install", "On Linux"); () for text before any heading
+    text: str
+    anchor: str | None = None  # the heading's id, for deep links
+
+    @property
+    def heading(self) -> str:
+        return " > ".join(self.heading_path)
+
+
+@dataclass(frozen=True)
+class Document:
+    """The article text of one source, split into sections."""
+
+    source: str
+    title: str
+    sections: tuple[Section, ...]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(s.text for s in self.sections if s.text)
+
+    @property
+    def content_hash(self) -> str:
+        return text_hash(self.title + "\n" + self.text)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a document, sized to fit the embedding model."""
+
+    id: str
+    source: str
+    title: str
+    section: str  # heading path joined with " > "
+    position: int  # 0-based order within the document
+    text: str  # the chunk as stored and shown
+    embed_text: str  # what is embedded: "Title > Section" context line + text
+    doc_hash: str
+    anchor: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    rank: int
+    score: float
+    id: str
+    source: str
+    title: str
+    section: str
+    text: str
+    anchor: str | None = None
+    metadata: dict[str, str | int | float | bool] = field(default_factory=dict)
+    vector_rank: int | None = None
+    keyword_rank: int | None = None

@@ -1,0 +1,235 @@
+"""The only module importing chromadb: one Collection class with a small verb set."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kbindex.config import COLLECTION_RULE, valid_collection_name
+from kbindex.errors import CollectionError, ModelMismatchError, StoreError
+from kbindex.records import Chunk
+
+MODEL_KEY = "kbindex_model"
+DIMENSION_KEY = "kbindex_dimension"
+PAGE = 1000  # rows per get() when scanning a collection
+
+
+@dataclass(frozen=True)
+class Match:
+    """A stored chunk returned by a similarity query or a lookup."""
+
+    id: str
+    distance: float
+    text: str
+    metadata: dict
+
+
+def _chroma_settings():
+    from chromadb.config import Settings
+
+    # Telemetry would try to reach the internet; kbindex never does.
+    return Settings(anonymized_telemetry=False, allow_reset=False)
+
+
+class Store:
+    """A Chroma client: an embedded store in a folder."""
+
+    def __init__(self, db: Path):
+        self.db = Path(db)
+        self._client = None
+
+    @property
+    def location(self) -> str:
+        return str(self.db.resolve())
+
+    def exists(self) -> bool:
+        return (self.db / "chroma.sqlite3").exists()
+
+    @property
+    def client(self):
+        if self._client is None:
+            try:
+                import chromadb
+
+                self.db.mkdir(parents=True, exist_ok=True)
+                self._client = chromadb.PersistentClient(path=str(self.db), settings=_chroma_settings())
+            except Exception as exc:
+                raise StoreError(f"cannot open the index at {self.location}: {exc}") from exc
+        return self._client
+
+    def max_batch_size(self) -> int:
+        return int(self.client.get_max_batch_size())
+
+    def collection(self, name: str) -> Collection:
+        """An existing collection; CollectionError when there is none."""
+        check_name(name)
+        if not self.exists():
+            raise CollectionError(
+                f"no index at {self.location}: run 'kbindex index SOURCE' first"
+            )
+        from chromadb.errors import NotFoundError
+
+        try:
+            raw = self.client.get_collection(name, embedding_function=None)
+        except NotFoundError:
+            raise CollectionError(
+                f"no collection {name!r} in {self.location}: run 'kbindex index SOURCE' first"
+                + self._others(name)
+            ) from None
+        except Exception as exc:
+            raise StoreError(f"cannot open collection {name!r}: {exc}") from exc
+        return Collection(raw, self)
+
+    def create(self, name: str, model: str, dimension: int) -> Collection:
+        """The collection, created for this model when missing; refuses another model's."""
+        check_name(name)
+        try:
+            raw = self.client.get_or_create_collection(
+                name,
+                metadata={"hnsw:space": "cosine", MODEL_KEY: model, DIMENSION_KEY: dimension},
+                embedding_function=None,
+            )
+        except Exception as exc:
+            raise StoreError(f"cannot create collection {name!r}: {exc}") from exc
+        collection = Collection(raw, self)
+        collection.check_model(model, dimension)
+        return collection
+
+    def collection_names(self) -> list[str]:
+        if not self.exists():
+            return []
+        return sorted(c if isinstance(c, str) else c.name for c in self.client.list_collections())
+
+    def _others(self, name: str) -> str:
+        others = [n for n in self.collection_names() if n != name]
+        return f" (collections here: {', '.join(others)})" if others else ""
+
+
+def check_name(name: str) -> None:
+    if not valid_collection_name(name):
+        raise CollectionError(f"invalid collection name {name!r}: {COLLECTION_RULE}")
+
+
+class Collection:
+    """A Chroma collection holding kbindex chunks."""
+
+    class DoesNotExist(CollectionError):
+        """The collection does not exist."""
+
+    def __init__(self, raw, store: Store):
+        self._raw = raw
+        self.store = store
+
+    @property
+    def name(self) -> str:
+        return self._raw.name
+
+    @property
+    def model(self) -> str | None:
+        return (self._raw.metadata or {}).get(MODEL_KEY)
+
+    @property
+    def dimension(self) -> int | None:
+        value = (self._raw.metadata or {}).get(DIMENSION_KEY)
+        return int(value) if value is not None else None
+
+    def check_model(self, model: str, dimension: int | None = None) -> None:
+        """Refuse to mix vectors of two models in one collection."""
+        if self.model is not None and self.model != model:
+            raise ModelMismatchError(
+                f"collection {self.name!r} was built with model {self.model!r}, not {model!r}: "
+                f"use --model {self.model}, or another --collection"
+            )
+        if dimension is not None and self.dimension is not None and self.dimension != dimension:
+            raise ModelMismatchError(
+                f"collection {self.name!r} holds {self.dimension}-dimensional vectors; "
+                f"model {model!r} makes {dimension}-dimensional ones"
+            )
+
+    def count(self) -> int:
+        return self._raw.count()
+
+    def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]], model: str) -> None:
+        """Write chunks and their vectors in batches the client accepts."""
+        size = self.store.max_batch_size()
+        for start in range(0, len(chunks), size):
+            part = chunks[start:start + size]
+            self._call(
+                self._raw.upsert,
+                ids=[c.id for c in part],
+                embeddings=[list(v) for v in vectors[start:start + size]],
+                documents=[c.text for c in part],
+                metadatas=[chunk_metadata(c, model) for c in part],
+            )
+
+    def delete(self, ids: Sequence[str]) -> None:
+        size = self.store.max_batch_size()
+        ids = list(ids)
+        for start in range(0, len(ids), size):
+            self._call(self._raw.delete, ids=ids[start:start + size])
+
+    def get(self, *, where: dict | None = None, ids: Sequence[str] | None = None,
+            include_text: bool = False) -> list[Match]:
+        include = ["metadatas", "documents"] if include_text else ["metadatas"]
+        result = self._call(self._raw.get, where=where, ids=list(ids) if ids else None, include=include)
+        docs = result.get("documents") or [None] * len(result["ids"])
+        return [
+            Match(i, 0.0, d or "", m or {})
+            for i, d, m in zip(result["ids"], docs, result["metadatas"])
+        ]
+
+    def for_source(self, source: str) -> list[Match]:
+        return self.get(where={"source": source})
+
+    def scan(self, include_text: bool = False) -> Iterator[Match]:
+        """Every chunk, a page at a time."""
+        include = ["metadatas", "documents"] if include_text else ["metadatas"]
+        offset = 0
+        while True:
+            result = self._call(self._raw.get, include=include, limit=PAGE, offset=offset)
+            if not result["ids"]:
+                return
+            docs = result.get("documents") or [None] * len(result["ids"])
+            for i, d, m in zip(result["ids"], docs, result["metadatas"]):
+                yield Match(i, 0.0, d or "", m or {})
+            offset += len(result["ids"])
+
+    def similar(self, vectors: Sequence[Sequence[float]], k: int, where: dict | None = None) -> list[list[Match]]:
+        """The k nearest chunks to each query vector (cosine distance)."""
+        k = max(1, min(k, self.count()))
+        result = self._call(
+            self._raw.query,
+            query_embeddings=[list(v) for v in vectors],
+            n_results=k,
+            where=where,
+            include=["metadatas", "documents", "distances"],
+        )
+        out = []
+        for ids, dists, docs, metas in zip(
+            result["ids"], result["distances"], result["documents"], result["metadatas"]
+        ):
+            out.append([Match(i, float(d), t or "", m or {}) for i, d, t, m in zip(ids, dists, docs, metas)])
+        return out
+
+    def _call(self, method, **kwargs):
+        try:
+            return method(**kwargs)
+        except Exception as exc:
+            raise StoreError(f"collection {self.name!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def chunk_metadata(chunk: Chunk, model: str) -> dict:
+    """Chroma metadata of a chunk (Chroma stores no None values)."""
+    meta: dict = {k: v for k, v in chunk.metadata.items() if v not in (None, "")}
+    meta.update(
+        source=chunk.source,
+        title=chunk.title,
+        section=chunk.section,
+        position=chunk.position,
+        doc_hash=chunk.doc_hash,
+        model=model,
+    )
+    if chunk.anchor:
+        meta["anchor"] = chunk.anchor
+    return meta
