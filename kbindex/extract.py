@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import codecs
 import re
+from collections import Counter
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
-
-from bs4 import BeautifulSoup, Comment, NavigableString, Tag, UnicodeDammit
 
 from kbindex.errors import SkipSource
 from kbindex.records import Document, Page, Section
@@ -17,11 +17,12 @@ RST_EXTENSIONS = (".rst",)
 HTML_EXTENSIONS = (".html", ".htm", ".xhtml")
 
 # Elements that are never article text.
-DROP_TAGS = [
-    "script", "style", "template", "noscript", "nav", "header", "footer", "aside", "form",
-    "iframe", "svg", "canvas", "button", "input", "select", "textarea", "object", "embed",
-    "dialog", "menu",
-]
+DROP_ALWAYS = (
+    "script", "style", "template", "noscript", "iframe", "svg", "canvas", "button", "input",
+    "select", "textarea", "object", "embed", "dialog", "head",
+)
+# Elements that are page chrome on most sites (dropped when trafilatura finds no article).
+DROP_CHROME = ("nav", "header", "footer", "aside", "form", "menu")
 # id/class words of page chrome: comment threads, "related/popular posts" widgets, share bars.
 CHROME_PATTERN = re.compile(
     r"(^|[-_\s])(comments?|comment-list|respond|disqus|related|popular|recent-posts|sidebar|"
@@ -76,109 +77,336 @@ def _kind(page: Page) -> str:
     return "text"
 
 
+# ---------------------------------------------------------------- decoding
+
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16 LE: it starts with the same two bytes
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([\w.:-]+)""", re.IGNORECASE)
+# What browsers do (WHATWG encoding spec): a page labelled Latin-1 or ASCII is read as windows-1252.
+_ALIASES = {"iso-8859-1": "cp1252", "latin-1": "cp1252", "latin1": "cp1252", "ascii": "cp1252",
+            "us-ascii": "cp1252", "iso8859-1": "cp1252"}
+
+
 def _charset(content_type: str | None) -> str | None:
     match = re.search(r"charset=[\"']?([\w.:-]+)", content_type or "", re.IGNORECASE)
     return match.group(1) if match else None
 
 
+def _codec(label: str | None) -> str | None:
+    if not label:
+        return None
+    label = _ALIASES.get(label.strip().lower(), label.strip().lower())
+    try:
+        return codecs.lookup(label).name
+    except LookupError:
+        return None
+
+
+def detect_encoding(body: bytes, content_type: str | None = None, html: bool = False) -> str:
+    """The encoding of a body: BOM, declared charset, <meta> charset, UTF-8, then detection.
+
+    The BOM goes first, as in browsers, because a server's header is more often wrong than a
+    BOM. A declared or meta charset that does not decode the bytes cleanly is passed over.
+    """
+    for bom, name in _BOMS:
+        if body.startswith(bom):
+            return name
+    candidates = [_codec(_charset(content_type))]
+    if html:
+        match = _META_CHARSET.search(body[:4096])
+        candidates.append(_codec(match.group(1).decode("ascii", "replace")) if match else None)
+    candidates.append("utf-8")
+    for name in candidates:
+        if name is None:
+            continue
+        try:
+            body.decode(name)
+        except (UnicodeDecodeError, LookupError):
+            continue
+        return name
+    from charset_normalizer import from_bytes  # a trafilatura dependency
+
+    best = from_bytes(body[:65536]).best()
+    return _codec(best.encoding) if best is not None and _codec(best.encoding) else "cp1252"
+
+
+def decode(body: bytes, content_type: str | None = None, html: bool = False) -> str:
+    """Bytes to text in the detected encoding; undecodable bytes become U+FFFD, never an error."""
+    text = body.decode(detect_encoding(body, content_type, html), "replace")
+    return text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
 def decode_text(body: bytes, source: str, content_type: str | None = None) -> str:
-    """Decode text: declared charset, BOM, UTF-8, then detection."""
-    declared = _charset(content_type)
-    dammit = UnicodeDammit(
-        body, known_definite_encodings=[declared] if declared else [], is_html=False
-    )
-    if dammit.unicode_markup is None:
-        raise SkipSource(source, "cannot decode the file as text", kind="undecodable")
-    return dammit.unicode_markup.replace("\r\n", "\n").replace("\r", "\n")
+    """Decode a text file or response (kept for callers of the foundation's name)."""
+    return decode(body, content_type)
 
 
 # ---------------------------------------------------------------- HTML
 
 
 def extract_html(body: bytes | str, source: str, content_type: str | None = None) -> Document:
-    """Article text of an HTML page, with its headings as sections."""
-    declared = _charset(content_type)
-    if isinstance(body, bytes):
-        dammit = UnicodeDammit(
-            body, known_definite_encodings=[declared] if declared else [], is_html=True
-        )
-        markup = dammit.unicode_markup or body.decode("utf-8", "replace")
-    else:
-        markup = body
-    soup = BeautifulSoup(markup, "lxml")
-    metadata = _html_metadata(soup)
-    page_title = metadata.pop("page_title", "")
-    for node in soup.find_all(string=lambda s: isinstance(s, Comment)):
-        node.extract()
-    for tag in soup.find_all(DROP_TAGS):
-        tag.decompose()
-    _drop_chrome(soup)
-    root = _main_root(soup)
-    blocks = _Blocks()
-    blocks.walk(root)
-    blocks.flush()
-    h1 = next((b for b in blocks.items if b[0] == "heading" and b[1] == 1), None)
-    title = (h1[2] if h1 else "") or page_title or _title_from_source(source)
-    sections = _sections(blocks.items, title)
+    """Article text of an HTML page, with its headings as sections and its metadata.
+
+    trafilatura decides which text is the article; our own walk over the same tree keeps the
+    structure trafilatura flattens (heading ids for deep links, code verbatim, tables as rows,
+    definition lists). Where trafilatura finds no article, rules on tags and class names do.
+    """
+    markup = decode(body, content_type, html=True) if isinstance(body, bytes) else body
+    tree = _parse(markup)
+    if tree is None:
+        raise SkipSource(source, "no text to index (empty document)", kind="empty")
+    metadata = html_metadata(tree, source)
+    items = _items_by_trafilatura(tree, source)
+    if items is None:
+        tree = _parse(markup)
+        items = _items_by_rules(tree)
+    title = _pick_title(items) or metadata.get("title") or _title_from_source(source)
+    metadata.pop("title", None)
+    kept = [_rendered(i) for i in items if i[0] == "heading" or i[3]]
+    sections = _sections([i for i in kept if i[0] == "heading" or i[1]], title)
     return Document(source=source, title=title, sections=sections, metadata=metadata)
 
 
-def _html_metadata(soup: BeautifulSoup) -> dict[str, str]:
+def _parse(markup: str):
+    import lxml.html
+    from lxml.etree import ParserError
+
+    # lxml refuses a str that still carries an XML encoding declaration (XHTML, DocBook output).
+    markup = _XML_DECLARATION.sub("", markup, count=1)
+    if not markup.strip():
+        return None
+    global _PARSER
+    if _PARSER is None:
+        # The settings trafilatura parses with: it expects no comment nodes in the tree
+        # (text after a comment inside a paragraph would be lost otherwise).
+        _PARSER = lxml.html.HTMLParser(collect_ids=False, default_doctype=False,
+                                       remove_comments=True, remove_pis=True)
+    try:
+        return lxml.html.document_fromstring(markup, parser=_PARSER)
+    except (ParserError, ValueError):
+        return None
+
+
+_PARSER = None
+_XML_DECLARATION = re.compile(r"\A\s*<\?xml[^>]*>")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_MODIFIED_META = ("article:modified_time", "og:updated_time", "last-modified", "dcterms.modified",
+                  "dc.date.modified", "datemodified", "modified")
+_JSON_MODIFIED = re.compile(r'"dateModified"\s*:\s*"([^"]+)"')
+
+
+def html_metadata(tree, source: str) -> dict[str, str]:
+    """title, description, author, published, modified, language and canonical, where present.
+
+    Meta tags and JSON-LD are read by trafilatura's metadata functions and dates by htmldate
+    (both fast settings); only the modified date is looked up here.
+    """
+    from htmldate import find_date
+    from trafilatura.metadata import examine_meta, extract_meta_json
+
+    found = extract_meta_json(tree, examine_meta(tree))
+    if not found.title:
+        found.title = tree.findtext(".//title")
     meta: dict[str, str] = {}
-    if soup.title and soup.title.string:
-        meta["page_title"] = _SPACE.sub(" ", soup.title.string).strip()
-    for tag in soup.find_all("meta"):
-        key = (tag.get("name") or tag.get("property") or "").lower()
-        value = (tag.get("content") or "").strip()
-        if not value:
-            continue
-        if key in ("description", "og:description") and "description" not in meta:
-            meta["description"] = value
-        elif key == "author":
-            meta["author"] = value
-    link = soup.find("link", rel=lambda r: r and "canonical" in r)
-    if link and link.get("href"):
-        meta["canonical"] = link["href"].strip()
-    html = soup.find("html")
-    if html and html.get("lang"):
-        meta["language"] = html["lang"].strip()
+    for key, value in (("title", found.title), ("description", found.description),
+                       ("author", found.author), ("canonical", found.url)):
+        if value and value.strip():
+            meta[key] = " ".join(value.split())
+    published = find_date(tree, extensive_search=False, original_date=True)
+    modified = _meta_modified(tree) or find_date(tree, extensive_search=False, original_date=False)
+    if published:
+        meta["published"] = published
+    if modified and modified != published:
+        meta["modified"] = modified
+    language = tree.get("lang") or tree.get("xml:lang") or found.language
+    if not language:
+        for node in tree.iterfind(".//meta[@http-equiv]"):
+            if node.get("http-equiv", "").lower() == "content-language" and node.get("content"):
+                language = node.get("content")
+    if language and language.strip():
+        meta["language"] = language.strip().split(",")[0].replace("_", "-")
     return meta
 
 
-def _drop_chrome(soup: BeautifulSoup) -> None:
-    for tag in soup.find_all(True):
-        if tag.decomposed or tag.name in ("html", "body", "main", "article"):
+def _meta_modified(tree) -> str | None:
+    for node in tree.iterfind(".//meta"):
+        key = (node.get("property") or node.get("name") or node.get("itemprop") or "").lower()
+        if key in _MODIFIED_META or (node.get("http-equiv") or "").lower() == "last-modified":
+            match = _ISO_DATE.search(node.get("content") or "")
+            if match:
+                return match.group(0)
+    for script in tree.iterfind(".//script[@type='application/ld+json']"):
+        match = _JSON_MODIFIED.search(script.text or "")
+        if match and _ISO_DATE.match(match.group(1)):
+            return match.group(1)[:10]
+    return None
+
+
+def _items_by_trafilatura(tree, source: str) -> list[tuple] | None:
+    """Walk the whole page, keeping the text blocks that trafilatura counts as the article."""
+    from trafilatura import bare_extraction
+
+    url = source if "://" in source else None
+    # trafilatura works on its own copy of the tree. Comments (reader comments) are left out,
+    # tables kept; favor_precision trims link lists and teasers at the article's edges.
+    result = bare_extraction(tree, url=url, include_comments=False, include_tables=True,
+                             favor_precision=True, with_metadata=False)
+    article = getattr(result, "text", None) if result is not None else None
+    if not article or not article.strip():
+        return None
+    _strip(tree, DROP_ALWAYS)
+    body = tree.find("body")
+    items = _Walker().run(body if body is not None else tree)
+    selected = _select(items, article)
+    return selected if any(i[0] == "text" and i[3] for i in selected) else None
+
+
+def _items_by_rules(tree) -> list[tuple]:
+    """Without trafilatura's verdict: drop page chrome by tag, role and class name; keep the rest."""
+    _strip(tree, DROP_ALWAYS + DROP_CHROME)
+    _drop_chrome(tree)
+    return _Walker().run(_main_root(tree))
+
+
+def _strip(tree, tags: tuple[str, ...]) -> None:
+    from lxml import etree
+
+    etree.strip_elements(tree, etree.Comment, *tags, with_tail=False)
+
+
+def _drop_chrome(tree) -> None:
+    for element in list(tree.iter()):
+        if not isinstance(element.tag, str) or element.tag in ("html", "body", "main", "article"):
             continue
-        if tag.find_parent(["pre", "code"]):
-            continue
-        words = " ".join(tag.get("class") or []) + " " + (tag.get("id") or "")
-        role = (tag.get("role") or "").lower()
+        words = f"{element.get('class') or ''} {element.get('id') or ''}"
+        role = (element.get("role") or "").lower()
         if role in ("navigation", "banner", "contentinfo", "complementary", "search") or (
             words.strip() and CHROME_PATTERN.search(words)
         ):
-            tag.decompose()
+            if element.getparent() is not None and not _inside(element, ("pre", "code")):
+                element.drop_tree()
 
 
-def _main_root(soup: BeautifulSoup) -> Tag:
-    articles = soup.find_all("article")
+def _inside(element, tags: tuple[str, ...]) -> bool:
+    return any(a.tag in tags for a in element.iterancestors())
+
+
+def _main_root(tree):
+    articles = tree.findall(".//article")
     if articles:
-        return max(articles, key=lambda a: len(a.get_text()))
-    for candidate in (soup.find("main"), soup.find(attrs={"role": "main"})):
+        return max(articles, key=lambda a: len(a.text_content()))
+    for candidate in (tree.find(".//main"), tree.find(".//*[@role='main']")):
         if candidate is not None:
             return candidate
-    return soup.body or soup
+    body = tree.find("body")
+    return body if body is not None else tree
 
 
-def _inline(tag: Tag | NavigableString) -> str:
-    if isinstance(tag, NavigableString):
-        return str(tag)
-    parts = []
-    for node in tag.descendants:
-        if isinstance(node, NavigableString) and not isinstance(node, Comment):
-            parts.append(str(node))
-        elif isinstance(node, Tag) and node.name == "br":
-            parts.append("\n")
+def _select(items: list[tuple], article: str) -> list[tuple]:
+    """Keep the text blocks whose word 4-grams are mostly in trafilatura's article text.
+
+    A short block (under four words) is kept when it is a whole line of that text. A code block
+    or table that trafilatura dropped between two kept blocks is kept too: trafilatura loses code
+    inside line-numbered or highlighted markup (MkDocs) that is plainly part of the article.
+    Headings before the first kept block that trafilatura left out (kickers, standfirsts) go.
+    """
+    words = _WORD.findall(article.lower())
+    # A multiset: each of trafilatura's 4-grams vouches for one block only, so an article that
+    # a page carries twice (a hidden or teaser copy) is kept once.
+    grams = Counter(_fourgrams(words))
+    lines = {" ".join(_WORD.findall(line.lower())) for line in article.split("\n")}
+    marks: list = []
+    for item in items:
+        if item[0] != "text":
+            marks.append(None)
+            continue
+        block = _words(item)
+        if len(block) >= 4:
+            own = Counter(_fourgrams(block))
+            found = sum(min(n, grams[g]) for g, n in own.items())
+            keep = found >= 0.5 * sum(own.values())
+            if keep:
+                for g, n in own.items():
+                    grams[g] -= min(n, grams[g])
+        else:
+            keep = bool(block) and " ".join(block) in lines
+        marks.append(keep)
+    texts = [n for n, m in enumerate(marks) if m is not None]
+    for pos, n in enumerate(texts):
+        if marks[n] or items[n][2] not in ("pre", "table"):
+            continue
+        before = next((marks[k] for k in reversed(texts[:pos])
+                       if marks[k] or items[k][2] not in ("pre", "table")), False)
+        after = next((marks[k] for k in texts[pos + 1:]
+                      if marks[k] or items[k][2] not in ("pre", "table")), False)
+        if before and after:
+            marks[n] = True
+    first = next((n for n in texts if marks[n]), len(items))
+    selected = []
+    for n, (item, mark) in enumerate(zip(items, marks, strict=True)):
+        if mark is not None:
+            selected.append((item[0], item[1], item[2], mark))
+        elif n > first or item[1] == 1 or " ".join(_WORD.findall(item[2].lower())) in lines:
+            selected.append(item)
+    return selected
+
+
+_WORD = re.compile(r"\w+")
+
+
+def _fourgrams(words: list[str]):
+    return zip(words, words[1:], words[2:], words[3:], strict=False)
+
+
+def _rendered(item: tuple) -> tuple:
+    """A text item with its list or table (kept as an element until now) written out as text."""
+    if item[0] != "text" or isinstance(item[1], str):
+        return item
+    text = "\n".join(_list_lines(item[1])) if item[2] == "list" else _table_text(item[1])
+    return (item[0], text, item[2], item[3])
+
+
+def _words(item: tuple) -> list[str]:
+    text = item[1] if isinstance(item[1], str) else " ".join(item[1].itertext())
+    return _WORD.findall(text.lower())
+
+
+def _pick_title(items: list[tuple]) -> str:
+    """The h1 nearest before the first kept block, else the first h1 after it."""
+    first = next((n for n, i in enumerate(items) if i[0] == "text" and i[3]), len(items))
+    h1s = [(n, i[2]) for n, i in enumerate(items) if i[0] == "heading" and i[1] == 1]
+    before = [t for n, t in h1s if n < first]
+    return before[-1] if before else (h1s[0][1] if h1s else "")
+
+
+def _text(element, skip=(), pre: bool = False) -> str:
+    """Text of an element: <br> and block children become line breaks, comments are left out."""
+    parts: list[str] = []
+    _collect(element, parts, skip, pre)
     return "".join(parts)
+
+
+def _collect(element, parts: list[str], skip, pre: bool = False) -> None:
+    # Line breaks in HTML source are spaces, except inside <pre>.
+    if element.text and isinstance(element.tag, str):
+        parts.append(element.text if pre else element.text.replace("\n", " "))
+    for child in element:
+        if isinstance(child.tag, str) and child not in skip:
+            if child.tag == "br":
+                parts.append("\n")
+            elif child.tag in BLOCK_TAGS or child.tag in LINE_TAGS:
+                parts.append("\n")
+                _collect(child, parts, skip, pre or child.tag == "pre")
+                parts.append("\n")
+            else:
+                _collect(child, parts, skip, pre)
+        if child.tail:
+            parts.append(child.tail if pre else child.tail.replace("\n", " "))
 
 
 def _clean(text: str) -> str:
@@ -186,101 +414,198 @@ def _clean(text: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
-class _Blocks:
-    """Flattens an element tree into headings and text blocks, in document order."""
+def _line(element, skip=()) -> str:
+    return _clean(_text(element, skip)).replace("\n", " ")
+
+
+_PERMALINK = "¶#§\u200b\uf0c1 "  # permalink signs that doc generators append to headings
+
+
+class _Walker:
+    """Flattens an element tree into headings and text blocks, in document order.
+
+    Items: ("heading", level, text, anchor) and ("text", text, kind, kept).
+    """
 
     def __init__(self) -> None:
-        self.items: list[tuple] = []  # ("heading", level, text, anchor) | ("text", str)
+        self.items: list[tuple] = []
         self._buffer: list[str] = []
+        self._heading: tuple | None = None
+
+    def run(self, root) -> list[tuple]:
+        self.walk(root)
+        self.flush()
+        return self.items
 
     def flush(self) -> None:
-        text = _clean("".join(self._buffer))
+        if not self._buffer:
+            return
+        text = "".join(self._buffer)
         self._buffer = []
-        if text:
-            self.items.append(("text", text))
+        if not text.isspace():
+            text = _clean(text)
+            if text:
+                self.items.append(("text", text, "p", True))
 
-    def walk(self, element: Tag) -> None:
-        for child in element.children:
-            if isinstance(child, NavigableString):
-                if not isinstance(child, Comment):
-                    self._buffer.append(str(child))
-                continue
-            if not isinstance(child, Tag):
-                continue
-            name = child.name
-            if name in HEADINGS:
-                self.flush()
-                anchor = child.get("id") or _inner_anchor(child)
-                text = _clean(_inline(child)).replace("\n", " ").rstrip("¶#").strip()
-                if text:
-                    self.items.append(("heading", HEADINGS[name], text, anchor))
-            elif name == "pre":
-                self.flush()
-                code = child.get_text().strip("\n")
-                if code.strip():
-                    self.items.append(("text", code))
-            elif name in ("ul", "ol"):
-                self.flush()
-                self.items.append(("text", _list_text(child)))
-            elif name == "table":
-                self.flush()
-                self.items.append(("text", _table_text(child)))
-            elif name == "dl":
-                self.flush()
-                self.items.append(("text", _dl_text(child)))
-            elif name == "br":
-                self._buffer.append("\n")
-            elif name in BLOCK_TAGS or child.find(list(BLOCK_TAGS) + ["pre", "table", "ul", "ol"]):
-                self.flush()
+    def text(self, text: str, kind: str) -> None:
+        if text.strip():
+            self.items.append(("text", text, kind, True))
+
+    def walk(self, element) -> None:
+        if element.text:
+            self._buffer.append(element.text.replace("\n", " "))
+        for child in element:
+            tag = child.tag
+            if isinstance(tag, str):
+                self.element(child, tag)
+            if child.tail:
+                self._buffer.append(child.tail.replace("\n", " "))
+
+    def element(self, child, tag: str) -> None:
+        if tag in HEADINGS:
+            self.flush()
+            text = _line(child).rstrip(_PERMALINK).strip()
+            if text:
+                self._heading = ("heading", HEADINGS[tag], text, _anchor(child))
+                self.items.append(self._heading)
+        elif tag == "pre":
+            self.flush()
+            self.text(_text(child, pre=True).strip("\n").rstrip(), "pre")
+        elif tag in ("ul", "ol"):
+            self.flush()
+            self.list(child)
+        elif tag == "table":
+            self.flush()
+            if _layout_table(child):
                 self.walk(child)
                 self.flush()
             else:
-                self._buffer.append(_inline(child))
+                self.items.append(("text", child, "table", True))
+        elif tag == "dl":
+            self.flush()
+            self.definitions(child)
+        elif tag == "br":
+            self._buffer.append("\n")
+        elif tag in BLOCK_TAGS:
+            self.flush()
+            self.walk(child)
+            self.flush()
+        else:
+            self.walk(child)
+
+    def list(self, lst) -> None:
+        if lst.find(".//pre") is None and lst.find(".//table") is None:
+            self.items.append(("text", lst, "list", True))  # rendered once known to be kept
+            return
+        # Steps with code or tables in them: each item is walked so its code stays verbatim.
+        number = 0
+        for item in lst:
+            if item.tag != "li":
+                continue
+            number += 1
+            self._buffer.append(f"{number}. " if lst.tag == "ol" else "- ")
+            self.walk(item)
+            self.flush()
+
+    def definitions(self, dl) -> None:
+        lines: list[str] = []
+        for child in dl:
+            if child.tag == "dt":
+                term = _line(child).rstrip(_PERMALINK).strip()
+                anchor = child.get("id")
+                if anchor and self._heading is not None and "sig" in (child.get("class") or ""):
+                    # An API object in Sphinx output (json.dump): its own section, deep-linkable.
+                    if lines:
+                        self.text("\n".join(lines), "dl")
+                        lines = []
+                    level = min(self._heading[1] + 1, 6)
+                    self.items.append(("heading", level, anchor, anchor))
+                lines.append(term)
+            elif child.tag == "dd":
+                if any(c.tag in DD_BLOCKS for c in child.iter() if c is not child):
+                    if lines:
+                        self.text("\n".join(lines), "dl")
+                        lines = []
+                    self.walk(child)
+                    self.flush()
+                else:
+                    lines.append("  " + _line(child))
+        if lines:
+            self.text("\n".join(lines), "dl")
+        if self._heading is not None and self.items and self.items[-1] is not self._heading:
+            # Back to the enclosing section after a run of API objects.
+            if any(i[0] == "heading" and i[2] == i[3] for i in self.items[-50:]):
+                self.items.append(self._heading)
 
 
-def _inner_anchor(heading: Tag) -> str | None:
-    inner = heading.find(attrs={"id": True})
-    if inner is not None:
-        return inner["id"]
-    parent = heading.parent
-    if parent is not None and parent.name == "section" and parent.get("id"):
-        return parent["id"]
+DD_BLOCKS = {"p", "pre", "table", "ul", "ol", "dl", "div"}
+LINE_TAGS = {"tr", "ul", "ol", "dl", "table", "pre", "hr"} | set(HEADINGS)
+
+
+def _anchor(heading) -> str | None:
+    """The fragment that links to a heading: its id, its permalink, or its section's id."""
+    if heading.get("id"):
+        return heading.get("id")
+    for link in heading.iter("a"):
+        href = link.get("href") or ""
+        if href.startswith("#") and len(href) > 1 and not link.text_content().strip(_PERMALINK):
+            return href[1:]
+    for inner in heading.iterdescendants():
+        if isinstance(inner.tag, str) and (inner.get("id") or (inner.tag == "a" and inner.get("name"))):
+            return inner.get("id") or inner.get("name")
+    previous = heading.getprevious()
+    if previous is not None and previous.tag in ("a", "span") and previous.get("id") \
+            and not previous.text_content().strip():
+        return previous.get("id")
+    for depth, ancestor in enumerate(heading.iterancestors()):
+        if ancestor.tag in ("body", "html") or depth > 4:
+            break
+        if ancestor.get("id") and (ancestor.tag == "section" or _SECTION_CLASS.search(ancestor.get("class") or "")):
+            first = next(ancestor.iter(*HEADINGS), None)
+            return ancestor.get("id") if first is heading else None
     return None
 
 
-def _list_text(lst: Tag, depth: int = 0) -> str:
+_SECTION_CLASS = re.compile(r"\b(sect\d|section|chapter|appendix|preface|refentry|refsect\d|simplesect)\b")
+
+
+def _layout_table(table) -> bool:
+    """A table used for page layout (nested tables, headings, long cells), not for data."""
+    if table.find(".//table") is not None or any(table.iter(*HEADINGS)):
+        return True
+    return any(len(cell.text_content()) > 2000 for cell in table.iter("td"))
+
+
+def _list_lines(lst, depth: int = 0) -> list[str]:
     lines = []
-    ordered = lst.name == "ol"
-    for n, item in enumerate(lst.find_all("li", recursive=False), start=1):
-        nested = item.find_all(["ul", "ol"], recursive=False)
+    number = 0
+    for item in lst:
+        if item.tag in ("ul", "ol"):  # a list nested without its <li> (common, invalid)
+            lines.extend(_list_lines(item, depth + 1))
+            continue
+        if item.tag != "li":
+            continue
+        number += 1
+        nested = [c for c in item if c.tag in ("ul", "ol")]
+        marker = f"{number}." if lst.tag == "ol" else "-"
+        text = _line(item, skip=nested)
+        if text:
+            lines.append("  " * depth + f"{marker} {text}")
         for sub in nested:
-            sub.extract()
-        marker = f"{n}." if ordered else "-"
-        text = _clean(_inline(item)).replace("\n", " ")
-        lines.append("  " * depth + f"{marker} {text}")
-        for sub in nested:
-            lines.append(_list_text(sub, depth + 1))
-    return "\n".join(line for line in lines if line.strip())
+            lines.extend(_list_lines(sub, depth + 1))
+    return lines
 
 
-def _table_text(table: Tag) -> str:
+def _table_text(table) -> str:
     rows = []
     caption = table.find("caption")
-    if caption:
-        rows.append(_clean(_inline(caption)))
-    for tr in table.find_all("tr"):
-        cells = [_clean(_inline(c)).replace("\n", " ") for c in tr.find_all(["th", "td"])]
+    if caption is not None:
+        rows.append(_line(caption))
+    for tr in table.iter("tr"):
+        cells = [_line(c) for c in tr if c.tag in ("th", "td")]
         if any(cells):
             rows.append(" | ".join(cells))
     return "\n".join(rows)
-
-
-def _dl_text(dl: Tag) -> str:
-    lines = []
-    for item in dl.find_all(["dt", "dd"], recursive=False):
-        text = _clean(_inline(item)).replace("\n", " ")
-        lines.append(text if item.name == "dt" else "  " + text)
-    return "\n".join(lines)
 
 
 def _sections(items: list[tuple], title: str) -> tuple[Section, ...]:
@@ -290,7 +615,7 @@ def _sections(items: list[tuple], title: str) -> tuple[Section, ...]:
 
     def close() -> None:
         if texts:
-            headings = tuple(h for _, h, _ in path if h != title or len(path) > 1)
+            headings = tuple(h for _, h, _ in path)
             if headings and headings[0] == title:
                 headings = headings[1:]
             anchor = path[-1][2] if path else None
@@ -308,6 +633,32 @@ def _sections(items: list[tuple], title: str) -> tuple[Section, ...]:
             texts.append(item[1])
     close()
     return tuple(sections)
+
+
+def document_text(doc: Document) -> str:
+    """The document as plain text: each section's heading on its own line, then its text."""
+    parts: list[str] = []
+    previous: tuple[str, ...] = ()
+    for section in doc.sections:
+        if section.heading_path and section.heading_path != previous:
+            parts.append(section.heading_path[-1])
+        previous = section.heading_path
+        parts.append(section.text)
+    return "\n\n".join(parts)
+
+
+def document_dict(doc: Document) -> dict:
+    """The document as JSON-ready data: what `kbindex extract --json` prints."""
+    return {
+        "source": doc.source,
+        "title": doc.title,
+        "metadata": dict(doc.metadata),
+        "sections": [
+            {"heading": s.heading, "heading_path": list(s.heading_path), "anchor": s.anchor,
+             "text": s.text}
+            for s in doc.sections
+        ],
+    }
 
 
 def _title_from_source(source: str) -> str:
@@ -382,7 +733,7 @@ def _outline(lines, headings, source, metadata) -> Document:
     sections: list[Section] = []
     path: list[tuple[int, str]] = []
     bounds = [(0, 0, 0, None)] + headings + [(len(lines), len(lines), 0, None)]
-    for (start, end, level, heading), nxt in zip(bounds, bounds[1:]):
+    for (_, end, level, heading), nxt in zip(bounds, bounds[1:], strict=False):
         if heading is not None:
             while path and path[-1][0] >= level:
                 path.pop()
