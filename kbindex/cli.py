@@ -176,7 +176,15 @@ def _hit_json(hit) -> dict:
         "section": hit.section,
         "text": hit.text,
         "anchor": hit.anchor,
+        "url": _deep_link(hit.source, hit.anchor),
     }
+
+
+def _deep_link(source: str, anchor: str | None) -> str:
+    """Where a hit opens: the URL (or file:// path) with #anchor when the section has one."""
+    from kbindex.extract import deep_link
+
+    return deep_link(source, anchor)
 
 
 def _print_hits(q, hits, many: bool) -> None:
@@ -187,11 +195,49 @@ def _print_hits(q, hits, many: bool) -> None:
     for hit in hits:
         where = f" > {hit.section}" if hit.section else ""
         click.echo(f"{hit.rank:>2}. {hit.score:.3f}  {hit.title}{where}")
-        click.echo(f"    {hit.source}")
+        click.echo(f"    {_deep_link(hit.source, hit.anchor)}")
         snippet = " ".join(hit.text.split())
         click.echo(f"    {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
     if many:
         click.echo()
+
+
+@cli.command("extract")
+@click.argument("source")
+@click.option("--timeout", type=float, default=cfg.DEFAULT_TIMEOUT, show_default=True,
+              help="Seconds to wait for a server to connect or send data.")
+@click.option("--max-bytes", type=int, default=cfg.DEFAULT_MAX_BYTES, show_default=True,
+              help="Largest page or file read, in bytes after decompression.")
+@json_option
+def extract_command(source, timeout, max_bytes, as_json):
+    """Show what kbindex would index from one file or URL: metadata, sections, text.
+
+    Nothing is written. SOURCE is a file (.html .md .txt .rst .pdf .docx ...) or an
+    http(s) URL.
+
+    \b
+    Example:
+      kbindex extract https://kb.example.com/printer-offline.html
+      kbindex extract manual.pdf --json
+    """
+    from kbindex.extract import document_dict
+    from kbindex.fetch import Fetcher
+    from kbindex.index import read_document
+
+    with Fetcher(timeout=timeout, max_bytes=max_bytes) as fetcher:
+        doc = read_document(source, fetcher, max_bytes)
+    data = document_dict(doc)
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False))
+        return
+    facts = {"title": data["title"], "source": data["source"], **data["metadata"]}
+    width = max(len(key) for key in facts)
+    for key, value in facts.items():
+        click.echo(f"{key:<{width}}  {value}")
+    for section in data["sections"]:
+        anchor = f"  #{section['anchor']}" if section["anchor"] else ""
+        click.echo(f"\n## {section['heading'] or '(top)'}{anchor}")
+        click.echo(section["text"])
 
 
 @cli.command()

@@ -33,6 +33,8 @@ USER_AGENT = f"kbindex/{__version__} (+https://github.com/kbindex/kbindex; knowl
 
 # Folder sources: the extensions indexed.
 TEXT_EXTENSIONS = (".html", ".htm", ".md", ".markdown", ".txt", ".rst")
+DOCUMENT_EXTENSIONS = (".pdf", ".docx")  # read through pypdf and python-docx
+FOLDER_EXTENSIONS = TEXT_EXTENSIONS + DOCUMENT_EXTENSIONS
 
 # Chroma's collection naming rule (chromadb validates the same on create).
 _COLLECTION_NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9._-]{1,510})[a-zA-Z0-9]$")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import codecs
+import io
 import re
 from collections import Counter
 from pathlib import PurePosixPath
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from kbindex.errors import SkipSource
 from kbindex.records import Document, Page, Section
 
+DOCX_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 MARKDOWN_EXTENSIONS = (".md", ".markdown")
 RST_EXTENSIONS = (".rst",)
@@ -43,9 +45,12 @@ def extract(page: Page) -> Document:
     kind = _kind(page)
     if kind == "binary":
         raise SkipSource(page.source, "binary file, not text", kind="binary")
-    text_or_bytes = page.body
     if kind == "html":
-        doc = extract_html(text_or_bytes, page.source, page.content_type)
+        doc = extract_html(page.body, page.source, page.content_type)
+    elif kind == "pdf":
+        doc = extract_pdf(page.body, page.source)
+    elif kind == "docx":
+        doc = extract_docx(page.body, page.source)
     else:
         text = decode_text(page.body, page.source, page.content_type)
         if kind == "markdown":
@@ -61,11 +66,15 @@ def extract(page: Page) -> Document:
 
 def _kind(page: Page) -> str:
     head = page.body[:8192]
-    if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return "binary"
     ctype = (page.content_type or "").split(";")[0].strip().lower()
     suffix = PurePosixPath(urlsplit(page.source).path if "://" in page.source else page.source)
     ext = suffix.suffix.lower()
+    if head.startswith(b"%PDF-") and (ext == ".pdf" or ctype in ("application/pdf", "")):
+        return "pdf"
+    if head.startswith(b"PK\x03\x04") and (ext == ".docx" or ctype == DOCX_TYPE):
+        return "docx"
+    if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "binary"
     if ctype in HTML_TYPES or ext in HTML_EXTENSIONS:
         return "html"
     if ctype == "text/markdown" or ext in MARKDOWN_EXTENSIONS:
@@ -161,7 +170,7 @@ def extract_html(body: bytes | str, source: str, content_type: str | None = None
     if tree is None:
         raise SkipSource(source, "no text to index (empty document)", kind="empty")
     metadata = html_metadata(tree, source)
-    items = _items_by_trafilatura(tree, source)
+    items = _items_by_trafilatura(tree, source, metadata.get("title", ""))
     if items is None:
         tree = _parse(markup)
         items = _items_by_rules(tree)
@@ -212,6 +221,9 @@ def html_metadata(tree, source: str) -> dict[str, str]:
     found = extract_meta_json(tree, examine_meta(tree))
     if not found.title:
         found.title = tree.findtext(".//title")
+    if not found.url:
+        link = tree.find(".//link[@rel='canonical']")
+        found.url = link.get("href") if link is not None else None
     meta: dict[str, str] = {}
     for key, value in (("title", found.title), ("description", found.description),
                        ("author", found.author), ("canonical", found.url)):
@@ -247,7 +259,7 @@ def _meta_modified(tree) -> str | None:
     return None
 
 
-def _items_by_trafilatura(tree, source: str) -> list[tuple] | None:
+def _items_by_trafilatura(tree, source: str, page_title: str = "") -> list[tuple] | None:
     """Walk the whole page, keeping the text blocks that trafilatura counts as the article."""
     from trafilatura import bare_extraction
 
@@ -262,7 +274,7 @@ def _items_by_trafilatura(tree, source: str) -> list[tuple] | None:
     _strip(tree, DROP_ALWAYS)
     body = tree.find("body")
     items = _Walker().run(body if body is not None else tree)
-    selected = _select(items, article)
+    selected = _select(items, article, page_title)
     return selected if any(i[0] == "text" and i[3] for i in selected) else None
 
 
@@ -307,14 +319,16 @@ def _main_root(tree):
     return body if body is not None else tree
 
 
-def _select(items: list[tuple], article: str) -> list[tuple]:
+def _select(items: list[tuple], article: str, page_title: str = "") -> list[tuple]:
     """Keep the text blocks whose word 4-grams are mostly in trafilatura's article text.
 
     A short block (under four words) is kept when it is a whole line of that text. A code block
     or table that trafilatura dropped between two kept blocks is kept too: trafilatura loses code
     inside line-numbered or highlighted markup (MkDocs) that is plainly part of the article.
-    Headings before the first kept block that trafilatura left out (kickers, standfirsts) go.
+    Headings before the first kept block that trafilatura left out (kickers, standfirsts) go,
+    unless they are the page's title.
     """
+    title_words = " ".join(_WORD.findall(page_title.lower()))
     words = _WORD.findall(article.lower())
     # A multiset: each of trafilatura's 4-grams vouches for one block only, so an article that
     # a page carries twice (a hidden or teaser copy) is kept once.
@@ -351,8 +365,10 @@ def _select(items: list[tuple], article: str) -> list[tuple]:
     for n, (item, mark) in enumerate(zip(items, marks, strict=True)):
         if mark is not None:
             selected.append((item[0], item[1], item[2], mark))
-        elif n > first or item[1] == 1 or " ".join(_WORD.findall(item[2].lower())) in lines:
-            selected.append(item)
+        else:
+            heading = " ".join(_WORD.findall(item[2].lower()))
+            if n > first or item[1] == 1 or heading in lines or (heading and heading in title_words):
+                selected.append(item)
     return selected
 
 
@@ -372,8 +388,11 @@ def _rendered(item: tuple) -> tuple:
 
 
 def _words(item: tuple) -> list[str]:
-    text = item[1] if isinstance(item[1], str) else " ".join(item[1].itertext())
+    text = _MARKER.sub("", item[1]) if isinstance(item[1], str) else " ".join(item[1].itertext())
     return _WORD.findall(text.lower())
+
+
+_MARKER = re.compile(r"\A(?:\d+\.|-) ")  # a list marker the walker put in front of a step
 
 
 def _pick_title(items: list[tuple]) -> str:
@@ -503,9 +522,14 @@ class _Walker:
             if item.tag != "li":
                 continue
             number += 1
-            self._buffer.append(f"{number}. " if lst.tag == "ol" else "- ")
+            self.flush()
+            start = len(self.items)
             self.walk(item)
             self.flush()
+            first = self.items[start] if len(self.items) > start else None
+            if first is not None and first[0] == "text" and first[2] == "p":
+                marker = f"{number}." if lst.tag == "ol" else "-"
+                self.items[start] = ("text", f"{marker} {first[1]}", "p", True)
 
     def definitions(self, dl) -> None:
         lines: list[str] = []
@@ -647,6 +671,18 @@ def document_text(doc: Document) -> str:
     return "\n\n".join(parts)
 
 
+def deep_link(source: str, anchor: str | None) -> str:
+    """The link to a section: URL#anchor, or file:///path#anchor for a file."""
+    if "://" in source:
+        base = source.split("#", 1)[0]
+    else:
+        base = PurePosixPath(source).as_uri() if source.startswith("/") else source
+    return f"{base}#{quote(anchor, safe=_FRAGMENT_SAFE)}" if anchor else base
+
+
+_FRAGMENT_SAFE = "!$&'()*+,;=:@/?-._~"
+
+
 def document_dict(doc: Document) -> dict:
     """The document as JSON-ready data: what `kbindex extract --json` prints."""
     return {
@@ -757,6 +793,110 @@ def extract_plain(text: str, source: str) -> Document:
         title, body = _title_from_source(source), stripped
     sections = (Section((), _tidy(body)),) if body.strip() else ()
     return Document(source=source, title=title, sections=sections)
+
+
+# ---------------------------------------------------------------- PDF, DOCX
+
+
+def extract_pdf(body: bytes, source: str) -> Document:
+    """The text layer of a PDF, one section per page; the anchor `page=N` opens that page.
+
+    A PDF without a text layer (a scan) is skipped rather than indexed empty: OCR is out of scope.
+    """
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    try:
+        reader = PdfReader(io.BytesIO(body))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise SkipSource(source, "encrypted PDF, not indexed", kind="encrypted")
+        sections = []
+        for number, pdf_page in enumerate(reader.pages, start=1):
+            text = _tidy(_SPACE.sub(" ", pdf_page.extract_text() or ""))
+            if text.strip():
+                sections.append(Section((f"page {number}",), text, f"page={number}"))
+        info = reader.metadata
+        pages = len(reader.pages)
+    except SkipSource:
+        raise
+    except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise SkipSource(source, f"unreadable PDF: {exc}", kind="unreadable") from exc
+    if not sections:
+        raise SkipSource(source, "PDF has no text layer (scanned?), not indexed", kind="no_text_layer")
+    metadata: dict[str, str | int] = {"pages": pages}
+    title = ""
+    if info is not None:
+        title = (info.title or "").strip()
+        for key, value in (("author", info.author), ("description", info.subject)):
+            if value and str(value).strip():
+                metadata[key] = str(value).strip()
+        for key, attr in (("published", "creation_date"), ("modified", "modification_date")):
+            try:
+                when = getattr(info, attr)
+            except (ValueError, TypeError):  # a malformed date string in the PDF
+                when = None
+            if when is not None:
+                metadata[key] = when.date().isoformat()
+    title = title or _title_from_source(source)
+    return Document(source=source, title=title, sections=tuple(sections), metadata=metadata)
+
+
+def extract_docx(body: bytes, source: str) -> Document:
+    """A Word document: Heading 1-9 paragraphs become sections; lists and tables kept as text."""
+    import docx
+    from docx.table import Table
+
+    try:
+        document = docx.Document(io.BytesIO(body))
+        blocks = list(document.iter_inner_content())
+        props = document.core_properties
+    except Exception as exc:  # python-docx raises zip, XML and key errors alike on a bad file
+        raise SkipSource(source, f"unreadable DOCX: {exc}", kind="unreadable") from exc
+    items: list[tuple] = []
+    title = ""
+    for block in blocks:
+        if isinstance(block, Table):
+            rows = []
+            for row in block.rows:
+                cells: list[str] = []
+                for cell in row.cells:  # a merged cell is repeated once per grid column
+                    text = " ".join(cell.text.split())
+                    if not cells or cells[-1] != text:
+                        cells.append(text)
+                if any(cells):
+                    rows.append(" | ".join(cells))
+            if rows:
+                items.append(("text", "\n".join(rows), "table", True))
+            continue
+        text = block.text.strip()
+        if not text:
+            continue
+        style = block.style.name if block.style is not None else ""
+        level = re.match(r"Heading (\d)$", style)
+        if style == "Title" and not title:
+            title = text
+            items.append(("heading", 1, text, None))
+        elif level:
+            items.append(("heading", int(level.group(1)) + 1, text, None))
+        elif style.startswith("List"):
+            marker = "1." if "Number" in style else "-"
+            line = f"{marker} {text}"
+            if items and items[-1][0] == "text" and items[-1][2] == "list":
+                items[-1] = ("text", items[-1][1] + "\n" + line, "list", True)
+            else:
+                items.append(("text", line, "list", True))
+        else:
+            items.append(("text", text, "p", True))
+    metadata: dict[str, str] = {}
+    for key, value in (("author", props.author), ("description", props.subject),
+                       ("language", props.language)):
+        if value and value.strip():
+            metadata[key] = value.strip()
+    for key, value in (("published", props.created), ("modified", props.modified)):
+        if value is not None:
+            metadata[key] = value.date().isoformat()
+    title = title or (props.title or "").strip() or _title_from_source(source)
+    return Document(source=source, title=title, sections=_sections(items, title), metadata=metadata)
 
 
 def _tidy(text: str) -> str:

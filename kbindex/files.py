@@ -1,4 +1,7 @@
-"""Walking a folder safely and reading files as Pages."""
+"""Walking a folder safely and reading files as Pages.
+
+PDF and DOCX files are read as bytes like any other; kbindex.extract turns them into text.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from kbindex.config import DEFAULT_MAX_BYTES, TEXT_EXTENSIONS
+from kbindex.config import DEFAULT_MAX_BYTES, FOLDER_EXTENSIONS
 from kbindex.errors import SkipSource, SourceError
 from kbindex.records import Page
 
 
-def walk(folder: Path, extensions: tuple[str, ...] = TEXT_EXTENSIONS) -> Iterator[Path]:
+def walk(folder: Path, extensions: tuple[str, ...] = FOLDER_EXTENSIONS) -> Iterator[Path]:
     """Files under folder with a known extension, sorted, skipping hidden entries.
 
     Symbolic links to folders are not followed, so a link loop cannot trap the walk.

@@ -222,3 +222,15 @@ class Indexer:
 
 def _with_meta(chunk: Chunk, **extra: str) -> Chunk:
     return replace(chunk, metadata={**chunk.metadata, **extra})
+
+
+def read_document(arg: str, fetcher: Fetcher, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
+    """One file or URL through the same read and extract steps as indexing; writes nothing."""
+    (source,) = parse_sources([arg])
+    if source.kind == "folder":
+        raise UsageError(f"give one file or URL, not a folder: {arg}")
+    if source.kind == "file":
+        page = read_file(Path(source.value), max_bytes)
+    else:
+        page = fetcher.fetch(source.value)
+    return extract(page)
