@@ -120,24 +120,33 @@ def detect_encoding(body: bytes, content_type: str | None = None, html: bool = F
     """The encoding of a body: BOM, declared charset, <meta> charset, UTF-8, then detection.
 
     The BOM goes first, as in browsers, because a server's header is more often wrong than a
-    BOM. A declared or meta charset that does not decode the bytes cleanly is passed over.
+    BOM. A declared or meta charset that leaves more than a few bytes undecodable is passed
+    over (the page was saved in another encoding than it claims), as is a UTF-16 label on
+    bytes without NULs.
     """
     for bom, name in _BOMS:
         if body.startswith(bom):
             return name
-    candidates = [_codec(_charset(content_type))]
+    labelled = [_codec(_charset(content_type))]
     if html:
         match = _META_CHARSET.search(body[:4096])
-        candidates.append(_codec(match.group(1).decode("ascii", "replace")) if match else None)
-    candidates.append("utf-8")
-    for name in candidates:
-        if name is None:
-            continue
+        labelled.append(_codec(match.group(1).decode("ascii", "replace")) if match else None)
+    for name in labelled:
+        if name is None or (name.startswith(("utf-16", "utf-32")) and b"\x00" not in body):
+            continue  # UTF-16/32 text without a BOM has NUL bytes in it; that label is wrong
         try:
             body.decode(name)
-        except (UnicodeDecodeError, LookupError):
-            continue
+        except UnicodeDecodeError:
+            # A few corrupt bytes do not make a label wrong (browsers replace them too);
+            # many do: the page was saved in another encoding than it claims.
+            if body.decode(name, "replace").count("\ufffd") > 3 + len(body) // 1000:
+                continue
         return name
+    try:
+        body.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
     from charset_normalizer import from_bytes  # a trafilatura dependency
 
     best = from_bytes(body[:65536]).best()
@@ -879,9 +888,10 @@ def extract_docx(body: bytes, source: str) -> Document:
         elif level:
             items.append(("heading", int(level.group(1)) + 1, text, None))
         elif style.startswith("List"):
-            marker = "1." if "Number" in style else "-"
+            run = items[-1][1].split("\n") if items and items[-1][2:3] == ("list",) else []
+            marker = f"{len(run) + 1}." if "Number" in style else "-"
             line = f"{marker} {text}"
-            if items and items[-1][0] == "text" and items[-1][2] == "list":
+            if run:
                 items[-1] = ("text", items[-1][1] + "\n" + line, "list", True)
             else:
                 items.append(("text", line, "list", True))
