@@ -221,8 +221,9 @@ _JSON_MODIFIED = re.compile(r'"dateModified"\s*:\s*"([^"]+)"')
 def html_metadata(tree, source: str) -> dict[str, str]:
     """title, description, author, published, modified, language and canonical, where present.
 
-    Meta tags and JSON-LD are read by trafilatura's metadata functions and dates by htmldate
-    (both fast settings); only the modified date is looked up here.
+    Meta tags and JSON-LD are read by trafilatura's metadata functions and the published date
+    by htmldate (fast settings); the modified date comes from meta tags and JSON-LD only, as a
+    second htmldate pass costs more than the rest of the metadata.
     """
     from htmldate import find_date
     from trafilatura.metadata import examine_meta, extract_meta_json
@@ -239,7 +240,7 @@ def html_metadata(tree, source: str) -> dict[str, str]:
         if value and value.strip():
             meta[key] = " ".join(value.split())
     published = find_date(tree, extensive_search=False, original_date=True)
-    modified = _meta_modified(tree) or find_date(tree, extensive_search=False, original_date=False)
+    modified = _meta_modified(tree)
     if published:
         meta["published"] = published
     if modified and modified != published:
@@ -339,10 +340,13 @@ def _select(items: list[tuple], article: str, page_title: str = "") -> list[tupl
     """
     title_words = " ".join(_WORD.findall(page_title.lower()))
     words = _WORD.findall(article.lower())
-    # A multiset: each of trafilatura's 4-grams vouches for one block only, so an article that
-    # a page carries twice (a hidden or teaser copy) is kept once.
-    grams = Counter(_fourgrams(words))
+    counts = Counter(_fourgrams(words))
+    grams = set(counts)
     lines = {" ".join(_WORD.findall(line.lower())) for line in article.split("\n")}
+    # A 4-gram vouches for as many blocks as trafilatura's text has copies of it, so an article
+    # that a page carries twice (a hidden or teaser copy) is kept once.
+    claimed: Counter = Counter()
+    spent: set = set()  # 4-grams claimed as often as trafilatura's text has them
     marks: list = []
     for item in items:
         if item[0] != "text":
@@ -350,25 +354,25 @@ def _select(items: list[tuple], article: str, page_title: str = "") -> list[tupl
             continue
         block = _words(item)
         if len(block) >= 4:
-            own = Counter(_fourgrams(block))
-            found = sum(min(n, grams[g]) for g, n in own.items())
-            keep = found >= 0.5 * sum(own.values())
+            own = set(_fourgrams(block))
+            hits = own & grams
+            keep = len(hits) - len(hits & spent) >= 0.5 * len(own)
             if keep:
-                for g, n in own.items():
-                    grams[g] -= min(n, grams[g])
+                claimed.update(hits)
+                spent.update(g for g in hits if claimed[g] >= counts[g])
         else:
             keep = bool(block) and " ".join(block) in lines
         marks.append(keep)
     texts = [n for n, m in enumerate(marks) if m is not None]
-    for pos, n in enumerate(texts):
-        if marks[n] or items[n][2] not in ("pre", "table"):
+    kept_before, waiting = False, []  # dropped code/tables since the last block that decides
+    for n in texts:
+        if not marks[n] and items[n][2] in ("pre", "table"):
+            waiting.append(n)
             continue
-        before = next((marks[k] for k in reversed(texts[:pos])
-                       if marks[k] or items[k][2] not in ("pre", "table")), False)
-        after = next((marks[k] for k in texts[pos + 1:]
-                      if marks[k] or items[k][2] not in ("pre", "table")), False)
-        if before and after:
-            marks[n] = True
+        if marks[n] and kept_before:
+            for k in waiting:
+                marks[k] = True
+        kept_before, waiting = marks[n], []
     first = next((n for n in texts if marks[n]), len(items))
     selected = []
     for n, (item, mark) in enumerate(zip(items, marks, strict=True)):
@@ -715,6 +719,14 @@ def _title_from_source(source: str) -> str:
 # ---------------------------------------------------------------- Markdown, reST, text
 
 
+# Front matter keys, named as in HTML metadata so that one --where works across formats.
+_FRONT_MATTER_KEYS = {
+    "title": "title", "description": "description", "summary": "description", "author": "author",
+    "date": "published", "published": "published", "modified": "modified", "updated": "modified",
+    "lastmod": "modified", "lang": "language", "language": "language",
+}
+
+
 def extract_markdown(text: str, source: str) -> Document:
     """Markdown: ATX and setext headings become sections (fenced code is not a heading)."""
     from markdown_it import MarkdownIt
@@ -724,8 +736,9 @@ def extract_markdown(text: str, source: str) -> Document:
     if front:
         for line in front.group(1).splitlines():
             key, sep, value = line.partition(":")
-            if sep and key.strip() in ("title", "description", "author", "date"):
-                metadata[key.strip()] = value.strip().strip("\"'")
+            name = _FRONT_MATTER_KEYS.get(key.strip().lower())
+            if sep and name and value.strip().strip("\"'"):
+                metadata[name] = value.strip().strip("\"'")
         text = text[front.end():]
     lines = text.split("\n")
     tokens = MarkdownIt("commonmark").enable("table").parse(text)

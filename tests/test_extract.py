@@ -73,3 +73,10 @@ def test_declared_charset_and_latin1_bytes():
 def test_utf8_bom_text_file():
     doc = extract(Page(source="/kb/a.txt", body="\ufeffT\u00edtulo\n\nTexto aqu\u00ed.".encode("utf-8")))
     assert doc.title == "Título"
+
+
+def test_markdown_front_matter_uses_the_html_metadata_names():
+    md = b"---\ntitle: \"VPN setup\"\nauthor: Ops Team\ndate: 2024-03-01\nlastmod: 2024-04-02\ntags: [vpn]\n---\n# Ignored heading\n\nText.\n"
+    doc = extract(Page(source="/kb/vpn.md", body=md))
+    assert doc.title == "VPN setup"
+    assert doc.metadata == {"author": "Ops Team", "published": "2024-03-01", "modified": "2024-04-02"}
