@@ -7,7 +7,7 @@ import io
 import re
 from collections import Counter
 from pathlib import PurePosixPath
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from kbindex.errors import SkipSource
 from kbindex.records import Document, Page, Section
@@ -682,18 +682,6 @@ def document_text(doc: Document) -> str:
         previous = section.heading_path
         parts.append(section.text)
     return "\n\n".join(parts)
-
-
-def deep_link(source: str, anchor: str | None) -> str:
-    """The link to a section: URL#anchor, or file:///path#anchor for a file."""
-    if "://" in source:
-        base = source.split("#", 1)[0]
-    else:
-        base = PurePosixPath(source).as_uri() if source.startswith("/") else source
-    return f"{base}#{quote(anchor, safe=_FRAGMENT_SAFE)}" if anchor else base
-
-
-_FRAGMENT_SAFE = "!$&'()*+,;=:@/?-._~"
 
 
 def document_dict(doc: Document) -> dict:
