@@ -281,7 +281,7 @@ def _items_by_trafilatura(tree, source: str, page_title: str = "") -> list[tuple
     article = getattr(result, "text", None) if result is not None else None
     if not article or not article.strip():
         return None
-    _strip(tree, DROP_ALWAYS)
+    _strip(tree, DROP_ALWAYS + ("nav", "aside", "footer"))
     body = tree.find("body")
     items = _Walker().run(body if body is not None else tree)
     selected = _select(items, article, page_title)

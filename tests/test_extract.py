@@ -80,3 +80,18 @@ def test_markdown_front_matter_uses_the_html_metadata_names():
     doc = extract(Page(source="/kb/vpn.md", body=md))
     assert doc.title == "VPN setup"
     assert doc.metadata == {"author": "Ops Team", "published": "2024-03-01", "modified": "2024-04-02"}
+
+
+def test_rules_fallback_drops_chrome_and_reads_the_largest_article():
+    # The path taken when trafilatura finds no article text that maps onto the page's blocks.
+    from kbindex.extract import _items_by_rules, _parse, _rendered
+
+    tree = _parse("""<html><body><header>SITEHEADER</header><nav>MENU</nav>
+      <div class="sidebar-widget">WIDGET</div>
+      <article><p>Short teaser.</p></article>
+      <article><h2 id="fix">Fix</h2><p>Restart the agent service.</p>
+        <div class="share-buttons">SHARE</div><ul><li>Step one</li></ul></article>
+      <footer>FOOTER</footer></body></html>""")
+    items = [_rendered(i) for i in _items_by_rules(tree)]
+    assert [(i[2], i[3]) for i in items if i[0] == "heading"] == [("Fix", "fix")]
+    assert [i[1] for i in items if i[0] == "text"] == ["Restart the agent service.", "- Step one"]
