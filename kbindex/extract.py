@@ -373,6 +373,7 @@ def _select(items: list[tuple], article: str, page_title: str = "") -> list[tupl
             for k in waiting:
                 marks[k] = True
         kept_before, waiting = marks[n], []
+    _restore_sections(items, marks)
     first = next((n for n in texts if marks[n]), len(items))
     selected = []
     for n, (item, mark) in enumerate(zip(items, marks, strict=True)):
@@ -383,6 +384,37 @@ def _select(items: list[tuple], article: str, page_title: str = "") -> list[tupl
             if n > first or item[1] == 1 or heading in lines or (heading and heading in title_words):
                 selected.append(item)
     return selected
+
+
+def _restore_sections(items: list[tuple], marks: list) -> None:
+    """Keep whole sections trafilatura dropped between kept ones, where headings have anchors.
+
+    trafilatura prunes elements whose id or class looks like chrome ("menu", "navigation",
+    "comments"); documentation generators derive section ids from heading text, so a section
+    titled "Menus" vanishes with its content. A run of sections with no kept text, each headed
+    by an anchored heading, that lies between kept text is part of the article. Headings
+    without anchors (promos and teasers on news pages rarely have them) are left alone.
+    """
+    segments: list[tuple[int, list[int]]] = []  # (heading index, text indexes under it)
+    for n, item in enumerate(items):
+        if item[0] == "heading":
+            segments.append((n, []))
+        elif segments:
+            segments[-1][1].append(n)
+    kept = [any(marks[k] for k in texts) for _, texts in segments]
+    run: list[int] = []
+    seen_kept = any(marks[n] for n in range(segments[0][0])) if segments else False
+    for index, (heading, texts) in enumerate(segments):
+        if kept[index]:
+            if seen_kept:
+                for k in run:
+                    for n in segments[k][1]:
+                        marks[n] = True
+            seen_kept, run = True, []
+        elif items[heading][3] and texts:
+            run.append(index)
+        elif texts or not items[heading][3]:
+            run = []
 
 
 _WORD = re.compile(r"\w+")
@@ -559,7 +591,8 @@ class _Walker:
                     self.items.append(("heading", level, anchor, anchor))
                 lines.append(term)
             elif child.tag == "dd":
-                if any(c.tag in DD_BLOCKS for c in child.iter() if c is not child):
+                blocks = [c for c in child.iter() if c is not child and c.tag in DD_BLOCKS]
+                if blocks and not (len(blocks) == 1 and blocks[0].tag == "p"):
                     if lines:
                         self.text("\n".join(lines), "dl")
                         lines = []

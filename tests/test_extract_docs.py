@@ -104,3 +104,19 @@ def test_steps_with_code_keep_the_code_verbatim():
     doc = extract(Page(source="https://kb.example.com/rotate", body=page, content_type="text/html"))
     assert "openssl genpkey -algorithm ed25519 \\\n    -out new.pem" in doc.text
     assert "1. Create the new key:" in doc.text and "2. Restart the service." in doc.text
+
+
+def test_sphinx_sections_whose_ids_look_like_chrome_are_kept():
+    # Reduced from Python's own IDLE page (Doc/library/idle.rst as built by Sphinx): its
+    # sections are <section id="menus"> and <section id="editing-and-navigation">, ids that
+    # trafilatura prunes as navigation. They are article text and must be indexed.
+    doc = _doc("sphinx-idle-menus.html")
+    assert doc.title == "IDLE"
+    assert "IDLE has two main window types, the Shell window and the Editor window." in _section(doc, "menus").text
+    menu = _section(doc, "file-menu-shell-and-editor")
+    assert menu.heading_path == ("Menus", "File menu (Shell and Editor)")
+    assert "New File\n  Create a new file editing window." in menu.text
+    assert "IDLE may open editor windows when it starts" in _section(doc, "editor-windows").text
+    assert _section(doc, "startup-and-code-execution").text
+    for chrome in ("Quick search", "Table of Contents", "Previous topic", "Report a Bug"):
+        assert chrome not in doc.text
