@@ -108,3 +108,5 @@ def test_where_filters_on_extracted_metadata(kb):
     assert hits and all(h["source"].endswith("printer-offline-windows.html") for h in hits)
     other = kb.json("query", "printer offline", "--where", "language=en", "-k", "3")["hits"]
     assert len(other) == 3
+    dated = kb.json("query", "printer offline", "--where", "published=2026-01-27", "-k", "10")["hits"]
+    assert dated and {h["source"].rsplit("/", 1)[-1] for h in dated} == {"printer-offline-windows.html"}

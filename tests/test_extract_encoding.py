@@ -1,6 +1,8 @@
 """Decoding: BOM, declared charset, <meta> charset, then detection; never fatal."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kbindex.errors import SkipSource
 from kbindex.extract import decode, detect_encoding, extract
@@ -66,3 +68,17 @@ def test_a_page_mislabelled_as_utf8_is_detected():
     body = _html("cp1252", '<meta charset="utf-8">')  # German text in cp1252, labelled UTF-8
     doc = _extract(body, "text/html; charset=utf-8")
     assert "schlägt die Übertragung" in doc.text and "\ufffd" not in doc.text
+
+
+
+@settings(max_examples=60, deadline=None)
+@given(body=st.binary(max_size=400), charset=st.sampled_from([None, "utf-8", "latin-1", "utf-16", "bogus"]),
+       kind=st.sampled_from(["text/html", "text/plain", None]))
+def test_any_bytes_decode_or_skip_never_crash(body, charset, kind):
+    content_type = f"{kind}; charset={charset}" if kind and charset else kind
+    text = decode(body, content_type, html=kind == "text/html")
+    assert isinstance(text, str)
+    try:
+        extract(Page(source="http://x/p", body=body, content_type=content_type))
+    except SkipSource:
+        pass
