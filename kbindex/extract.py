@@ -239,7 +239,8 @@ def html_metadata(tree, source: str) -> dict[str, str]:
                        ("author", found.author), ("canonical", found.url)):
         if value and value.strip():
             meta[key] = " ".join(value.split())
-    published = find_date(tree, extensive_search=False, original_date=True)
+    url = source if "://" in source else None  # a date in the URL is the cheapest clue
+    published = find_date(tree, url=url, extensive_search=False, original_date=True)
     modified = _meta_modified(tree)
     if published:
         meta["published"] = published
