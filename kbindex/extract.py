@@ -579,17 +579,19 @@ class _Walker:
 
     def definitions(self, dl) -> None:
         lines: list[str] = []
+        enclosing = self._heading
         for child in dl:
             if child.tag == "dt":
                 term = _line(child).rstrip(_PERMALINK).strip()
                 anchor = child.get("id")
-                if anchor and self._heading is not None and "sig" in (child.get("class") or ""):
-                    # An API object in Sphinx output (json.dump): its own section, deep-linkable.
+                if anchor and enclosing is not None and "sig" in (child.get("class") or ""):
+                    # An API object in Sphinx output (json.dump): its own section, deep-linkable,
+                    # one level below the section (or class) it is documented in.
                     if lines:
                         self.text("\n".join(lines), "dl")
                         lines = []
-                    level = min(self._heading[1] + 1, 6)
-                    self.items.append(("heading", level, anchor, anchor))
+                    self._heading = ("heading", min(enclosing[1] + 1, 6), anchor, anchor)
+                    self.items.append(self._heading)
                 lines.append(term)
             elif child.tag == "dd":
                 blocks = [c for c in child.iter() if c is not child and c.tag in DD_BLOCKS]
@@ -603,10 +605,10 @@ class _Walker:
                     lines.append("  " + _line(child))
         if lines:
             self.text("\n".join(lines), "dl")
-        if self._heading is not None and self.items and self.items[-1] is not self._heading:
-            # Back to the enclosing section after a run of API objects.
-            if any(i[0] == "heading" and i[2] == i[3] for i in self.items[-50:]):
-                self.items.append(self._heading)
+        if self._heading is not enclosing:
+            # Back to the enclosing section: text after the list belongs to it again.
+            self._heading = enclosing
+            self.items.append(enclosing)
 
 
 DD_BLOCKS = {"p", "pre", "table", "ul", "ol", "dl", "div"}

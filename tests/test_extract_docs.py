@@ -120,3 +120,23 @@ def test_sphinx_sections_whose_ids_look_like_chrome_are_kept():
     assert _section(doc, "startup-and-code-execution").text
     for chrome in ("Quick search", "Table of Contents", "Previous topic", "Report a Bug"):
         assert chrome not in doc.text
+
+
+def test_sphinx_methods_nest_under_their_class_and_text_after_returns_to_the_section():
+    page = b"""<html><body><div class="body" role="main"><section id="api">
+    <h2>API<a class="headerlink" href="#api">\xc2\xb6</a></h2>
+    <p>The client wraps every call of the service in one object with retries built in.</p>
+    <dl class="py class"><dt class="sig sig-object py" id="acme.Client">class acme.Client(url)</dt>
+    <dd><p>A connection to the service, opened lazily on the first request made.</p>
+      <dl class="py method"><dt class="sig sig-object py" id="acme.Client.get">get(path)</dt>
+      <dd><p>Fetch one resource and return its decoded JSON body to the caller.</p></dd></dl>
+      <p>Clients are safe to share between threads once they are created.</p>
+    </dd></dl>
+    <p>Errors raise acme.Error with the status code and the message of the server.</p>
+    </section></div></body></html>"""
+    doc = extract(Page(source="https://docs.example.org/api.html", body=page, content_type="text/html"))
+    where = {s.text.splitlines()[-1].strip()[:20]: (s.heading_path, s.anchor) for s in doc.sections}
+    assert where["A connection to the "] == (("API", "acme.Client"), "acme.Client")
+    assert where["Fetch one resource a"] == (("API", "acme.Client", "acme.Client.get"), "acme.Client.get")
+    assert where["Clients are safe to "] == (("API", "acme.Client"), "acme.Client")
+    assert where["Errors raise acme.Er"] == (("API",), "api")
