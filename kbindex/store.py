@@ -42,6 +42,7 @@ class Store:
     def __init__(self, db: Path, url: str | None = None):
         self.db = Path(db)
         self.url = url.rstrip("/") if url else None
+        self._server = parse_url(self.url) if self.url else None  # a bad URL is a usage error now
         self._client = None
         self._batch: int | None = None
 
@@ -60,8 +61,8 @@ class Store:
             try:
                 import chromadb
 
-                if self.url:
-                    host, port, ssl = parse_url(self.url)
+                if self._server:
+                    host, port, ssl = self._server
                     self._client = chromadb.HttpClient(host=host, port=port, ssl=ssl,
                                                        settings=_chroma_settings())
                 else:
