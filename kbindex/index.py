@@ -231,8 +231,14 @@ class Indexer:
                 self.collection = self.store.create(name, self.embedder.name, self.embedder.dimension)
                 self._dimension_checked = True
             self._entries = self.ledger.entries()
+            count = self.collection.count()
+            if self._entries and count == 0:
+                # The collection was deleted or emptied behind the ledger's back: what the ledger
+                # says was indexed is not there, so everything is indexed again.
+                self.ledger.drop_scope()
+                self._entries = {}
             # A store filled before the ledger existed: find old chunks by their source metadata.
-            self._adopt = not self._entries and self.collection.count() > 0
+            self._adopt = not self._entries and count > 0
         except BaseException:
             self.close()
             raise
@@ -429,14 +435,20 @@ class Indexer:
     def _prune_roots(self, sources: Sequence[Source]) -> None:
         """Remove entries under each fully walked root that this run did not see."""
         gone: dict[str, Entry] = {}
+        known = dict(self._entries)
+        if self._adopt:  # sources only the store knows of, from before the ledger
+            for match in self.collection.scan():
+                source = match.metadata.get("source", "")
+                if source not in known:
+                    known[source] = Entry(source=source, root="")
         for root in sources:
             if not _walk_complete(root):
                 continue
             if root.kind == "folder":
                 prefix = root.value.rstrip(os.sep) + os.sep
-                under = (e for e in self._entries.values() if e.source.startswith(prefix))
+                under = (e for e in known.values() if e.source.startswith(prefix))
             else:
-                under = (e for e in self._entries.values() if e.root == root.value)
+                under = (e for e in known.values() if e.root == root.value)
             gone.update((e.source, e) for e in under if e.source not in self._seen)
         if gone:
             self._remove(list(gone.values()), reason="gone from its source")

@@ -30,7 +30,7 @@ def kb(db, monkeypatch):
 
     monkeypatch.setenv("KBINDEX_DB", str(db))
     monkeypatch.setenv("KBINDEX_MODEL", "fake:hash")
-    for var in ("KBINDEX_COLLECTION", "KBINDEX_DEVICE"):
+    for var in ("KBINDEX_COLLECTION", "KBINDEX_DEVICE", "KBINDEX_CHROMA_URL"):
         monkeypatch.delenv(var, raising=False)
     runner = CliRunner()
 

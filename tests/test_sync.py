@@ -121,6 +121,31 @@ def test_a_file_that_became_empty_is_removed(kb, folder, db):
     assert_consistent(db, files_in(folder) - {str(folder / "rmm-vs-dex-tools.html")})
 
 
+def test_a_store_without_ledger_is_adopted_without_duplicates(kb, folder, db):
+    kb("index", str(folder))
+    before = snapshot(db)["store"]
+    (db / "kbindex.sqlite").unlink()  # as left by a kbindex without a ledger
+    for suffix in ("-wal", "-shm"):
+        (db / f"kbindex.sqlite{suffix}").unlink(missing_ok=True)
+    page = folder / "laptop-battery-drain-modern-standby.html"
+    page.write_text("<h1>Battery</h1><p>Short now.</p>")
+    (folder / "rmm-vs-dex-tools.html").unlink()
+    result = kb.json("index", str(folder))
+    assert result["indexed"] == 9 and result["pruned"] == 1
+    snap = assert_consistent(db, files_in(folder))
+    assert len(snap["store"][str(page)]) == 1 < len(before[str(page)])
+    assert kb("verify").exit_code == 0
+
+
+def test_a_collection_deleted_behind_the_ledger_is_rebuilt(kb, folder, db):
+    first = kb.json("index", str(folder))
+    Store(db).delete_collection("kbindex")
+    again = kb.json("index", str(folder))
+    assert again["indexed"] == 10 and again["chunks_added"] == first["chunks_added"]
+    assert again["chunks_embedded"] == 0  # all from the cache
+    assert_consistent(db, files_in(folder))
+
+
 def test_changed_chunk_settings_rewrite_everything(kb, folder):
     first = kb.json("index", str(folder))
     second = kb.json("index", str(folder), "--chunk-tokens", "128")
