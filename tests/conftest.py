@@ -47,5 +47,5 @@ def real_model():
     from kbindex.embed import load_embedder
 
     embedder = load_embedder("all-MiniLM-L6-v2", "cpu")
-    embedder.dimension  # load now
+    _ = embedder.dimension  # load now
     return embedder
