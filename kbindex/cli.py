@@ -19,7 +19,7 @@ def common_options(func):
 
     @click.option("--db", type=click.Path(file_okay=False, path_type=Path), default=cfg.DEFAULT_DB,
                   envvar=cfg.ENV_DB, show_default=True,
-                  help=f"Folder of the local index. [env var: {cfg.ENV_DB}]")
+                  help=f"Folder of the local index, its ledger and write lock. [env var: {cfg.ENV_DB}]")
     @click.option("--collection", default=cfg.DEFAULT_COLLECTION, envvar=cfg.ENV_COLLECTION,
                   show_default=True, help=f"Collection name. [env var: {cfg.ENV_COLLECTION}]")
     @click.option("--model", default=cfg.DEFAULT_MODEL, envvar=cfg.ENV_MODEL, show_default=True,

@@ -410,6 +410,27 @@ def test_rebuild_with_another_model_swaps_the_collection(kb, folder, db):
     assert_consistent(db, files_in(folder))
 
 
+def test_an_interrupted_rebuild_leaves_the_old_collection_working_and_finishes_when_rerun(tmp_path, folder):
+    db = tmp_path / "index"
+    assert run("index", str(folder), "--db", str(db), tmp=tmp_path)[0] == 0
+    err = tmp_path / "killed.txt"
+    proc = spawn("index", "--rebuild", "--model", "fake:other", "--db", str(db),
+                 env={"KBINDEX_TEST_PAUSE": "commit"}, stderr_path=err)
+    wait_for(err, "paused at commit", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    code, out, _ = run("query", "printer", "--db", str(db), "--json", tmp=tmp_path)
+    assert code == 0 and json.loads(out)["hits"]  # still the old model's collection
+    code, out, stderr = run("index", "--rebuild", "--model", "fake:other", "--db", str(db), "--json",
+                            tmp=tmp_path)
+    assert code == 0, stderr
+    assert Store(db).collection_names() == ["kbindex"]
+    assert Store(db).collection("kbindex").model == "fake:other"
+    code, _, _ = run("verify", "--db", str(db), tmp=tmp_path)
+    assert code == 0
+    assert_consistent(db, files_in(folder))
+
+
 # -- property: random edits, re-indexes and queries keep store, ledger and folder in agreement ----
 
 WORDS = ["printer", "spooler", "router", "cable", "battery", "standby", "proxy", "token"]
