@@ -74,7 +74,7 @@ def chunk_document(doc: Document, count_tokens: CountTokens, config: ChunkConfig
         texts = [f"{prefix}\n\n{p}" for p in pieces]
         counts = count_tokens(texts)
         final: list[str] = []
-        for piece, n in zip(pieces, counts):
+        for piece, n in zip(pieces, counts, strict=False):
             if n <= config.chunk_tokens:
                 final.append(piece)
             else:
@@ -116,7 +116,7 @@ def _units(text: str, count_tokens: CountTokens, specials: int, budget: int) -> 
     def descend(pieces: list[str], joiner: str, level: int) -> list[tuple[str, int, str]]:
         counts = [n - specials for n in count_tokens(pieces)] if pieces else []
         out: list[tuple[str, int, str]] = []
-        for piece, n in zip(pieces, counts):
+        for piece, n in zip(pieces, counts, strict=False):
             if n <= budget:
                 out.append((piece.strip("\n") if joiner != " " else piece.strip(), n, joiner))
             elif level < len(levels):

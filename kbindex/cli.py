@@ -15,11 +15,11 @@ from kbindex.errors import KbindexError
 
 
 def common_options(func):
-    """--db, --collection, --model and --device, each with its environment variable."""
+    """--db, --collection, --model, --device and --chroma-url, each with its environment variable."""
 
     @click.option("--db", type=click.Path(file_okay=False, path_type=Path), default=cfg.DEFAULT_DB,
                   envvar=cfg.ENV_DB, show_default=True,
-                  help=f"Folder of the local index. [env var: {cfg.ENV_DB}]")
+                  help=f"Folder of the local index, its ledger and write lock. [env var: {cfg.ENV_DB}]")
     @click.option("--collection", default=cfg.DEFAULT_COLLECTION, envvar=cfg.ENV_COLLECTION,
                   show_default=True, help=f"Collection name. [env var: {cfg.ENV_COLLECTION}]")
     @click.option("--model", default=cfg.DEFAULT_MODEL, envvar=cfg.ENV_MODEL, show_default=True,
@@ -28,9 +28,13 @@ def common_options(func):
     @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]),
                   default=cfg.DEFAULT_DEVICE, envvar=cfg.ENV_DEVICE, show_default=True,
                   help=f"Where the model runs; auto picks a GPU when present. [env var: {cfg.ENV_DEVICE}]")
+    @click.option("--chroma-url", metavar="URL", envvar=cfg.ENV_CHROMA_URL,
+                  help="Use the Chroma server at http://HOST:PORT instead of the local store; the "
+                       f"ledger and lock stay in --db. [env var: {cfg.ENV_CHROMA_URL}]")
     @functools.wraps(func)
-    def wrapper(*args, db, collection, model, device, **kwargs):
-        settings = cfg.Settings(db=db, collection=collection, model=model, device=device)
+    def wrapper(*args, db, collection, model, device, chroma_url, **kwargs):
+        settings = cfg.Settings(db=db, collection=collection, model=model, device=device,
+                                chroma_url=chroma_url or None)
         return func(*args, settings=settings, **kwargs)
 
     return wrapper
@@ -38,6 +42,11 @@ def common_options(func):
 
 def json_option(func):
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")(func)
+
+
+def wait_option(func):
+    return click.option("--wait", is_flag=True,
+                        help="If another kbindex is writing to the store, wait for it instead of failing.")(func)
 
 
 class KbindexGroup(click.Group):
@@ -96,36 +105,48 @@ def _embedder(settings):
               help="Seconds to wait for a server to connect or send data.")
 @click.option("--max-bytes", type=int, default=cfg.DEFAULT_MAX_BYTES, show_default=True,
               help="Largest page or file read, in bytes after decompression.")
+@click.option("--no-prune", is_flag=True,
+              help="Keep the chunks of sources that are gone (deleted files, 404/410 pages).")
+@click.option("--rebuild", is_flag=True,
+              help="Re-embed everything into a new collection (e.g. with a new --model), then swap "
+                   "it in; without SOURCE, the sources recorded in the ledger.")
+@wait_option
 @common_options
 @json_option
-def index(sources, chunk_tokens, overlap, timeout, max_bytes, as_json, settings):
-    """Index folders, files or URLs into the collection.
+def index(sources, chunk_tokens, overlap, timeout, max_bytes, no_prune, rebuild, wait, as_json,
+          settings):
+    """Index folders, files or URLs into the collection, keeping it in sync.
 
     SOURCE is a folder (searched recursively for .html .htm .md .markdown .txt .rst),
-    a single file, or an http(s) URL. Re-indexing a source replaces its chunks.
+    a single file, or an http(s) URL. Unchanged sources are skipped, changed ones
+    replaced, and files gone from a folder (or pages answering 404/410) removed.
 
     \b
     Example:
       kbindex index data/sample-kb https://kb.example.com/article.html
+      kbindex index --rebuild --model path/to/other-model
     """
     from kbindex.chunk import check_config
     from kbindex.fetch import Fetcher
     from kbindex.index import Indexer, parse_sources
-
-    parsed = parse_sources(sources)
-    fetcher = Fetcher(timeout=timeout, max_bytes=max_bytes)
-    indexer = Indexer(settings, _embedder(settings), fetcher=fetcher, max_bytes=max_bytes)
-    indexer.check_model()
-    indexer.config = check_config(chunk_tokens, overlap, indexer.embedder.max_tokens)
-    indexer.open()
+    from kbindex.index import rebuild as rebuild_collection
 
     def on_event(what, source, detail):
-        if what in ("failed", "skipped"):
+        if what in ("failed", "skipped", "pruned"):
             click.echo(f"{what}: {source}: {detail}", err=True)
 
-    indexer.on_event = on_event
+    parsed = None if rebuild and not sources else parse_sources(sources)
+    embedder = _embedder(settings)
+    config = check_config(chunk_tokens, overlap, embedder.max_tokens)  # max_tokens: no model load
+    fetcher = Fetcher(timeout=timeout, max_bytes=max_bytes)
+    options = dict(fetcher=fetcher, max_bytes=max_bytes, prune=not no_prune, on_event=on_event)
     try:
-        summary = indexer.run(parsed)
+        if rebuild:
+            summary = rebuild_collection(settings, embedder, config, sources, wait=wait, **options)
+        else:
+            with Indexer(settings, embedder, config, wait=wait, **options) as indexer:
+                indexer.open()
+                summary = indexer.run(parsed)
     finally:
         fetcher.close()
     if as_json:
@@ -133,10 +154,71 @@ def index(sources, chunk_tokens, overlap, timeout, max_bytes, as_json, settings)
     else:
         click.echo(
             f"sources {summary.sources}  indexed {summary.indexed}  unchanged {summary.unchanged}  "
-            f"skipped {summary.skipped}  failed {summary.failed}  "
-            f"chunks written {summary.chunks_added}  deleted {summary.chunks_deleted}"
+            f"skipped {summary.skipped}  failed {summary.failed}  pruned {summary.pruned}  "
+            f"chunks written {summary.chunks_added} (embedded {summary.chunks_embedded})  "
+            f"deleted {summary.chunks_deleted}"
         )
     if summary.failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True)
+@wait_option
+@common_options
+@json_option
+def delete(sources, wait, as_json, settings):
+    """Remove SOURCE from the index: a URL or file as listed by 'kbindex sources',
+    a folder (everything under it) or a URL prefix (everything starting with it).
+
+    \b
+    Example:
+      kbindex delete data/sample-kb/printer-offline-windows.html
+      kbindex delete https://kb.example.com/old-section/
+    """
+    from kbindex.index import Indexer
+
+    with Indexer(settings, None, wait=wait) as indexer:
+        removed = indexer.delete(sources)
+    summary = indexer.summary
+    if as_json:
+        click.echo(json.dumps({"sources": summary.pruned, "chunks_deleted": summary.chunks_deleted,
+                               "deleted": removed}))
+    else:
+        click.echo(f"deleted {summary.pruned} sources, {summary.chunks_deleted} chunks")
+
+
+@cli.command()
+@click.option("--repair", is_flag=True,
+              help="Fix what can be fixed: delete orphan chunks, re-index sources with missing chunks.")
+@wait_option
+@common_options
+@json_option
+def verify(repair, wait, as_json, settings):
+    """Check that the store opens, answers, and agrees with the ledger.
+
+    Exit 0 when consistent, 1 with a report otherwise.
+
+    \b
+    Example:
+      kbindex verify
+      kbindex verify --repair
+    """
+    from kbindex.embed import load_embedder
+    from kbindex.verify import verify as run_verify
+
+    report = run_verify(settings, repair=repair, wait=wait,
+                        embedder=lambda model: load_embedder(model, settings.device))
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    else:
+        for line in report.actions:
+            click.echo(f"repaired: {line}")
+        for line in report.problems:
+            click.echo(f"problem: {line}")
+        state = "consistent" if report.ok else f"{len(report.problems)} problems"
+        click.echo(f"{state}: {report.sources} sources, {report.chunks} chunks")
+    if not report.ok:
         sys.exit(1)
 
 
@@ -173,7 +255,7 @@ def query(text, k, where, queries, fmt, as_json, settings):
             raise UsageError("empty query: give some text to search for")
         items = [text]
     where_clause = parse_where(where)
-    collection = Store(settings.db).collection(settings.collection)
+    collection = Store(settings.db, settings.chroma_url).collection(settings.collection)
     results = search(collection, _embedder(settings), items, k=k, where=where_clause)
     from kbindex.output import render
 
@@ -232,7 +314,7 @@ def stats(as_json, settings):
     """
     from kbindex.store import Store
 
-    store = Store(settings.db)
+    store = Store(settings.db, settings.chroma_url)
     collection = store.collection(settings.collection)
     sources = {m.metadata.get("source") for m in collection.scan()}
     info = {
@@ -263,7 +345,7 @@ def sources(as_json, settings):
     """
     from kbindex.store import Store
 
-    collection = Store(settings.db).collection(settings.collection)
+    collection = Store(settings.db, settings.chroma_url).collection(settings.collection)
     docs: dict[str, dict] = {}
     for match in collection.scan():
         meta = match.metadata
@@ -299,7 +381,7 @@ def export_cmd(output, with_vectors, settings):
     from kbindex.store import Store
     from kbindex.transfer import export_jsonl
 
-    collection = Store(settings.db).collection(settings.collection)
+    collection = Store(settings.db, settings.chroma_url).collection(settings.collection)
     n = export_jsonl(collection, output, with_vectors=with_vectors)
     if output is not sys.stdout and getattr(output, "name", "<stdout>") != "<stdout>":
         click.echo(f"exported {n} chunks from {collection.name!r} to {output.name}", err=True)
@@ -354,7 +436,7 @@ def collections_cmd(ctx, as_json, settings):
         return
     from kbindex.store import Store
 
-    store = Store(settings.db)
+    store = Store(settings.db, settings.chroma_url)
     rows = []
     for name in store.collection_names():
         collection = store.collection(name)

@@ -13,6 +13,7 @@ ENV_DB = "KBINDEX_DB"
 ENV_COLLECTION = "KBINDEX_COLLECTION"
 ENV_MODEL = "KBINDEX_MODEL"
 ENV_DEVICE = "KBINDEX_DEVICE"
+ENV_CHROMA_URL = "KBINDEX_CHROMA_URL"
 
 DEFAULT_DB = "data/index"
 DEFAULT_COLLECTION = "kbindex"
@@ -57,3 +58,4 @@ class Settings:
     collection: str = DEFAULT_COLLECTION
     model: str = DEFAULT_MODEL
     device: str = DEFAULT_DEVICE
+    chroma_url: str | None = None  # a Chroma server instead of the local store in db

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -109,6 +110,14 @@ class SentenceTransformerEmbedder:
 
     @property
     def max_tokens(self) -> int:
+        if self._model is None:
+            # Read it from the model folder when possible: loading the model (and torch) only to
+            # learn this number would cost seconds on runs that embed nothing.
+            try:
+                config = json.loads((Path(self._load_from) / "sentence_bert_config.json").read_text())
+                return int(config["max_seq_length"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
         return int(self.model.max_seq_length)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:

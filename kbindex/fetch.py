@@ -63,8 +63,18 @@ class Fetcher:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def fetch(self, url: str, *, accept: tuple[str, ...] = TEXT_TYPES) -> Page:
-        """GET a URL, following redirects; raise FetchError or SkipSource on failure."""
+    def fetch(self, url: str, *, accept: tuple[str, ...] = TEXT_TYPES, etag: str | None = None,
+              last_modified: str | None = None) -> Page:
+        """GET a URL, following redirects; raise FetchError or SkipSource on failure.
+
+        With etag / last_modified (from an earlier fetch) the request is conditional: a server
+        that answers 304 Not Modified yields a Page with status 304 and an empty body.
+        """
+        conditional = {}
+        if etag:
+            conditional["If-None-Match"] = etag
+        if last_modified:
+            conditional["If-Modified-Since"] = last_modified
         seen = [url]
         current = url
         deadline = time.monotonic() + self.timeout * 3
@@ -72,7 +82,7 @@ class Fetcher:
             check_scheme(current)
             if self.check_url:
                 self.check_url(current)
-            response = self._get(url, current, deadline, accept)
+            response = self._get(url, current, deadline, accept, conditional)
             if isinstance(response, str):  # a redirect target
                 if response in seen:
                     raise FetchError(url, f"redirect loop at {response}", kind="redirect_loop")
@@ -82,9 +92,14 @@ class Fetcher:
             return response
         raise FetchError(url, f"more than {self.max_redirects} redirects", kind="too_many_redirects")
 
-    def _get(self, source: str, url: str, deadline: float, accept: tuple[str, ...]) -> Page | str:
+    def _get(self, source: str, url: str, deadline: float, accept: tuple[str, ...],
+             headers: dict[str, str] | None = None) -> Page | str:
         try:
-            with self._client.stream("GET", url) as response:
+            with self._client.stream("GET", url, headers=headers) as response:
+                if response.status_code == 304:
+                    return Page(source=source, body=b"", url=url, status=304,
+                                etag=response.headers.get("etag"),
+                                last_modified=response.headers.get("last-modified"))
                 if response.is_redirect:
                     location = response.headers.get("location")
                     if not location:

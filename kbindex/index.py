@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -11,11 +15,13 @@ from pathlib import Path
 from kbindex.chunk import ChunkConfig, chunk_document
 from kbindex.config import DEFAULT_MAX_BYTES, Settings
 from kbindex.embed import Embedder
-from kbindex.errors import SkipSource, SourceError, UsageError
+from kbindex.errors import FetchError, ModelMismatchError, SkipSource, SourceError, UsageError
 from kbindex.extract import extract
 from kbindex.fetch import Fetcher, check_scheme
 from kbindex.files import read_file, walk
-from kbindex.records import Chunk, Document, Page
+from kbindex.ledger import Entry, Ledger
+from kbindex.lock import WriteLock
+from kbindex.records import Chunk, Document, Page, text_hash
 from kbindex.store import Collection, Store
 
 EMBED_BATCH = 64  # chunks embedded together; large enough to keep the model busy
@@ -31,7 +37,9 @@ class Summary:
     unchanged: int = 0
     skipped: int = 0
     failed: int = 0
-    chunks_added: int = 0
+    pruned: int = 0  # sources removed because they are gone
+    chunks_added: int = 0  # chunks written to the store
+    chunks_embedded: int = 0  # of those, how many needed the model (the rest came from the cache)
     chunks_deleted: int = 0
     failures: list[dict] = field(default_factory=list)
     skips: list[dict] = field(default_factory=list)
@@ -43,7 +51,9 @@ class Summary:
             "unchanged": self.unchanged,
             "skipped": self.skipped,
             "failed": self.failed,
+            "pruned": self.pruned,
             "chunks_added": self.chunks_added,
+            "chunks_embedded": self.chunks_embedded,
             "chunks_deleted": self.chunks_deleted,
             "failures": self.failures,
             "skips": self.skips,
@@ -80,10 +90,18 @@ def parse_sources(args: Sequence[str]) -> list[Source]:
 Event = Callable[[str, str, str], None]  # (what, source, detail): "indexed", "skipped", "failed"
 
 
+Validators = Callable[[str], tuple[str | None, str | None]]  # url -> (etag, last_modified)
+
+
 def iter_pages(
-    sources: Sequence[Source], fetcher: Fetcher, max_bytes: int = DEFAULT_MAX_BYTES
+    sources: Sequence[Source], fetcher: Fetcher, max_bytes: int = DEFAULT_MAX_BYTES,
+    validators: Validators | None = None,
 ) -> Iterator[tuple[Source, str, Page | SourceError]]:
-    """Each source's pages (or the error that replaced one), with the source they came from."""
+    """Each source's pages (or the error that replaced one), with the source they came from.
+
+    validators gives the ETag and Last-Modified seen last time for a URL, making its fetch
+    conditional (a 304 comes back as a Page with status 304 and no body).
+    """
     for source in sources:
         if source.kind == "folder":
             for path in walk(Path(source.value)):
@@ -91,8 +109,11 @@ def iter_pages(
         elif source.kind == "file":
             yield source, source.value, _read(Path(source.value), max_bytes)
         else:
+            etag, last_modified = validators(source.value) if validators else (None, None)
             try:
-                yield source, source.value, fetcher.fetch(source.value)
+                yield source, source.value, fetcher.fetch(
+                    source.value, etag=etag, last_modified=last_modified
+                )
             except SourceError as exc:
                 yield source, source.value, exc
 
@@ -104,17 +125,69 @@ def _read(path: Path, max_bytes: int) -> Page | SourceError:
         return exc
 
 
+
+def ledger_scope(settings: Settings) -> str:
+    """The ledger's name for a collection: its name, prefixed by the server URL in server mode."""
+    if settings.chroma_url:
+        return f"{settings.chroma_url.rstrip('/')}#{settings.collection}"
+    return settings.collection
+
+
+# Test hook, documented in the README: KBINDEX_TEST_PAUSE=STAGE[:N] makes a run sleep the N-th
+# time (default: the first) it reaches STAGE, after printing "kbindex: paused at STAGE" on
+# stderr, so that a crash test can SIGKILL it at a known point. Stages: "page" (a page was read or
+# fetched), "embed" (before a batch is embedded), "write" (the store holds the new chunks, the
+# stale ones are not deleted yet), "commit" (the store is fully written, the ledger not yet).
+_PAUSE_ENV = "KBINDEX_TEST_PAUSE"
+_pause_counts: dict[str, int] = {}
+
+
+def _pause(stage: str) -> None:
+    want = os.environ.get(_PAUSE_ENV)
+    if not want or want.partition(":")[0] != stage:
+        return
+    _pause_counts[stage] = _pause_counts.get(stage, 0) + 1
+    if _pause_counts[stage] == int(want.partition(":")[2] or 1):
+        sys.stderr.write(f"kbindex: paused at {stage}\n")
+        sys.stderr.flush()
+        time.sleep(3600)
+
+
+# A file modified this recently may be modified again within the file system's timestamp
+# granularity without its mtime changing; such an mtime is not recorded, so the next run compares
+# the bytes instead (git calls these entries "racy").
+_RACY_SECONDS = 2.0
+
+
+@dataclass
+class _Update:
+    """A changed source waiting in the batch to be embedded and written."""
+
+    root: str
+    page: Page
+    body_hash: str
+    doc: Document
+    chunks: list[Chunk]
+    entry: Entry | None
+
+
 class Indexer:
-    """Runs sources through the pipeline into one collection."""
+    """Runs sources through the pipeline into one collection, keeping the ledger in step.
+
+    Call open() (takes the write lock), run() any number of times, then close().
+    """
 
     def __init__(
         self,
         settings: Settings,
-        embedder: Embedder,
+        embedder: Embedder | None,
         config: ChunkConfig | None = None,
         on_event: Event | None = None,
         fetcher: Fetcher | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        prune: bool = True,
+        wait: bool = False,
+        lock: WriteLock | None = None,
     ):
         self.max_bytes = max_bytes
         self.settings = settings
@@ -122,95 +195,299 @@ class Indexer:
         self.config = config
         self.on_event = on_event or (lambda what, source, detail: None)
         self.fetcher = fetcher
+        self.prune = prune
+        self.keep_roots = False  # verify --repair re-indexes single sources without re-rooting them
         self.summary = Summary()
-        self._pending: list[tuple[Document, list[Chunk], list[str]]] = []
+        self.store = Store(settings.db, settings.chroma_url)
+        self.ledger = Ledger(settings.db, ledger_scope(settings))
+        self.lock = lock or WriteLock(settings.db, wait=wait)
+        self._own_lock = lock is None
+        self._pending: list[_Update] = []
         self._seen: set[str] = set()
+        self._entries: dict[str, Entry] = {}
+        self._adopt = False
+        self._dimension_checked = False
         self.collection: Collection | None = None
 
     def check_model(self) -> None:
         """Refuse a model other than the collection's before loading it or writing anything."""
-        store = Store(self.settings.db)
-        if store.exists() and self.settings.collection in store.collection_names():
-            store.collection(self.settings.collection).check_model(self.embedder.name)
+        if self.store.exists() and self.settings.collection in self.store.collection_names():
+            self.store.collection(self.settings.collection).check_model(self.embedder.name)
 
-    def open(self) -> Collection:
-        """Create the collection (or open it), recording the model; checks model and dimension."""
-        store = Store(self.settings.db)
-        self.collection = store.create(
-            self.settings.collection, self.embedder.name, self.embedder.dimension
-        )
+    def open(self, create: bool = True) -> Collection:
+        """Take the write lock, then open the collection (creating it, recording the model).
+
+        The model is loaded here only when the collection must be created (its dimension is
+        recorded); otherwise the first batch to embed checks the dimension.
+        """
+        self.lock.acquire()
+        try:
+            name = self.settings.collection
+            if name in self.store.collection_names() or not create:
+                self.collection = self.store.collection(name)
+                if self.embedder is not None:
+                    self.collection.check_model(self.embedder.name)
+            else:
+                self.collection = self.store.create(name, self.embedder.name, self.embedder.dimension)
+                self._dimension_checked = True
+            self._entries = self.ledger.entries()
+            count = self.collection.count()
+            if self._entries and count == 0:
+                # The collection was deleted or emptied behind the ledger's back: what the ledger
+                # says was indexed is not there, so everything is indexed again.
+                self.ledger.drop_scope()
+                self._entries = {}
+            # A store filled before the ledger existed: find old chunks by their source metadata.
+            self._adopt = not self._entries and count > 0
+        except BaseException:
+            self.close()
+            raise
         return self.collection
+
+    def close(self) -> None:
+        self.ledger.close()
+        if self._own_lock:
+            self.lock.release()
+
+    def __enter__(self) -> Indexer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- indexing -------------------------------------------------------------------------------
 
     def run(self, sources: Sequence[Source]) -> Summary:
         if self.config is None:
             raise ValueError("Indexer.config must be set before run()")
         self._indexed_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        collection = self.collection or self.open()
+        if self.collection is None:
+            self.open()
         fetcher = self.fetcher or Fetcher()
         try:
-            for source, name, item in iter_pages(sources, fetcher, self.max_bytes):
+            for source, name, item in iter_pages(sources, fetcher, self.max_bytes, self._validators):
+                _pause("page")
                 if name in self._seen:
                     continue
                 self._seen.add(name)
                 self.summary.sources += 1
                 if isinstance(item, SourceError):
-                    self._record(item, explicit=source.kind != "folder")
+                    self._record(source, item)
                     continue
-                self._add_page(item, collection, explicit=source.kind != "folder")
-            self._flush(collection)
+                self._add_page(source, item)
+            self._flush()
+            if self.prune:
+                self._prune_roots(sources)
+            if self.summary.chunks_added or self.summary.chunks_deleted:
+                self.ledger.collect_garbage()
         finally:
             if self.fetcher is None:
                 fetcher.close()
         return self.summary
 
-    def _add_page(self, page: Page, collection: Collection, explicit: bool) -> None:
+    def _current(self, entry: Entry | None) -> bool:
+        """The entry is complete and was made with this model and these chunk settings."""
+        return (
+            entry is not None and entry.clean and entry.model == self.embedder.name
+            and entry.chunking == self.config.signature()
+        )
+
+    def _validators(self, url: str) -> tuple[str | None, str | None]:
+        entry = self._entries.get(url)
+        if not self._current(entry):
+            return None, None  # must be fetched in full: nothing (valid) to compare with
+        return entry.etag, entry.last_modified
+
+    def _add_page(self, source: Source, page: Page) -> None:
+        entry = self._entries.get(page.source)
+        current = self._current(entry)
+        if page.status == 304:
+            if current:
+                self._unchanged(source, entry, page, entry.body_hash)
+            else:
+                self._record(source, FetchError(page.source, "HTTP 304 to an unconditional request",
+                                                kind="http_304", status=304))
+            return
+        if current and page.size is not None and entry.mtime is not None and (
+            entry.size, entry.mtime) == (page.size, page.mtime):
+            self._unchanged(source, entry, page, entry.body_hash)
+            return
+        body_hash = hashlib.sha256(page.body).hexdigest()[:32]
+        if current and body_hash == entry.body_hash:
+            self._unchanged(source, entry, page, body_hash)
+            return
         try:
             doc = extract(page)
         except SourceError as exc:
-            self._record(exc, explicit)
+            self._record(source, exc)
+            return
+        if current and doc.content_hash == entry.content_hash:
+            self._unchanged(source, entry, page, body_hash)
             return
         chunks = chunk_document(doc, self.embedder.count_tokens, self.config)
         signature = self.config.signature()
         chunks = [_with_meta(c, chunking=signature, indexed_at=self._indexed_at) for c in chunks]
-        existing = collection.for_source(doc.source)
-        old_ids = [m.id for m in existing]
-        if existing and {m.id for m in existing} == {c.id for c in chunks} and all(
-            m.metadata.get("doc_hash") == doc.content_hash
-            and m.metadata.get("chunking") == signature
-            for m in existing
-        ):
-            self.summary.unchanged += 1
-            self.on_event("unchanged", doc.source, "")
-            return
-        self._pending.append((doc, chunks, old_ids))
-        if sum(len(c) for _, c, _ in self._pending) >= EMBED_BATCH:
-            self._flush(collection)
+        self._pending.append(_Update(self._root(source, entry), page, body_hash, doc, chunks, entry))
+        if sum(len(u.chunks) for u in self._pending) >= EMBED_BATCH:
+            self._flush()
 
-    def _flush(self, collection: Collection) -> None:
+    def _root(self, source: Source, entry: Entry | None) -> str:
+        return entry.root if self.keep_roots and entry is not None else source.value
+
+    def _unchanged(self, source: Source, entry: Entry, page: Page, body_hash: str | None) -> None:
+        self.summary.unchanged += 1
+        self.on_event("unchanged", entry.source, "")
+        facts = replace(entry, root=self._root(source, entry), body_hash=body_hash, last_error=None,
+                        **_page_facts(page, entry))
+        if facts != entry:  # e.g. touched but identical, new validators, an error cleared
+            self.ledger.put(facts)
+            self._entries[entry.source] = facts
+
+    def _flush(self) -> None:
         if not self._pending:
             return
-        texts = [c.embed_text for _, chunks, _ in self._pending for c in chunks]
-        vectors = self.embedder.embed(texts)
-        offset = 0
-        for doc, chunks, old_ids in self._pending:
-            mine = vectors[offset:offset + len(chunks)]
-            offset += len(chunks)
-            # New chunks first, then the stale ones: a reader never sees the page missing.
-            collection.upsert(chunks, mine, self.embedder.name)
-            stale = sorted(set(old_ids) - {c.id for c in chunks})
-            if stale:
-                collection.delete(stale)
+        collection = self.collection
+        model = self.embedder.name
+        chunks = [c for u in self._pending for c in u.chunks]
+        hashes = [text_hash(c.embed_text) for c in chunks]
+        vectors = self.ledger.cached_vectors(model, hashes)
+        todo = {h: c.embed_text for h, c in zip(hashes, chunks, strict=True) if h not in vectors}
+        fresh: dict[str, list[float]] = {}
+        if todo:
+            _pause("embed")
+            fresh = dict(zip(todo, self.embedder.embed(list(todo.values())), strict=True))
+            self._check_dimension(next(iter(fresh.values())))
+            vectors.update(fresh)
+        updates = []
+        for u in self._pending:
+            old = list(u.entry.chunk_ids) if u.entry else []
+            if self._adopt:
+                old += [m.id for m in collection.for_source(u.doc.source)]
+            entry = Entry(
+                source=u.doc.source, root=u.root, body_hash=u.body_hash,
+                content_hash=u.doc.content_hash, chunking=self.config.signature(), model=model,
+                chunk_ids=tuple(c.id for c in u.chunks),
+                text_hashes=tuple(text_hash(c.embed_text) for c in u.chunks),
+                indexed_at=self._indexed_at, **_page_facts(u.page, u.entry),
+            )
+            updates.append((entry, old))
+        # Ledger first (dirty, listing old and new ids), then the store, then the ledger again
+        # (clean): a crash anywhere in between leaves a dirty entry that the next run rewrites.
+        self.ledger.begin(updates, vectors=fresh, model=model)
+        self._write_chunks(chunks, [vectors[h] for h in hashes])
+        _pause("write")
+        stale = [i for entry, old in updates for i in dict.fromkeys(old) if i not in set(entry.chunk_ids)]
+        self._delete_chunks(stale)
+        _pause("commit")
+        self.ledger.commit(entry for entry, _ in updates)
+        for entry, _ in updates:
+            self._entries[entry.source] = entry
             self.summary.indexed += 1
-            self.summary.chunks_added += len(chunks)
-            self.summary.chunks_deleted += len(stale)
-            self.on_event("indexed", doc.source, f"{len(chunks)} chunks")
+            self.on_event("indexed", entry.source, f"{len(entry.chunk_ids)} chunks")
+        self.summary.chunks_added += len(chunks)
+        self.summary.chunks_embedded += len(fresh)
+        self.summary.chunks_deleted += len(stale)
         self._pending = []
 
-    def _record(self, error: SourceError, explicit: bool) -> None:
+    def _check_dimension(self, vector: Sequence[float]) -> None:
+        if self._dimension_checked:
+            return
+        expected = self.collection.dimension
+        if expected is not None and len(vector) != expected:
+            raise ModelMismatchError(
+                f"collection {self.collection.name!r} holds {expected}-dimensional vectors; "
+                f"model {self.embedder.name!r} makes {len(vector)}-dimensional ones"
+            )
+        self._dimension_checked = True
+
+    # The one place where chunks enter and leave the store: indexes kept beside Chroma hook here.
+
+    def _write_chunks(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> None:
+        self.collection.upsert(chunks, vectors, self.collection.model)
+
+    def _delete_chunks(self, ids: Sequence[str]) -> None:
+        if ids:
+            self.collection.delete(ids)
+
+    # -- import ---------------------------------------------------------------------------------
+
+    def import_rows(self, model: str, dimension: int | None, rows, embedder_factory) -> dict:
+        """Write exported (chunk, vector or None) rows, then record each source in the ledger.
+
+        Streams in batches; only chunk ids are kept per source. A crash before the ledger is
+        written leaves chunks that `verify --repair` removes, and re-running the import heals it.
+        """
+        self.lock.acquire()
+        name = self.settings.collection
+        if name in self.store.collection_names():
+            self.collection = self.store.collection(name)
+            self.collection.check_model(model, dimension)
+        self._entries = self.ledger.entries()
+        sources: dict[str, dict] = {}
+        written = embedded = 0
+        batch: list = []
+
+        def flush() -> None:
+            nonlocal written, embedded
+            missing = [c for c, v in batch if v is None]
+            fresh: list = []
+            if missing:
+                self.embedder = self.embedder or embedder_factory()
+                if self.embedder.name != model:
+                    raise UsageError(f"the export was made with model {model!r}; give --model {model}")
+                fresh = self.embedder.embed([c.embed_text for c in missing])
+                embedded += len(missing)
+            it = iter(fresh)
+            vectors = [v if v is not None else next(it) for _, v in batch]
+            if self.collection is None:
+                self.collection = self.store.create(name, model, dimension or len(vectors[0]))
+            self._write_chunks([c for c, _ in batch], vectors)
+            for chunk, _ in batch:
+                info = sources.setdefault(chunk.source, {"chunk": chunk, "ids": [], "hashes": []})
+                info["ids"].append(chunk.id)
+                info["hashes"].append(text_hash(chunk.embed_text))
+            written += len(batch)
+            batch.clear()
+
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= EMBED_BATCH * 4:
+                flush()
+        if batch:
+            flush()
+        updates = []
+        for source, info in sources.items():
+            chunk = info["chunk"]
+            entry = Entry(
+                source=source, root=source, content_hash=chunk.doc_hash or text_hash(source),
+                chunking=chunk.metadata.get("chunking"), model=model, chunk_ids=tuple(info["ids"]),
+                text_hashes=tuple(info["hashes"]), indexed_at=chunk.metadata.get("indexed_at"),
+            )
+            old = self._entries.get(source)
+            updates.append((entry, list(old.chunk_ids) if old else []))
+        if updates:
+            self.ledger.begin(updates)
+            stale = [i for entry, old in updates for i in old if i not in set(entry.chunk_ids)]
+            self._delete_chunks(stale)
+            self.ledger.commit(entry for entry, _ in updates)
+        return {"collection": name, "model": model, "chunks": written, "embedded": embedded,
+                "documents": len(sources)}
+
+    # -- errors and removal ---------------------------------------------------------------------
+
+    def _record(self, source: Source, error: SourceError) -> None:
+        entry = self._entries.get(error.source)
+        if entry is not None:
+            if self.prune and _gone(error):
+                self._remove([entry], reason=error.reason)
+            else:  # keep what was indexed; transient or not, the source may come back
+                failed = replace(entry, last_error=error.reason)
+                self.ledger.put(failed)
+                self._entries[entry.source] = failed
         entry = {"source": error.source, "reason": error.reason, "kind": error.kind}
         # A file skipped inside a folder is reported and the run goes on; a source named
         # explicitly that yields nothing is a failure of what the user asked for.
-        if isinstance(error, SkipSource) and not explicit:
+        if isinstance(error, SkipSource) and source.kind == "folder":
             self.summary.skipped += 1
             self.summary.skips.append(entry)
             self.on_event("skipped", error.source, error.reason)
@@ -219,6 +496,111 @@ class Indexer:
             self.summary.failures.append(entry)
             self.on_event("failed", error.source, error.reason)
 
+    def _prune_roots(self, sources: Sequence[Source]) -> None:
+        """Remove entries under each fully walked root that this run did not see."""
+        gone: dict[str, Entry] = {}
+        known = dict(self._entries)
+        if self._adopt:  # sources only the store knows of, from before the ledger
+            for match in self.collection.scan():
+                source = match.metadata.get("source", "")
+                if source not in known:
+                    known[source] = Entry(source=source, root="")
+        for root in sources:
+            if not _walk_complete(root):
+                continue
+            if root.kind == "folder":
+                prefix = root.value.rstrip(os.sep) + os.sep
+                under = (e for e in known.values() if e.source.startswith(prefix))
+            else:
+                under = (e for e in known.values() if e.root == root.value)
+            gone.update((e.source, e) for e in under if e.source not in self._seen)
+        if gone:
+            self._remove(list(gone.values()), reason="gone from its source")
+
+    def _remove(self, entries: Sequence[Entry], reason: str) -> int:
+        """Delete sources' chunks from the store, then their entries; return chunks deleted."""
+        ids = [i for e in entries for i in e.chunk_ids]
+        if self._adopt:
+            ids += [m.id for e in entries for m in self.collection.for_source(e.source)]
+        ids = list(dict.fromkeys(ids))
+        self._delete_chunks(ids)
+        self.ledger.remove(e.source for e in entries)
+        for e in entries:
+            self._entries.pop(e.source, None)
+            self.summary.pruned += 1
+            self.on_event("pruned", e.source, reason)
+        self.summary.chunks_deleted += len(ids)
+        return len(ids)
+
+    def delete(self, targets: Sequence[str]) -> list[str]:
+        """Remove sources named exactly, or every source under a folder or URL prefix.
+
+        Returns the sources removed; UsageError when a target matches nothing.
+        """
+        if self.collection is None:
+            self.open(create=False)
+        chosen: dict[str, Entry] = {}
+        for target in targets:
+            matches = _matching(target, self._entries)
+            extra = [] if matches else [m.id for m in self.collection.for_source(target)]
+            if not matches and not extra:
+                raise UsageError(f"nothing indexed matches {target!r} (see 'kbindex sources')")
+            chosen.update((e.source, e) for e in matches)
+            if extra:  # chunks the ledger does not know (a store built before it)
+                self._delete_chunks(extra)
+                self.summary.chunks_deleted += len(extra)
+                self.summary.pruned += 1
+        if chosen:
+            self._remove(list(chosen.values()), reason="deleted")
+        return sorted(chosen)
+
+
+def _matching(target: str, entries: dict[str, Entry]) -> list[Entry]:
+    if target in entries:
+        return [entries[target]]
+    if _SCHEME.match(target):
+        return [e for s, e in entries.items() if s.startswith(target)]
+    path = Path(target).expanduser().resolve()
+    if str(path) in entries:
+        return [entries[str(path)]]
+    prefix = str(path).rstrip(os.sep) + os.sep
+    return [e for s, e in entries.items() if s.startswith(prefix)]
+
+
+def _walk_complete(root: Source) -> bool:
+    """Whether the run saw everything under root, so that what it did not see is gone.
+
+    Folders are always walked whole. A single URL is never a walk: it is pruned only when it
+    answers 404 or 410. A crawl sets `complete` on its root when it finished (no limit hit).
+    """
+    complete = getattr(root, "complete", None)
+    if complete is not None:
+        return bool(complete)
+    return root.kind == "folder"
+
+
+def _gone(error: SourceError) -> bool:
+    """The source no longer exists or no longer has indexable content (never a transient error)."""
+    if isinstance(error, FetchError):
+        return error.status in (404, 410)
+    if isinstance(error, SkipSource):
+        return True  # now empty, binary, not text, or too large: what was indexed is obsolete
+    return error.kind == "os_error" and not _SCHEME.match(error.source) and not Path(error.source).exists()
+
+
+def _page_facts(page: Page, entry: Entry | None) -> dict:
+    """The change-detection facts of a page, keeping validators a 304 did not repeat."""
+    mtime = page.mtime
+    if mtime is not None and time.time() - mtime < _RACY_SECONDS:
+        mtime = None
+    return {
+        "etag": page.etag or (entry.etag if entry and page.status == 304 else None),
+        "last_modified": page.last_modified or (
+            entry.last_modified if entry and page.status == 304 else None),
+        "size": page.size,
+        "mtime": mtime,
+    }
+
 
 def _with_meta(chunk: Chunk, **extra: str) -> Chunk:
     return replace(chunk, metadata={**chunk.metadata, **extra})
@@ -226,46 +608,69 @@ def _with_meta(chunk: Chunk, **extra: str) -> Chunk:
 
 def import_chunks(settings: Settings, header, rows, embedder_factory) -> dict:
     """Write exported chunks into a collection, embedding those that carry no vector."""
-    store = Store(settings.db)
-    dimension = header.dimension
-    embedder = None
-    collection = None
-    written = embedded = 0
-    batch: list[tuple[Chunk, list[float] | None]] = []
-
-    def flush() -> None:
-        nonlocal embedder, collection, written, embedded, dimension
-        missing = [c for c, v in batch if v is None]
-        vectors_for_missing: list = []
-        if missing:
-            embedder = embedder or embedder_factory()
-            if embedder.name != header.model:
-                raise UsageError(f"the export was made with model {header.model!r}, which is not available here")
-            vectors_for_missing = embedder.embed([c.embed_text for c in missing])
-            embedded += len(missing)
-        it = iter(vectors_for_missing)
-        vectors = [v if v is not None else next(it) for _, v in batch]
-        if collection is None:
-            dimension = dimension or len(vectors[0])
-            collection = store.create(settings.collection, header.model, dimension)
-        collection.upsert([c for c, _ in batch], vectors, header.model)
-        written += len(batch)
-        batch.clear()
-
-    for item in rows:
-        batch.append(item)
-        if len(batch) >= 256:
-            flush()
-    if batch:
-        flush()
-    if collection is None and dimension:  # an export of an empty collection
-        store.create(settings.collection, header.model, dimension)
-    return {"collection": settings.collection, "model": header.model, "chunks": written, "embedded": embedded}
+    with Indexer(settings, None) as indexer:
+        return indexer.import_rows(header.model, header.dimension, rows, embedder_factory)
 
 
 def delete_collection(settings: Settings, name: str) -> None:
-    """Drop a collection."""
-    Store(settings.db).delete_collection(name)
+    """Drop a collection and forget its ledger entries (under the write lock)."""
+    store = Store(settings.db, settings.chroma_url)
+    store.collection(name)  # a clear error when there is none
+    target = replace(settings, collection=name)
+    with WriteLock(settings.db).acquire():
+        store.delete_collection(name)
+        ledger = Ledger(settings.db, ledger_scope(target))
+        ledger.drop_scope()
+        ledger.close()
+
+
+REBUILD_SUFFIX = "--rebuild"
+OLD_SUFFIX = "--old"
+
+
+def rebuild(settings: Settings, embedder: Embedder, config: ChunkConfig, args: Sequence[str],
+            **options) -> Summary:
+    """Re-embed a collection with embedder's model: fill a new collection, then swap it in.
+
+    args are SOURCE arguments; none means every root recorded in the ledger. Queries keep using
+    the old collection until the swap, which is two renames. A rebuild that was interrupted is
+    started again by running it again.
+    """
+    lock = WriteLock(settings.db, wait=options.pop("wait", False)).acquire()
+    try:
+        store = Store(settings.db, settings.chroma_url)
+        name = settings.collection
+        temp = replace(settings, collection=name + REBUILD_SUFFIX)
+        names = store.collection_names()
+        if name not in names and name + OLD_SUFFIX in names:  # a swap was interrupted
+            store.rename_collection(name + OLD_SUFFIX, name)
+            names = store.collection_names()
+        if not args:
+            main_ledger = Ledger(settings.db, ledger_scope(settings))
+            args = sorted({e.root for e in main_ledger.entries().values()})
+            main_ledger.close()
+            if not args:
+                raise UsageError("nothing to rebuild: the ledger records no sources; give SOURCE")
+        sources = parse_sources(args)
+        for stale in (temp.collection, name + OLD_SUFFIX):
+            if stale in names:
+                store.delete_collection(stale)
+        indexer = Indexer(temp, embedder, config, lock=lock, **options)
+        indexer.ledger.drop_scope()
+        with indexer:
+            indexer.open()
+            summary = indexer.run(sources)
+        if name in names:
+            store.rename_collection(name, name + OLD_SUFFIX)
+        store.rename_collection(temp.collection, name)
+        temp_ledger = Ledger(settings.db, ledger_scope(temp))
+        temp_ledger.move_scope(ledger_scope(settings))
+        temp_ledger.close()
+        if name in names:
+            store.delete_collection(name + OLD_SUFFIX)
+        return summary
+    finally:
+        lock.release()
 
 
 def read_document(arg: str, fetcher: Fetcher, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:

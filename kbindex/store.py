@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kbindex.config import COLLECTION_RULE, valid_collection_name
-from kbindex.errors import CollectionError, ModelMismatchError, StoreError
+from kbindex.errors import CollectionError, ModelMismatchError, StoreError, UsageError
 from kbindex.records import Chunk
 
 MODEL_KEY = "kbindex_model"
@@ -34,17 +34,26 @@ def _chroma_settings():
 
 
 class Store:
-    """A Chroma client: an embedded store in a folder."""
+    """A Chroma client: an embedded store in a folder, or a Chroma server when url is given.
 
-    def __init__(self, db: Path):
+    In server mode the folder still holds what is local to the indexing machine: the ledger and
+    the write lock.
+    """
+
+    def __init__(self, db: Path, url: str | None = None):
         self.db = Path(db)
+        self.url = url.rstrip("/") if url else None
+        self._server = parse_url(self.url) if self.url else None  # a bad URL is a usage error now
         self._client = None
+        self._batch: int | None = None
 
     @property
     def location(self) -> str:
-        return str(self.db.resolve())
+        return self.url or str(self.db.resolve())
 
     def exists(self) -> bool:
+        if self.url:
+            return True  # a server always has a store; collection() says when one is missing
         return (self.db / "chroma.sqlite3").exists()
 
     @property
@@ -53,14 +62,37 @@ class Store:
             try:
                 import chromadb
 
-                self.db.mkdir(parents=True, exist_ok=True)
-                self._client = chromadb.PersistentClient(path=str(self.db), settings=_chroma_settings())
+                if self._server:
+                    host, port, ssl = self._server
+                    self._client = chromadb.HttpClient(host=host, port=port, ssl=ssl,
+                                                       settings=_chroma_settings())
+                else:
+                    self.db.mkdir(parents=True, exist_ok=True)
+                    self._client = chromadb.PersistentClient(path=str(self.db), settings=_chroma_settings())
             except Exception as exc:
-                raise StoreError(f"cannot open the index at {self.location}: {exc}") from exc
+                raise StoreError(f"cannot open the index at {self.location}: {_reason(exc)}") from exc
         return self._client
 
+    def delete_collection(self, name: str) -> None:
+        try:
+            self.client.delete_collection(name)
+        except Exception as exc:
+            raise StoreError(f"cannot delete collection {name!r}: {_reason(exc)}") from exc
+
+    def rename_collection(self, name: str, new_name: str) -> None:
+        check_name(new_name)
+        try:
+            self.client.get_collection(name, embedding_function=None).modify(name=new_name)
+        except Exception as exc:
+            raise StoreError(f"cannot rename collection {name!r}: {_reason(exc)}") from exc
+
     def max_batch_size(self) -> int:
-        return int(self.client.get_max_batch_size())
+        if self._batch is None:
+            try:
+                self._batch = int(self.client.get_max_batch_size())
+            except Exception as exc:
+                raise StoreError(f"cannot use the index at {self.location}: {_reason(exc)}") from exc
+        return self._batch
 
     def collection(self, name: str) -> Collection:
         """An existing collection; CollectionError when there is none."""
@@ -79,7 +111,7 @@ class Store:
                 + self._others(name)
             ) from None
         except Exception as exc:
-            raise StoreError(f"cannot open collection {name!r}: {exc}") from exc
+            raise StoreError(f"cannot open collection {name!r} at {self.location}: {_reason(exc)}") from exc
         return Collection(raw, self)
 
     def create(self, name: str, model: str, dimension: int) -> Collection:
@@ -92,7 +124,7 @@ class Store:
                 embedding_function=None,
             )
         except Exception as exc:
-            raise StoreError(f"cannot create collection {name!r}: {exc}") from exc
+            raise StoreError(f"cannot create collection {name!r} at {self.location}: {_reason(exc)}") from exc
         collection = Collection(raw, self)
         collection.check_model(model, dimension)
         return collection
@@ -100,19 +132,36 @@ class Store:
     def collection_names(self) -> list[str]:
         if not self.exists():
             return []
-        return sorted(c if isinstance(c, str) else c.name for c in self.client.list_collections())
-
-    def delete_collection(self, name: str) -> None:
-        """Drop a collection and all its chunks."""
-        self.collection(name)  # a clear error when it does not exist
         try:
-            self.client.delete_collection(name)
+            listed = self.client.list_collections()
         except Exception as exc:
-            raise StoreError(f"cannot delete collection {name!r}: {exc}") from exc
+            raise StoreError(f"cannot list collections at {self.location}: {_reason(exc)}") from exc
+        return sorted(c if isinstance(c, str) else c.name for c in listed)
 
     def _others(self, name: str) -> str:
         others = [n for n in self.collection_names() if n != name]
         return f" (collections here: {', '.join(others)})" if others else ""
+
+
+def parse_url(url: str) -> tuple[str, int, bool]:
+    """(host, port, ssl) of an http(s)://HOST[:PORT] Chroma server URL."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--chroma-url must look like http://HOST:PORT, got {url!r}")
+    ssl = parts.scheme == "https"
+    return parts.hostname, parts.port or (443 if ssl else 8000), ssl
+
+
+def _reason(exc: Exception) -> str:
+    """One line for an exception from chromadb (whose messages can span many lines)."""
+    text = str(exc).strip().splitlines()
+    reason = text[0] if text else ""
+    name = type(exc).__name__
+    if "connect" in (name + reason).lower():
+        return f"cannot reach the Chroma server ({reason or name})"
+    return f"{name}: {reason}" if reason else name
 
 
 def check_name(name: str) -> None:
@@ -185,7 +234,7 @@ class Collection:
         docs = result.get("documents") or [None] * len(result["ids"])
         return [
             Match(i, 0.0, d or "", m or {})
-            for i, d, m in zip(result["ids"], docs, result["metadatas"])
+            for i, d, m in zip(result["ids"], docs, result["metadatas"], strict=True)
         ]
 
     def for_source(self, source: str) -> list[Match]:
@@ -208,6 +257,14 @@ class Collection:
                 yield Match(i, 0.0, d or "", m or {}, None if v is None else [float(x) for x in v])
             offset += n
 
+    def vector_length(self) -> int | None:
+        """Length of one stored vector (None when empty): the dimension actually stored."""
+        result = self._call(self._raw.get, include=["embeddings"], limit=1)
+        embeddings = result.get("embeddings")
+        if embeddings is None or len(embeddings) == 0:
+            return None
+        return len(embeddings[0])
+
     def similar(self, vectors: Sequence[Sequence[float]], k: int, where: dict | None = None) -> list[list[Match]]:
         """The k nearest chunks to each query vector (cosine distance)."""
         k = max(1, min(k, self.count()))
@@ -220,16 +277,16 @@ class Collection:
         )
         out = []
         for ids, dists, docs, metas in zip(
-            result["ids"], result["distances"], result["documents"], result["metadatas"]
+            result["ids"], result["distances"], result["documents"], result["metadatas"], strict=True
         ):
-            out.append([Match(i, float(d), t or "", m or {}) for i, d, t, m in zip(ids, dists, docs, metas)])
+            out.append([Match(i, float(d), t or "", m or {}) for i, d, t, m in zip(ids, dists, docs, metas, strict=True)])
         return out
 
     def _call(self, method, **kwargs):
         try:
             return method(**kwargs)
         except Exception as exc:
-            raise StoreError(f"collection {self.name!r}: {type(exc).__name__}: {exc}") from exc
+            raise StoreError(f"collection {self.name!r} at {self.store.location}: {_reason(exc)}") from exc
 
 
 def chunk_metadata(chunk: Chunk, model: str) -> dict:

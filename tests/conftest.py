@@ -30,7 +30,7 @@ def kb(db, monkeypatch):
 
     monkeypatch.setenv("KBINDEX_DB", str(db))
     monkeypatch.setenv("KBINDEX_MODEL", "fake:hash")
-    for var in ("KBINDEX_COLLECTION", "KBINDEX_DEVICE"):
+    for var in ("KBINDEX_COLLECTION", "KBINDEX_DEVICE", "KBINDEX_CHROMA_URL"):
         monkeypatch.delenv(var, raising=False)
     runner = CliRunner()
 
@@ -39,3 +39,13 @@ def kb(db, monkeypatch):
 
     run.json = lambda *args: json.loads(run(*args, "--json").stdout)
     return run
+
+
+@pytest.fixture(scope="session")
+def real_model():
+    """The packaged all-MiniLM-L6-v2, loaded once for the end-to-end tests."""
+    from kbindex.embed import load_embedder
+
+    embedder = load_embedder("all-MiniLM-L6-v2", "cpu")
+    _ = embedder.dimension  # load now
+    return embedder

@@ -54,7 +54,7 @@ def test_overlap_repeats_the_end_of_the_previous_chunk(count_tokens):
     text = " ".join(f"Fact {i} is here." for i in range(80))
     chunks = chunk_document(_doc(Section((), text)), count_tokens, check_config(64, 16, 256))
     assert len(chunks) >= 3
-    for prev, nxt in zip(chunks, chunks[1:]):
+    for prev, nxt in zip(chunks, chunks[1:], strict=False):
         last_sentence = prev.text.split(". ")[-1].rstrip(".")
         assert last_sentence in nxt.text
 

@@ -80,6 +80,8 @@ def test_export_then_import_into_another_store(kb, tmp_path, with_vectors):
     original = json.loads(kb("query", q, "--json").stdout)["hits"]
     copied = json.loads(kb("query", q, "--db", str(other), "--collection", "copy-kb", "--json").stdout)["hits"]
     assert [h["id"] for h in copied] == [h["id"] for h in original]
+    verify = kb("verify", "--db", str(other), "--collection", "copy-kb")
+    assert verify.exit_code == 0, verify.output  # the ledger records what was imported
 
 
 def test_import_refuses_a_file_that_is_not_an_export(kb, tmp_path):

@@ -1,0 +1,259 @@
+"""The ledger: what was indexed from each source, kept in SQLite next to the index.
+
+One row per source (URL or file) per collection: the root it was found under, HTTP validators
+(URLs), size and mtime (files), hashes of the raw bytes and of the extracted text, the chunk ids in
+the store, the model and chunk settings, when it was indexed and its last error. A second table
+caches embeddings by (model, hash of the embedded text), so text that did not change is never
+embedded twice.
+
+Crash safety comes from the order of writes (see Ledger.begin / Ledger.commit): a source's row is
+marked dirty, listing every chunk id the store may hold for it, *before* the store is written, and
+made clean only after. A run killed anywhere leaves at worst a dirty row, which the next run treats
+as changed and rewrites. SQLite in WAL mode keeps each transaction atomic and lets readers go on
+while a writer works.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from array import array
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from kbindex.errors import StoreError
+
+LEDGER_NAME = "kbindex.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sources (
+    scope TEXT NOT NULL,          -- the collection (and server URL in server mode)
+    source TEXT NOT NULL,         -- canonical URL or absolute file path
+    root TEXT NOT NULL,           -- the SOURCE argument it was found under
+    etag TEXT,
+    last_modified TEXT,
+    size INTEGER,
+    mtime REAL,                   -- NULL when too recent to trust (see Indexer)
+    body_hash TEXT,               -- hash of the raw bytes
+    content_hash TEXT,            -- hash of the extracted text; NULL = dirty, must be rewritten
+    chunking TEXT,
+    model TEXT,
+    chunk_ids TEXT NOT NULL,      -- JSON list; while dirty, every id the store may hold
+    text_hashes TEXT NOT NULL,    -- JSON list, hashes of the embedded texts (cache keys)
+    indexed_at TEXT,
+    last_error TEXT,
+    PRIMARY KEY (scope, source)
+);
+CREATE TABLE IF NOT EXISTS embeddings (
+    model TEXT NOT NULL,
+    text_hash TEXT NOT NULL,
+    vector BLOB NOT NULL,         -- float32
+    PRIMARY KEY (model, text_hash)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+_COLUMNS = ("source", "root", "etag", "last_modified", "size", "mtime", "body_hash", "content_hash",
+            "chunking", "model", "chunk_ids", "text_hashes", "indexed_at", "last_error")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """The ledger's record of one source."""
+
+    source: str
+    root: str
+    etag: str | None = None
+    last_modified: str | None = None
+    size: int | None = None
+    mtime: float | None = None
+    body_hash: str | None = None
+    content_hash: str | None = None
+    chunking: str | None = None
+    model: str | None = None
+    chunk_ids: tuple[str, ...] = ()
+    text_hashes: tuple[str, ...] = field(default=(), repr=False)
+    indexed_at: str | None = None
+    last_error: str | None = None
+
+    @property
+    def clean(self) -> bool:
+        """False while an update of this source was started and not finished."""
+        return self.content_hash is not None
+
+
+class Ledger:
+    """The ledger of one collection (scope) in <folder>/kbindex.sqlite."""
+
+    def __init__(self, folder: Path, scope: str):
+        self.path = Path(folder) / LEDGER_NAME
+        self.scope = scope
+        self._db: sqlite3.Connection | None = None
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                # NORMAL is durable against process crashes in WAL mode (only a power loss can
+                # drop the last transactions); FULL would fsync on every source.
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SCHEMA)
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open the ledger {self.path}: {exc}") from exc
+            self._db = db
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def entries(self) -> dict[str, Entry]:
+        """Every entry of this scope, by source."""
+        rows = self.db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM sources WHERE scope = ?", (self.scope,)
+        )
+        return {row[0]: _entry(row) for row in rows}
+
+    def get(self, source: str) -> Entry | None:
+        row = self.db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM sources WHERE scope = ? AND source = ?",
+            (self.scope, source),
+        ).fetchone()
+        return _entry(row) if row else None
+
+    def count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM sources WHERE scope = ?", (self.scope,)).fetchone()[0]
+
+    # -- writing: every method is one transaction -----------------------------------------------
+
+    def begin(self, updates: Sequence[tuple[Entry, Sequence[str]]],
+              vectors: dict[str, Sequence[float]] | None = None, model: str | None = None) -> None:
+        """Before the store is written: mark each source dirty, listing old and new chunk ids.
+
+        updates: (entry as it will be, the ids the store may still hold from before). New
+        embeddings go into the cache in the same transaction.
+        """
+        with self._tx() as db:
+            if vectors:
+                db.executemany(
+                    "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
+                    [(model, h, _pack(v)) for h, v in vectors.items()],
+                )
+            for entry, old_ids in updates:
+                ids = list(dict.fromkeys([*old_ids, *entry.chunk_ids]))
+                self._put(db, replace(entry, content_hash=None, chunk_ids=tuple(ids)))
+
+    def commit(self, entries: Iterable[Entry]) -> None:
+        """After the store was written: record each source as clean."""
+        with self._tx() as db:
+            for entry in entries:
+                self._put(db, entry)
+
+    def put(self, entry: Entry) -> None:
+        """Record facts that changed no chunk (new mtime, validators, last error)."""
+        self.commit([entry])
+
+    def remove(self, sources: Iterable[str]) -> None:
+        with self._tx() as db:
+            db.executemany("DELETE FROM sources WHERE scope = ? AND source = ?",
+                           [(self.scope, s) for s in sources])
+
+    def drop_scope(self) -> None:
+        """Forget every entry of this scope."""
+        with self._tx() as db:
+            db.execute("DELETE FROM sources WHERE scope = ?", (self.scope,))
+
+    def move_scope(self, to: str) -> None:
+        """Give this scope's entries to another scope, replacing what it had (one transaction)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM sources WHERE scope = ?", (to,))
+            db.execute("UPDATE sources SET scope = ? WHERE scope = ?", (to, self.scope))
+
+    # -- the embedding cache --------------------------------------------------------------------
+
+    def cached_vectors(self, model: str, hashes: Iterable[str]) -> dict[str, list[float]]:
+        hashes = list(dict.fromkeys(hashes))
+        found: dict[str, list[float]] = {}
+        for start in range(0, len(hashes), 500):  # SQLite caps the number of parameters
+            part = hashes[start:start + 500]
+            rows = self.db.execute(
+                f"SELECT text_hash, vector FROM embeddings WHERE model = ? AND text_hash IN "
+                f"({', '.join('?' * len(part))})", (model, *part),
+            )
+            found.update((h, _unpack(v)) for h, v in rows)
+        return found
+
+    def collect_garbage(self) -> int:
+        """Drop cached embeddings that no entry of any scope uses any more; return how many."""
+        used = {(m, h) for m, hashes in self.db.execute("SELECT model, text_hashes FROM sources")
+                for h in json.loads(hashes)}
+        unused = [(m, h) for m, h in self.db.execute("SELECT model, text_hash FROM embeddings")
+                  if (m, h) not in used]
+        if unused:
+            with self._tx() as db:
+                db.executemany("DELETE FROM embeddings WHERE model = ? AND text_hash = ?", unused)
+        return len(unused)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _put(self, db: sqlite3.Connection, e: Entry) -> None:
+        db.execute(
+            f"INSERT OR REPLACE INTO sources (scope, {', '.join(_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * (len(_COLUMNS) + 1))})",
+            (self.scope, e.source, e.root, e.etag, e.last_modified, e.size, e.mtime, e.body_hash,
+             e.content_hash, e.chunking, e.model, json.dumps(list(e.chunk_ids)),
+             json.dumps(list(e.text_hashes)), e.indexed_at, e.last_error),
+        )
+
+    def _tx(self):
+        return _Transaction(self.db, self.path)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection, path: Path):
+        self.db = db
+        self.path = path
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+            except sqlite3.Error as err:
+                raise StoreError(f"cannot write the ledger {self.path}: {err}") from err
+        else:
+            self.db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot write the ledger {self.path}: {exc}") from exc
+
+
+def _entry(row) -> Entry:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    values["chunk_ids"] = tuple(json.loads(values["chunk_ids"]))
+    values["text_hashes"] = tuple(json.loads(values["text_hashes"]))
+    return Entry(**values)
+
+
+def _pack(vector: Sequence[float]) -> bytes:
+    return array("f", vector).tobytes()
+
+
+def _unpack(blob: bytes) -> list[float]:
+    values = array("f")
+    values.frombytes(blob)
+    return values.tolist()

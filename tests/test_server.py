@@ -1,0 +1,144 @@
+"""Server mode: every command against a real `chroma run` server on a free 127.0.0.1 port."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import SAMPLE_KB
+from tests.server import FixtureServer, Response
+from tests.sync_helpers import assert_consistent, snapshot
+
+pytestmark = pytest.mark.server
+
+CHROMA = Path(sys.executable).parent / "chroma"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ChromaServer:
+    """`chroma run` on a folder and port; start() waits until it answers its heartbeat."""
+
+    def __init__(self, path: Path, port: int):
+        self.path, self.port = path, port
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [str(CHROMA), "run", "--path", str(self.path), "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/api/v2/heartbeat", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"chroma run exited {self.proc.returncode}")
+            time.sleep(0.2)
+        raise RuntimeError("chroma run did not start within 60 s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def chroma(tmp_path):
+    if not CHROMA.exists():
+        pytest.skip(f"no chroma executable next to {sys.executable}")
+    server = ChromaServer(tmp_path / "chroma-data", free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    path = tmp_path / "kb"
+    shutil.copytree(SAMPLE_KB, path)
+    return path.resolve()
+
+
+def test_every_command_works_against_a_server(kb, chroma, folder, db, monkeypatch):
+    monkeypatch.setenv("KBINDEX_CHROMA_URL", chroma.url)
+    first = kb.json("index", str(folder))
+    assert first["indexed"] == 10 and first["failed"] == 0
+    assert (db / "kbindex.sqlite").exists() and not (db / "chroma.sqlite3").exists()
+    stats = kb.json("stats")
+    assert stats["store"] == chroma.url and stats["chunks"] == first["chunks_added"]
+    hits = json.loads(kb("query", "printer spooler offline", "--json").stdout)["hits"]
+    assert hits[0]["source"].endswith("printer-offline-windows.html")
+    assert len(json.loads(kb("sources", "--json").stdout)) == 10
+    again = kb.json("index", str(folder))
+    assert again["unchanged"] == 10 and again["chunks_added"] == 0
+    (folder / "printer-offline-windows.html").unlink()
+    assert kb.json("index", str(folder))["pruned"] == 1
+    assert kb("delete", str(folder / "rmm-vs-dex-tools.html")).exit_code == 0
+    assert kb("verify").exit_code == 0
+    assert_consistent(db, {str(p) for p in folder.iterdir()} - {str(folder / "rmm-vs-dex-tools.html")},
+                      url=chroma.url)
+    # The command-line option works too, and the local store was never created.
+    assert kb("stats", "--chroma-url", chroma.url).exit_code == 0
+    assert not (db / "chroma.sqlite3").exists()
+
+
+def test_a_server_that_is_down_gives_a_clear_error(kb, folder):
+    out = kb("index", str(folder), "--chroma-url", f"http://127.0.0.1:{free_port()}")
+    assert out.exit_code == 1 and "Traceback" not in out.output
+    assert "cannot reach the Chroma server" in out.stderr
+    out = kb("query", "printer", "--chroma-url", f"http://127.0.0.1:{free_port()}")
+    assert out.exit_code == 1 and "cannot reach the Chroma server" in out.stderr
+
+
+def test_a_bad_chroma_url_is_a_usage_error(kb):
+    out = kb("stats", "--chroma-url", "ftp://x")
+    assert out.exit_code == 2 and "--chroma-url must look like" in out.stderr
+
+
+def test_the_server_going_away_mid_run_then_the_next_run_completes(kb, chroma, tmp_path, db, monkeypatch):
+    monkeypatch.setenv("KBINDEX_CHROMA_URL", chroma.url)
+    page = "<html><body><main><h1>Page {i}</h1>{body}</main></body></html>"
+    body = "".join(f"<h2>Step {j}</h2><p>Do step {j} of the procedure carefully.</p>" for j in range(40))
+    routes = {f"/p{i}": Response(body=page.format(i=i, body=body).encode()) for i in range(4)}
+
+    def stop_chroma(request):
+        chroma.stop()  # the server goes away after the first batch was written
+        return Response(body=page.format(i=9, body=body).encode())
+
+    routes["/stop"] = stop_chroma
+    with FixtureServer(routes) as site:
+        urls = [site.url(p) for p in ("/p0", "/p1", "/stop", "/p2", "/p3")]
+        out = kb("index", *urls, "--json")
+        assert out.exit_code == 1 and "Traceback" not in out.output
+        assert "cannot reach the Chroma server" in out.stderr
+        chroma.start()
+        assert set(snapshot(db, url=chroma.url)["store"]) == {urls[0], urls[1]}  # the first batch
+        site.routes["/stop"] = Response(body=page.format(i=9, body=body).encode())
+        result = kb.json("index", *urls)
+        assert result["failed"] == 0 and result["indexed"] + result["unchanged"] == 5
+    assert kb("verify").exit_code == 0
+    assert len(assert_consistent(db, url=chroma.url)["store"]) == 5
