@@ -15,7 +15,7 @@ from kbindex.errors import KbindexError
 
 
 def common_options(func):
-    """--db, --collection, --model and --device, each with its environment variable."""
+    """--db, --collection, --model, --device, --backend, --quantize, each with its environment variable."""
 
     @click.option("--db", type=click.Path(file_okay=False, path_type=Path), default=cfg.DEFAULT_DB,
                   envvar=cfg.ENV_DB, show_default=True,
@@ -28,9 +28,18 @@ def common_options(func):
     @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]),
                   default=cfg.DEFAULT_DEVICE, envvar=cfg.ENV_DEVICE, show_default=True,
                   help=f"Where the model runs; auto picks a GPU when present. [env var: {cfg.ENV_DEVICE}]")
+    @click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default=cfg.DEFAULT_BACKEND,
+                  envvar=cfg.ENV_BACKEND, show_default=True,
+                  help="Embedding runtime; auto is ONNX Runtime on CPU, PyTorch on a GPU. "
+                       f"[env var: {cfg.ENV_BACKEND}]")
+    @click.option("--quantize", type=click.Choice(["none", "int8"]), default=cfg.DEFAULT_QUANTIZE,
+                  envvar=cfg.ENV_QUANTIZE, show_default=True,
+                  help="int8: faster ONNX model with slightly different vectors; a collection holds "
+                       f"one kind. [env var: {cfg.ENV_QUANTIZE}]")
     @functools.wraps(func)
-    def wrapper(*args, db, collection, model, device, **kwargs):
-        settings = cfg.Settings(db=db, collection=collection, model=model, device=device)
+    def wrapper(*args, db, collection, model, device, backend, quantize, **kwargs):
+        settings = cfg.Settings(db=db, collection=collection, model=model, device=device,
+                                backend=backend, quantize=quantize)
         return func(*args, settings=settings, **kwargs)
 
     return wrapper
@@ -69,7 +78,8 @@ def cli():
 def _embedder(settings):
     from kbindex.embed import load_embedder
 
-    return load_embedder(settings.model, settings.device)
+    return load_embedder(settings.model, settings.device, settings.backend, settings.quantize,
+                         settings.onnx_cache)
 
 
 @cli.command()
@@ -159,7 +169,7 @@ def query(text, k, where, queries, as_json, settings):
     where_clause = parse_where(where)
     collection = Store(settings.db).collection(settings.collection)
     results = search(collection, _embedder(settings), items, k=k, where=where_clause)
-    for q, hits in zip(items, results):
+    for q, hits in zip(items, results, strict=True):
         if as_json:
             click.echo(json.dumps({"query": q, "hits": [_hit_json(h) for h in hits]}))
         else:
