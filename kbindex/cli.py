@@ -226,7 +226,8 @@ def verify(repair, wait, as_json, settings):
             click.echo(f"repaired: {line}")
         for line in report.problems:
             click.echo(f"problem: {line}")
-        state = "consistent" if report.ok else f"{len(report.problems)} problems"
+        count = len(report.problems)
+        state = "consistent" if report.ok else f"{count} problem{'' if count == 1 else 's'}"
         click.echo(f"{state}: {report.sources} sources, {report.chunks} chunks")
     if not report.ok:
         sys.exit(1)
