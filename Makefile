@@ -71,6 +71,7 @@ lint: install ## Check style with ruff
 	$(BIN)/ruff check kbindex tests benchmarks
 
 bench: install ## Run the benchmarks; results go to stdout (record them in docs/benchmarks.md)
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	$(BIN)/python benchmarks/run.py
 
 clean: ## Remove the virtualenv, caches and the default local index

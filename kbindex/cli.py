@@ -15,7 +15,7 @@ from kbindex.errors import KbindexError
 
 
 def common_options(func):
-    """--db, --collection, --model, --device and --chroma-url, each with its environment variable."""
+    """--db, --collection, --model, --device, --backend, --quantize and --chroma-url, each with its env var."""
 
     @click.option("--db", type=click.Path(file_okay=False, path_type=Path), default=cfg.DEFAULT_DB,
                   envvar=cfg.ENV_DB, show_default=True,
@@ -31,10 +31,18 @@ def common_options(func):
     @click.option("--chroma-url", metavar="URL", envvar=cfg.ENV_CHROMA_URL,
                   help="Use the Chroma server at http://HOST:PORT instead of the local store; the "
                        f"ledger and lock stay in --db. [env var: {cfg.ENV_CHROMA_URL}]")
+    @click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default=cfg.DEFAULT_BACKEND,
+                  envvar=cfg.ENV_BACKEND, show_default=True,
+                  help="Embedding runtime; auto is ONNX Runtime on CPU, PyTorch on a GPU. "
+                       f"[env var: {cfg.ENV_BACKEND}]")
+    @click.option("--quantize", type=click.Choice(["none", "int8"]), default=cfg.DEFAULT_QUANTIZE,
+                  envvar=cfg.ENV_QUANTIZE, show_default=True,
+                  help="int8: faster ONNX model with slightly different vectors; a collection holds "
+                       f"one kind. [env var: {cfg.ENV_QUANTIZE}]")
     @functools.wraps(func)
-    def wrapper(*args, db, collection, model, device, chroma_url, **kwargs):
+    def wrapper(*args, db, collection, model, device, chroma_url, backend, quantize, **kwargs):
         settings = cfg.Settings(db=db, collection=collection, model=model, device=device,
-                                chroma_url=chroma_url or None)
+                                chroma_url=chroma_url or None, backend=backend, quantize=quantize)
         return func(*args, settings=settings, **kwargs)
 
     return wrapper
@@ -92,7 +100,8 @@ def cli(ctx, config_path):
 def _embedder(settings):
     from kbindex.embed import load_embedder
 
-    return load_embedder(settings.model, settings.device)
+    return load_embedder(settings.model, settings.device, settings.backend, settings.quantize,
+                         settings.onnx_cache)
 
 
 @cli.command()
@@ -208,7 +217,8 @@ def verify(repair, wait, as_json, settings):
     from kbindex.verify import verify as run_verify
 
     report = run_verify(settings, repair=repair, wait=wait,
-                        embedder=lambda model: load_embedder(model, settings.device))
+                        embedder=lambda model: load_embedder(model, settings.device, settings.backend,
+                                                             settings.quantize, settings.onnx_cache))
     if as_json:
         click.echo(json.dumps(report.as_dict()))
     else:
@@ -216,7 +226,8 @@ def verify(repair, wait, as_json, settings):
             click.echo(f"repaired: {line}")
         for line in report.problems:
             click.echo(f"problem: {line}")
-        state = "consistent" if report.ok else f"{len(report.problems)} problems"
+        count = len(report.problems)
+        state = "consistent" if report.ok else f"{count} problem{'' if count == 1 else 's'}"
         click.echo(f"{state}: {report.sources} sources, {report.chunks} chunks")
     if not report.ok:
         sys.exit(1)

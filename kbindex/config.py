@@ -14,11 +14,18 @@ ENV_COLLECTION = "KBINDEX_COLLECTION"
 ENV_MODEL = "KBINDEX_MODEL"
 ENV_DEVICE = "KBINDEX_DEVICE"
 ENV_CHROMA_URL = "KBINDEX_CHROMA_URL"
+ENV_BACKEND = "KBINDEX_BACKEND"
+ENV_QUANTIZE = "KBINDEX_QUANTIZE"
 
 DEFAULT_DB = "data/index"
 DEFAULT_COLLECTION = "kbindex"
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_DEVICE = "auto"
+# auto: ONNX Runtime on CPU (faster, and a query never imports torch), PyTorch on a GPU.
+DEFAULT_BACKEND = "auto"
+# int8 is opt-in: its measured SciFact nDCG@10 loss is above the 0.005 bar (docs/benchmarks.md).
+DEFAULT_QUANTIZE = "none"
+ONNX_CACHE = "onnx"  # exported models live in <db>/onnx/<weights hash>-v<n>/
 
 # all-MiniLM-L6-v2 has a 256-word-piece window; using all of it keeps whole KB sections together
 # (most are shorter) while a 32-token overlap (one or two sentences) keeps a sentence that straddles
@@ -59,3 +66,9 @@ class Settings:
     model: str = DEFAULT_MODEL
     device: str = DEFAULT_DEVICE
     chroma_url: str | None = None  # a Chroma server instead of the local store in db
+    backend: str = DEFAULT_BACKEND
+    quantize: str = DEFAULT_QUANTIZE
+
+    @property
+    def onnx_cache(self) -> Path:
+        return Path(self.db) / ONNX_CACHE

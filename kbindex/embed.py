@@ -1,10 +1,21 @@
-"""Embedders: turn texts into normalized vectors. The only module importing the model stack."""
+"""Embedders: turn texts into normalized vectors. The only module importing the model stack.
+
+Two backends run the same sentence-transformers model: PyTorch through sentence-transformers, and
+ONNX Runtime on a graph exported once from that model (cached under the index folder, keyed by the
+weights' hash). The ONNX path imports neither torch nor sentence-transformers once its export is
+cached: a query starts in well under a second, and CPU throughput is higher.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import platform
+import tempfile
+import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -105,7 +116,8 @@ class SentenceTransformerEmbedder:
 
     @property
     def dimension(self) -> int:
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        get_dim = (getattr(self.model, "get_embedding_dimension", None)
+                   or self.model.get_sentence_embedding_dimension)
         return int(get_dim())
 
     @property
@@ -151,9 +163,468 @@ def register_embedder(prefix: str, factory: Callable[[str, str], Embedder]) -> N
     _FACTORIES[prefix] = factory
 
 
-def load_embedder(name: str, device: str = "auto") -> Embedder:
-    """The embedder for a model name or path (loaded lazily on first use)."""
+def load_embedder(
+    name: str,
+    device: str = "auto",
+    backend: str = "auto",
+    quantize: str = "none",
+    cache_dir: Path | None = None,
+) -> Embedder:
+    """The embedder for a model name or path (loaded lazily on first use).
+
+    Args:
+        backend: "torch", "onnx", or "auto" (ONNX on CPU, PyTorch when a GPU is present).
+        quantize: "none" or "int8" (ONNX only; the collection records it in the model identity).
+        cache_dir: where exported ONNX models are kept (the CLI uses <--db>/onnx).
+    """
     prefix, sep, _ = name.partition(":")
     if sep and prefix in _FACTORIES:
         return _FACTORIES[prefix](name, device)
-    return SentenceTransformerEmbedder(name, device)
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}: use {', '.join(BACKENDS)}")
+    if quantize not in QUANTIZE:
+        raise UsageError(f"unknown quantization {quantize!r}: use {', '.join(QUANTIZE)}")
+    # An identity read back from a collection ("model#int8") loads as what it names.
+    base, hash_sep, suffix = name.rpartition("#")
+    if hash_sep and suffix in QUANTIZE and suffix != "none":
+        name, quantize = base, suffix
+    chosen = pick_backend(backend, device, quantize)
+    if chosen == "torch":
+        return SentenceTransformerEmbedder(name, device)
+    identity, load_from = resolve_model(name)
+    folder = model_folder(load_from)
+    if folder is None:
+        if backend == "auto" and quantize == "none":
+            return SentenceTransformerEmbedder(name, device)  # it reports the missing model
+        raise ModelError(f"cannot find embedding model {name!r} locally for the ONNX backend")
+    try:
+        spec = read_spec(folder)
+    except ModelError:
+        if backend == "auto" and quantize == "none":
+            return SentenceTransformerEmbedder(name, device)
+        raise
+    return OnnxEmbedder(identity, spec, cache_dir or default_cache_dir(), quantize)
+
+
+# --- backend choice ------------------------------------------------------------------------------
+
+BACKENDS = ("auto", "torch", "onnx")
+QUANTIZE = ("none", "int8")
+ONNX_EXPORT_VERSION = 1  # bump when the export recipe changes, so old caches are not reused
+
+
+def gpu_present() -> bool:
+    """A GPU that PyTorch could use, detected without importing torch (that alone takes seconds)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    nvidia = Path("/proc/driver/nvidia/gpus")
+    if nvidia.is_dir() and any(nvidia.iterdir()):
+        return True
+    return platform.system() == "Darwin" and platform.machine() == "arm64"  # Apple silicon: MPS
+
+
+def pick_backend(backend: str, device: str, quantize: str = "none") -> str:
+    """Resolve --backend auto: ONNX on CPU, PyTorch on a GPU; int8 exists only on ONNX."""
+    if backend == "torch":
+        if quantize != "none":
+            raise UsageError(f"--quantize {quantize} needs --backend onnx (or auto)")
+        return "torch"
+    if backend == "onnx" or quantize != "none":
+        return "onnx"
+    if device == "cpu":
+        return "onnx"
+    if device in ("cuda", "mps"):
+        return "torch"
+    return "torch" if gpu_present() else "onnx"
+
+
+# --- ONNX backend --------------------------------------------------------------------------------
+
+# What a sentence-transformers pooling config may ask for, and what OnnxEmbedder reproduces.
+_POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+}
+_ONNX_POOLING = set(_POOLING_KEYS.values())
+_ONNX_MODULES = {"Transformer", "Pooling", "Normalize"}
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A sentence-transformers model folder as the ONNX backend runs it (read from its configs)."""
+
+    folder: Path
+    pooling: tuple[str, ...]  # in the order sentence-transformers concatenates them
+    max_tokens: int
+    dimension: int
+    do_lower_case: bool
+    weights: tuple[Path, ...]
+
+
+def model_folder(load_from: str) -> Path | None:
+    """The local folder of a model: a path as given, else its copy in the Hugging Face cache."""
+    path = Path(load_from)
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(load_from, local_files_only=True))
+    except Exception:  # not cached (or not a hub name): no local folder
+        return None
+
+
+def _read_json(path: Path) -> dict | list:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read {path}: {exc}") from exc
+
+
+def read_spec(folder: Path) -> ModelSpec:
+    """Pooling, window and size of a model from its sentence-transformers config files.
+
+    Raises ModelError for layouts the ONNX backend does not reproduce exactly (a Dense layer,
+    weighted or last-token pooling, no tokenizer.json): those run on the torch backend.
+    """
+    modules_file = folder / "modules.json"
+    if not modules_file.exists():
+        raise ModelError(f"{folder} is not a sentence-transformers model (no modules.json)")
+    modules = _read_json(modules_file)
+    kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
+    if not kinds or kinds[0] != "Transformer" or not set(kinds) <= _ONNX_MODULES:
+        raise ModelError(f"the ONNX backend runs Transformer + Pooling (+ Normalize) models, not {kinds}")
+    if not (folder / "tokenizer.json").exists():
+        raise ModelError(f"{folder} has no tokenizer.json (needed by the ONNX backend)")
+    weights = tuple(folder / w for w in _WEIGHT_FILES if (folder / w).exists())
+    if not weights:
+        raise ModelError(f"{folder} has no model.safetensors or pytorch_model.bin")
+    config = _read_json(folder / "config.json") if (folder / "config.json").exists() else {}
+    st_config = {}
+    for name in ("sentence_bert_config.json", "sentence_xlnet_config.json"):
+        if (folder / name).exists():
+            st_config = _read_json(folder / name)
+            break
+    max_tokens = st_config.get("max_seq_length")
+    if max_tokens is None:  # sentence-transformers then uses the tokenizer's and the model's limits
+        tok_config = folder / "tokenizer_config.json"
+        limits = [config.get("max_position_embeddings", 512)]
+        if tok_config.exists():
+            limits.append(_read_json(tok_config).get("model_max_length", 512))
+        max_tokens = min(int(x) for x in limits if x)
+    pooling_path = next((folder / m["path"] for m in modules if m.get("type", "").endswith("Pooling")), None)
+    modes: tuple[str, ...] = ("cls",) if pooling_path is None else ()
+    width = int(config.get("hidden_size", 0))
+    if pooling_path is not None:
+        pooling = _read_json(pooling_path / "config.json")
+        width = int(pooling.get("word_embedding_dimension") or pooling.get("embedding_dimension") or width)
+        if "pooling_mode" in pooling:
+            mode = pooling["pooling_mode"]
+            modes = (mode,) if isinstance(mode, str) else tuple(mode)
+        else:
+            known = [k for k in pooling if k.startswith("pooling_mode_") and pooling[k]]
+            modes = tuple(_POOLING_KEYS.get(k, k) for k in known)
+        if pooling.get("include_prompt") is False:
+            raise ModelError("pooling that excludes prompt tokens runs on the torch backend only")
+    if not modes or not set(modes) <= _ONNX_POOLING:
+        raise ModelError(f"pooling {modes} runs on the torch backend only")
+    if not width:
+        raise ModelError(f"cannot tell the embedding width of {folder}")
+    return ModelSpec(
+        folder=folder,
+        pooling=modes,
+        max_tokens=int(max_tokens),
+        dimension=width * len(modes),
+        do_lower_case=bool(st_config.get("do_lower_case", False)),
+        weights=weights,
+    )
+
+
+def default_cache_dir() -> Path:
+    """Where exported ONNX models go when no index folder is given (library use)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "kbindex" / "onnx"
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def weights_hash(spec: ModelSpec, cache_dir: Path) -> str:
+    """sha256 of the model's weight files, remembered by (path, size, mtime) so a query does not
+    re-read 90 MB each time it starts."""
+    memo_file = cache_dir / "weights-hashes.json"
+    try:
+        memo = json.loads(memo_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        memo = {}
+    stamp = []
+    for path in spec.weights:
+        st = path.stat()
+        stamp.append([str(path.resolve()), st.st_size, st.st_mtime_ns])
+    key = json.dumps(stamp)
+    if key in memo:
+        return memo[key]
+    digest = hashlib.sha256()
+    for path in spec.weights:
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    value = digest.hexdigest()
+    memo[key] = value
+    _write_atomic(memo_file, json.dumps(memo, indent=1).encode())
+    return value
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the cache is as shared as --db
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export_onnx(spec: ModelSpec, target: Path) -> None:
+    """Export the model's transformer (token embeddings out) to ONNX with torch.onnx; once per cache.
+
+    Pooling and normalization stay outside the graph, in numpy, exactly as the configs say: the
+    graph then has one output whatever the pooling, and int8 quantization touches only the encoder.
+    """
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import torch
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        model = SentenceTransformer(str(spec.folder), device="cpu")
+        encoder = model[0].auto_model.eval()
+    except Exception as exc:
+        raise ModelError(f"cannot load {spec.folder} to export it to ONNX: {str(exc).splitlines()[0]}") from exc
+    import inspect
+    import warnings
+
+    takes_types = "token_type_ids" in inspect.signature(encoder.forward).parameters and (
+        getattr(encoder.config, "type_vocab_size", 0) or 0
+    ) > 0
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if takes_types else [])
+
+    class TokenEmbeddings(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *inputs):
+            return self.inner(**dict(zip(names, inputs, strict=True))).last_hidden_state
+
+    # A padded example batch, so the traced graph keeps the attention-mask path.
+    example = torch.tensor([[101, 2023, 2003, 102], [101, 102, 0, 0]], dtype=torch.long)
+    mask = (example != 0).long()
+    inputs = (example, mask) + ((torch.zeros_like(example),) if takes_types else ())
+    axes = {n: {0: "batch", 1: "tokens"} for n in names}
+    axes["token_embeddings"] = {0: "batch", 1: "tokens"}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                TokenEmbeddings(encoder), inputs, str(tmp), input_names=names,
+                output_names=["token_embeddings"], dynamic_axes=axes, opset_version=17, dynamo=False,
+            )
+        os.replace(tmp, target)
+    except Exception as exc:
+        raise ModelError(
+            f"cannot export {spec.folder} to ONNX ({str(exc).splitlines()[0]}): use --backend torch"
+        ) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """Dynamic int8 quantization of the exported graph's weights (activations stay float)."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic logs advice about pre-processing on every call
+    try:
+        # Per-channel scales: mean cosine to fp32 0.994 on SciFact abstracts, against 0.94 with one
+        # scale per tensor (the default).
+        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+        os.replace(tmp, target)
+    except Exception as exc:
+        raise ModelError(f"cannot quantize {source} to int8: {str(exc).splitlines()[0]}") from exc
+    finally:
+        root.setLevel(level)
+        tmp.unlink(missing_ok=True)
+
+
+class OnnxEmbedder:
+    """A sentence-transformers model run by ONNX Runtime, tokenized with the `tokenizers` library.
+
+    Thread-safe: embed() may run in a background thread while another thread counts tokens;
+    onnxruntime and tokenizers release the GIL while they work.
+    """
+
+    def __init__(self, identity: str, spec: ModelSpec, cache_dir: Path, quantize: str = "none",
+                 batch_size: int = 32, threads: int | None = None):
+        self.model_id = identity
+        self.spec = spec
+        self.quantize = quantize
+        # int8 vectors differ from fp32 ones (mean cosine ~0.94): a different identity keeps a
+        # collection from mixing them.
+        self.name = identity if quantize == "none" else f"{identity}#{quantize}"
+        self.cache_dir = Path(cache_dir)
+        self.batch_size = batch_size
+        self.threads = threads or available_cores()
+        self.dimension = spec.dimension
+        self.max_tokens = spec.max_tokens
+        self._lock = threading.Lock()
+        self._session = None
+        self._counter = None
+        self._encoder = None
+        self._input_names: list[str] = []
+
+    # Tokenizers: one that only counts (no truncation, no padding: a tokenizer.json may carry
+    # both, all-MiniLM-L6-v2's pads and truncates to 128), one that truncates to the window.
+    def _tokenizers(self):
+        if self._encoder is None:
+            with self._lock:
+                if self._encoder is None:
+                    from tokenizers import Tokenizer
+
+                    path = str(self.spec.folder / "tokenizer.json")
+                    try:
+                        counter = Tokenizer.from_file(path)
+                        encoder = Tokenizer.from_file(path)
+                    except Exception as exc:
+                        raise ModelError(f"cannot read {path}: {exc}") from exc
+                    counter.no_truncation()
+                    counter.no_padding()
+                    encoder.no_padding()
+                    encoder.enable_truncation(self.max_tokens)
+                    self._counter = counter
+                    self._encoder = encoder
+        return self._counter, self._encoder
+
+    def _prepare(self, texts: Sequence[str]) -> list[str]:
+        return [t.lower() for t in texts] if self.spec.do_lower_case else list(texts)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        counter, _ = self._tokenizers()
+        encoded = counter.encode_batch(self._prepare(texts), add_special_tokens=True)
+        return [len(e.ids) for e in encoded]
+
+    def model_path(self) -> Path:
+        """The cached ONNX file for this model and quantization, exported on first use."""
+        key = weights_hash(self.spec, self.cache_dir)[:16]
+        folder = self.cache_dir / f"{key}-v{ONNX_EXPORT_VERSION}"
+        fp32 = folder / "model.onnx"
+        if not fp32.exists():
+            export_onnx(self.spec, fp32)
+            _write_atomic(folder / "source.json", json.dumps(
+                {"model": self.model_id, "folder": str(self.spec.folder), "weights_sha256": key}
+            ).encode())
+        if self.quantize == "none":
+            return fp32
+        quantized = folder / f"model-{self.quantize}.onnx"
+        if not quantized.exists():
+            quantize_int8(fp32, quantized)
+        return quantized
+
+    @property
+    def session(self):
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    self._session = self._load_session()
+        return self._session
+
+    def _load_session(self):
+        try:
+            path = self.model_path()
+        except OSError as exc:
+            raise ModelError(f"cannot write the ONNX cache in {self.cache_dir}: {exc}") from exc
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelError(f"cannot load {path} (delete it to export again): {exc}") from exc
+        self._input_names = [i.name for i in session.get_inputs()]
+        return session
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return self.embed_array(texts).tolist()
+
+    def embed_array(self, texts: Sequence[str]):
+        """Unit-length float32 vectors as a numpy array (n, dimension)."""
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        session = self.session
+        _, encoder = self._tokenizers()
+        encoded = encoder.encode_batch(self._prepare(texts), add_special_tokens=True)
+        # Sorted by length, so each batch pads to about its own length rather than the longest.
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids))
+        out = np.empty((len(encoded), self.dimension), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            picked = order[start:start + self.batch_size]
+            width = max(len(encoded[i].ids) for i in picked)
+            ids = np.zeros((len(picked), width), dtype=np.int64)
+            mask = np.zeros((len(picked), width), dtype=np.int64)
+            types = np.zeros((len(picked), width), dtype=np.int64)
+            for row, i in enumerate(picked):
+                e = encoded[i]
+                ids[row, :len(e.ids)] = e.ids
+                mask[row, :len(e.ids)] = e.attention_mask
+                types[row, :len(e.ids)] = e.type_ids
+            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            tokens = session.run(None, {n: feeds[n] for n in self._input_names})[0]
+            out[picked] = pool(tokens, mask, self.spec.pooling)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.clip(norms, 1e-12, None)
+
+
+def pool(tokens, mask, modes: Sequence[str]):
+    """sentence-transformers pooling over token embeddings (batch, tokens, width), in numpy."""
+    import numpy as np
+
+    weights = mask[..., None].astype(tokens.dtype)
+    parts = []
+    for mode in modes:
+        if mode == "cls":
+            parts.append(tokens[:, 0])
+        elif mode == "max":
+            parts.append(np.where(weights > 0, tokens, -np.inf).max(axis=1))
+        else:
+            total = (tokens * weights).sum(axis=1)
+            count = np.clip(weights.sum(axis=1), 1e-9, None)
+            parts.append(total / (count if mode == "mean" else np.sqrt(count)))
+    return np.concatenate(parts, axis=-1)

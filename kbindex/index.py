@@ -376,7 +376,7 @@ class Indexer:
         self.ledger.begin(updates, vectors=fresh, model=model)
         self._write_chunks(chunks, [vectors[h] for h in hashes])
         _pause("write")
-        stale = [i for entry, old in updates for i in dict.fromkeys(old) if i not in set(entry.chunk_ids)]
+        stale = [i for entry, old in updates for i in set(old) - set(entry.chunk_ids)]
         self._delete_chunks(stale)
         _pause("commit")
         self.ledger.commit(entry for entry, _ in updates)

@@ -65,9 +65,11 @@ def test_unchanged_folder_embeds_nothing_and_never_touches_the_model(kb, folder,
 def test_packaged_model_max_tokens_is_read_without_loading_it():
     from kbindex.embed import load_embedder
 
-    embedder = load_embedder("all-MiniLM-L6-v2", "cpu")
-    assert embedder.max_tokens == 256
-    assert embedder._model is None
+    for backend in ("torch", "onnx"):
+        embedder = load_embedder("all-MiniLM-L6-v2", "cpu", backend)
+        assert embedder.max_tokens == 256
+        loaded = embedder._model if backend == "torch" else embedder._session
+        assert loaded is None
 
 
 def test_editing_one_section_re_embeds_only_that_chunk(kb, tmp_path, db):
