@@ -370,7 +370,10 @@ def weights_hash(spec: ModelSpec, cache_dir: Path) -> str:
                 digest.update(block)
     value = digest.hexdigest()
     memo[key] = value
-    _write_atomic(memo_file, json.dumps(memo, indent=1).encode())
+    try:
+        _write_atomic(memo_file, json.dumps(memo, indent=1).encode())
+    except OSError:  # a read-only index can still be queried: the hash is just not remembered
+        pass
     return value
 
 
