@@ -8,12 +8,13 @@ import math
 import os
 import shutil
 import statistics
+from collections.abc import Iterator
 
 from benchmarks.common import SHARED_DATA, WORK, Timer, run_kbindex
 
 NAME = "embed"
 SCIFACT = SHARED_DATA / "scifact"
-THROUGHPUT_DOCS = int(os.environ.get("BENCH_EMBED_DOCS", "600"))
+THROUGHPUT_DOCS = int(os.environ.get("BENCH_EMBED_DOCS", "400"))
 ROUNDS = 3  # timings are interleaved and the best round of each path is kept: the machine is shared
 CACHE = WORK / "onnx-cache"
 
@@ -97,16 +98,17 @@ def _seed_cache(db) -> None:
             shutil.copy2(item, dest)
 
 
-def run() -> list[str]:
+def run() -> Iterator[str]:
+    """Lines as they are measured (run.py prints each at once: this benchmark takes minutes)."""
     if not (SCIFACT / "corpus.jsonl").exists():
-        return [f"skipped: SciFact not found at {SCIFACT}"]
+        yield f"skipped: SciFact not found at {SCIFACT}"
+        return
     from sentence_transformers import SentenceTransformer
 
     from kbindex.chunk import context_line
     from kbindex.embed import available_cores, load_embedder, packaged_model_path
     from kbindex.store import Store
 
-    lines = []
     corpus, queries, qrels = load_scifact()
     titles = {}
     with (SCIFACT / "corpus.jsonl").open(encoding="utf-8") as handle:
@@ -134,16 +136,16 @@ def run() -> list[str]:
                 run_path()
             best[name] = min(best[name], t.seconds)
     rate = {name: len(texts) / s for name, s in best.items()}
-    lines.append(f"throughput on {len(texts)} SciFact abstracts (best of {ROUNDS} interleaved rounds, "
+    yield (f"throughput on {len(texts)} SciFact abstracts (best of {ROUNDS} interleaved rounds, "
                  f"{available_cores()} cores):")
     for name in paths:
-        lines.append(f"  {name:<10} {rate[name]:7.1f} chunks/s  ratio vs torch {rate[name] / rate['torch']:.2f}x"
+        yield (f"  {name:<10} {rate[name]:7.1f} chunks/s  ratio vs torch {rate[name] / rate['torch']:.2f}x"
                      + ("  (target 1.4x)" if name == "onnx-fp32" else "  (target 2.5x)" if name == "onnx-int8" else ""))
     sample = texts[:200]
     ref = model.encode(sample, batch_size=32, normalize_embeddings=True)
     cos32 = (ref * fp32.embed_array(sample)).sum(axis=1)
     cos8 = (ref * int8.embed_array(sample)).sum(axis=1)
-    lines.append(f"cosine to torch on 200 abstracts: fp32 min {cos32.min():.6f}; int8 mean {cos8.mean():.4f} "
+    yield (f"cosine to torch on 200 abstracts: fp32 min {cos32.min():.6f}; int8 mean {cos8.mean():.4f} "
                  f"min {cos8.min():.4f}")
 
     # 2. int8 quality: SciFact nDCG@10 over the 300 test queries, whole corpus.
@@ -151,7 +153,7 @@ def run() -> list[str]:
         n32 = ndcg_at_10(retrieve(fp32, corpus, queries), qrels)
     with Timer() as t8:
         n8 = ndcg_at_10(retrieve(int8, corpus, queries), qrels)
-    lines.append(f"SciFact nDCG@10 ({len(corpus)} docs, {len(qrels)} queries): fp32 {n32:.4f} "
+    yield (f"SciFact nDCG@10 ({len(corpus)} docs, {len(qrels)} queries): fp32 {n32:.4f} "
                  f"({t32.seconds:.0f} s), int8 {n8:.4f} ({t8.seconds:.0f} s), loss {n32 - n8:+.4f} "
                  f"(int8 becomes the default only at <= 0.005)")
 
@@ -164,16 +166,16 @@ def run() -> list[str]:
         _seed_cache(db)
         seconds, rss, out = run_kbindex("index", str(folder), "--db", str(db), "--json")
         results[count] = (seconds, rss, json.loads(out)["chunks_added"], db)
-        lines.append(f"kbindex index {count} pages (onnx, export cached, fresh process): {seconds:.1f} s, "
+        yield (f"kbindex index {count} pages (onnx, export cached, fresh process): {seconds:.1f} s, "
                      f"{results[count][2]} chunks, peak RSS {rss:.0f} MiB")
-    lines.append(f"peak RSS 400 / 100 pages: {results[400][1] / results[100][1]:.2f}")
+    yield (f"peak RSS 400 / 100 pages: {results[400][1] / results[100][1]:.2f}")
     seconds, _, chunks, db = results[400]
     matches = list(Store(db).collection("kbindex").scan(include_text=True))
     embed_texts = [f"{context_line(m.metadata['title'], m.metadata.get('section', ''))}\n\n{m.text}"
                    for m in matches]
     with Timer() as enc:
         fp32.embed(embed_texts)
-    lines.append(f"embedding alone of the same {len(embed_texts)} chunks in-process: {enc.seconds:.1f} s "
+    yield (f"embedding alone of the same {len(embed_texts)} chunks in-process: {enc.seconds:.1f} s "
                  f"({len(embed_texts) / enc.seconds:.1f} chunks/s); kbindex index end to end "
                  f"{chunks / seconds:.1f} chunks/s = {enc.seconds / seconds:.2f}x of pure encoding "
                  "(includes process start, model load and Chroma writes)")
@@ -187,6 +189,5 @@ def run() -> list[str]:
                                   "--backend", backend, "--json")
             cold[backend].append(s)
     med = {b: statistics.median(v) for b, v in cold.items()}
-    lines.append(f"cold kbindex query (median of 3 fresh processes): onnx {med['onnx']:.2f} s, "
+    yield (f"cold kbindex query (median of 3 fresh processes): onnx {med['onnx']:.2f} s, "
                  f"torch {med['torch']:.2f} s, ratio torch/onnx {med['torch'] / med['onnx']:.2f}x")
-    return lines

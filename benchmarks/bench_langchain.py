@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 
 from benchmarks.bench_embed import SCIFACT, _html_folder, _seed_cache, load_scifact
 from benchmarks.common import ROOT, WORK, run_kbindex
@@ -52,15 +53,18 @@ def run_recipe(folder, model, db) -> tuple[float, float, str]:
     return data["s"], data["rss"] / 1024, data["out"]
 
 
-def run() -> list[str]:
+def run() -> Iterator[str]:
+    """Lines as they are measured (run.py prints each at once: this benchmark takes minutes)."""
     try:
         import langchain_chroma  # noqa: F401
         import langchain_community  # noqa: F401
         import langchain_text_splitters  # noqa: F401
     except ImportError as exc:
-        return [f"skipped: {exc.name} is not installed (pip install -e '.[bench]')"]
+        yield f"skipped: {exc.name} is not installed (pip install -e '.[bench]')"
+        return
     if not (SCIFACT / "corpus.jsonl").exists():
-        return [f"skipped: SciFact not found at {SCIFACT}"]
+        yield f"skipped: SciFact not found at {SCIFACT}"
+        return
     from kbindex.embed import packaged_model_path
 
     corpus, _, _ = load_scifact()
@@ -72,7 +76,7 @@ def run() -> list[str]:
     folder = _html_folder(corpus, titles, PAGES)
     model = packaged_model_path()
 
-    lines = [f"folder: {PAGES} HTML pages (SciFact abstracts with site chrome), fresh processes"]
+    yield (f"folder: {PAGES} HTML pages (SciFact abstracts with site chrome), fresh processes")
     db = WORK / "lc-kbindex"
     shutil.rmtree(db, ignore_errors=True)
     seconds, rss, out = run_kbindex("index", str(folder), "--db", str(db), "--json")
@@ -95,6 +99,5 @@ def run() -> list[str]:
     rows = [("LangChain recipe", best["langchain"]), ("kbindex index (export cached)", best["kbindex"]),
             ("kbindex index (first run, exports model)", first)]
     for name, (seconds, rss, what) in rows:
-        lines.append(f"{name:<42} {seconds:6.1f} s  peak RSS {rss:5.0f} MiB  {what}  "
+        yield (f"{name:<42} {seconds:6.1f} s  peak RSS {rss:5.0f} MiB  {what}  "
                      f"speed-up vs LangChain {base / seconds:.2f}x")
-    return lines

@@ -43,9 +43,9 @@ def kb(db, monkeypatch):
 
 @pytest.fixture(scope="session")
 def real_model():
-    """The packaged all-MiniLM-L6-v2, loaded once for the end-to-end tests."""
+    """The packaged all-MiniLM-L6-v2 on PyTorch (the reference backend), loaded once."""
     from kbindex.embed import load_embedder
 
-    embedder = load_embedder("all-MiniLM-L6-v2", "cpu")
+    embedder = load_embedder("all-MiniLM-L6-v2", "cpu", backend="torch")
     _ = embedder.dimension  # load now
     return embedder

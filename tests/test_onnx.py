@@ -74,6 +74,7 @@ def int8_model(onnx_cache):
 
 @pytest.mark.model
 def test_onnx_vectors_match_sentence_transformers(onnx_model, real_model):
+    assert isinstance(real_model, SentenceTransformerEmbedder)  # the reference must be PyTorch
     texts = _sample_texts()
     reference = np.array(real_model.embed(texts))
     vectors = np.array(onnx_model.embed(texts))
@@ -345,3 +346,14 @@ def test_onnx_query_does_not_import_torch(store):
     lines = proc.stdout.strip().splitlines()
     assert json.loads(lines[0])["hits"]
     assert lines[-1] == "HEAVY=[]"
+
+
+def test_weights_hash_works_where_the_cache_cannot_be_written(tmp_path):
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"weights")
+    spec = embed.ModelSpec(tmp_path, ("mean",), 128, 8, False, (weights,))
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    import hashlib
+
+    assert embed.weights_hash(spec, blocked / "cache") == hashlib.sha256(b"weights").hexdigest()
