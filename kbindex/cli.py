@@ -72,6 +72,43 @@ def _embedder(settings):
     return load_embedder(settings.model, settings.device)
 
 
+def crawl_options(func):
+    """Options of `index` that shape crawling URL sources."""
+    options = [
+        click.option("--urls", "urls_file", type=click.File("r"), metavar="FILE",
+                     help="More URL sources, one a line ('-' is stdin; # starts a comment)."),
+        click.option("--scope", type=click.Choice(["path", "host"]), default="path", show_default=True,
+                     help="Crawl under the start URL's folder (path) or the whole host."),
+        click.option("--include", multiple=True, metavar="REGEX",
+                     help="Only fetch URLs matching one of these (repeatable)."),
+        click.option("--exclude", multiple=True, metavar="REGEX",
+                     help="Never fetch URLs matching any of these (repeatable)."),
+        click.option("--depth", type=click.IntRange(min=0), default=None,
+                     help="Follow links at most N steps from the start page.  [default: no limit]"),
+        click.option("--max-pages", type=click.IntRange(min=1), default=cfg.DEFAULT_MAX_PAGES,
+                     show_default=True, help="Page requests per URL source."),
+        click.option("--max-time", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Seconds of crawling per URL source.  [default: no limit]"),
+        click.option("--delay", type=click.FloatRange(min=0), default=cfg.DEFAULT_DELAY,
+                     show_default=True, help="Seconds between requests to one host."),
+        click.option("--concurrency", type=click.IntRange(1, 32), default=cfg.DEFAULT_CONCURRENCY,
+                     show_default=True, help="Requests in flight at once (all hosts)."),
+        click.option("--retries", type=click.IntRange(0, 10), default=cfg.DEFAULT_RETRIES,
+                     show_default=True,
+                     help="Retries after a timeout, connection error, 429 or 5xx (exponential backoff)."),
+        click.option("--ignore-robots", is_flag=True, help="Do not read or obey robots.txt."),
+        click.option("--user-agent", default=cfg.USER_AGENT, show_default="kbindex/VERSION (+URL)",
+                     help="User-Agent header; its first word is matched against robots.txt."),
+        click.option("--allow-private", is_flag=True,
+                     help="Allow loopback and private addresses even when the start host is public."),
+        click.option("--dry-run", is_flag=True,
+                     help="Fetch, extract and chunk, list what would be indexed; write nothing."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @cli.command()
 @click.argument("sources", nargs=-1)
 @click.option("--chunk-tokens", type=int, default=cfg.DEFAULT_CHUNK_TOKENS, show_default=True,
@@ -82,46 +119,85 @@ def _embedder(settings):
               help="Seconds to wait for a server to connect or send data.")
 @click.option("--max-bytes", type=int, default=cfg.DEFAULT_MAX_BYTES, show_default=True,
               help="Largest page or file read, in bytes after decompression.")
+@crawl_options
 @common_options
 @json_option
-def index(sources, chunk_tokens, overlap, timeout, max_bytes, as_json, settings):
-    """Index folders, files or URLs into the collection.
+def index(sources, chunk_tokens, overlap, timeout, max_bytes, urls_file, scope, include, exclude, depth,
+          max_pages, max_time, delay, concurrency, retries, ignore_robots, user_agent, allow_private,
+          dry_run, as_json, settings):
+    """Index folders, files, sites, sitemaps or feeds into the collection.
 
     SOURCE is a folder (searched recursively for .html .htm .md .markdown .txt .rst),
-    a single file, or an http(s) URL. Re-indexing a source replaces its chunks.
+    a single file, or an http(s) URL: a site is crawled from that page, a sitemap or
+    RSS/Atom feed has its pages indexed. Re-indexing a source replaces its chunks.
 
     \b
     Example:
-      kbindex index data/sample-kb https://kb.example.com/article.html
+      kbindex index data/sample-kb https://kb.example.com/
+      kbindex index https://kb.example.com/sitemap.xml --max-pages 500
+      kbindex index --dry-run https://kb.example.com/docs/ --depth 2
     """
     from kbindex.chunk import check_config
+    from kbindex.crawl import CrawlOptions
     from kbindex.fetch import Fetcher
-    from kbindex.index import Indexer, parse_sources
+    from kbindex.index import Indexer, Summary, parse_sources, read_url_list
+    from kbindex.index import dry_run as plan
+    from kbindex.progress import Progress
 
-    parsed = parse_sources(sources)
-    fetcher = Fetcher(timeout=timeout, max_bytes=max_bytes)
-    indexer = Indexer(settings, _embedder(settings), fetcher=fetcher, max_bytes=max_bytes)
-    indexer.check_model()
-    indexer.config = check_config(chunk_tokens, overlap, indexer.embedder.max_tokens)
-    indexer.open()
-
-    def on_event(what, source, detail):
-        if what in ("failed", "skipped"):
-            click.echo(f"{what}: {source}: {detail}", err=True)
-
-    indexer.on_event = on_event
+    sources = list(sources) + (read_url_list(urls_file) if urls_file is not None else [])
+    progress = Progress(live=None if not as_json else False)
+    options = CrawlOptions(
+        scope=scope, include=include, exclude=exclude, depth=depth, max_pages=max_pages,
+        max_time=max_time, robots=not ignore_robots, concurrency=concurrency,
+        allow_private=allow_private, on_progress=progress.crawl,
+    )
+    parsed = parse_sources(sources, options)
+    fetcher = Fetcher(timeout=timeout, max_bytes=max_bytes, user_agent=user_agent, retries=retries,
+                      delay=delay, allow_private=allow_private)
+    embedder = _embedder(settings)
     try:
-        summary = indexer.run(parsed)
+        if dry_run:
+            summary = Summary()
+            config = check_config(chunk_tokens, overlap, embedder.max_tokens)
+            with progress:
+                for entry in plan(parsed, fetcher, embedder.count_tokens, config, summary, max_bytes):
+                    if as_json:
+                        click.echo(json.dumps({"action": entry.action, "source": entry.source,
+                                               "detail": entry.detail, "chunks": entry.chunks,
+                                               "kind": entry.kind}))
+                    else:
+                        extra = f"  ({entry.chunks} chunks)" if entry.action == "index" else ""
+                        progress.message(f"{entry.action:<5}  {entry.source}  {entry.detail}{extra}")
+        else:
+            indexer = Indexer(settings, embedder, fetcher=fetcher, max_bytes=max_bytes)
+            indexer.check_model()
+            indexer.config = check_config(chunk_tokens, overlap, indexer.embedder.max_tokens)
+            indexer.open()
+
+            def on_event(what, source, detail):
+                progress.event(what, source, detail)
+                if what in ("failed", "skipped"):
+                    progress.message(f"{what}: {source}: {detail}")
+
+            indexer.on_event = on_event
+            with progress:
+                summary = indexer.run(parsed)
     finally:
         fetcher.close()
     if as_json:
         click.echo(json.dumps(summary.as_dict()))
     else:
+        verb = "would index" if dry_run else "indexed"
         click.echo(
-            f"sources {summary.sources}  indexed {summary.indexed}  unchanged {summary.unchanged}  "
+            f"sources {summary.sources}  {verb} {summary.indexed}  unchanged {summary.unchanged}  "
             f"skipped {summary.skipped}  failed {summary.failed}  "
-            f"chunks written {summary.chunks_added}  deleted {summary.chunks_deleted}"
+            f"chunks {'planned' if dry_run else 'written'} {summary.chunks_added}  "
+            f"deleted {summary.chunks_deleted}"
         )
+        if summary.discovered:
+            by = ", ".join(f"{k} {v}" for k, v in summary.as_dict()["skipped_by"].items())
+            click.echo(f"crawl: discovered {summary.discovered}  fetched {summary.fetched}"
+                       + (f"  skipped: {by}" if by else ""))
     if summary.failed:
         sys.exit(1)
 

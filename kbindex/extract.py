@@ -382,7 +382,7 @@ def _outline(lines, headings, source, metadata) -> Document:
     sections: list[Section] = []
     path: list[tuple[int, str]] = []
     bounds = [(0, 0, 0, None)] + headings + [(len(lines), len(lines), 0, None)]
-    for (start, end, level, heading), nxt in zip(bounds, bounds[1:]):
+    for (_start, end, level, heading), nxt in zip(bounds, bounds[1:]):
         if heading is not None:
             while path and path[-1][0] >= level:
                 path.pop()
