@@ -18,7 +18,7 @@ import time
 import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -68,6 +68,9 @@ MAX_SITEMAPS = 200  # sitemap files read per crawl (an index may name many)
 
 LISTING_LINK_DENSITY = 0.5  # share of the main text's words inside links
 THIN_WORDS = 50  # fewer words of non-link text: not an article on its own
+# Real pages nest a few dozen elements deep; thousands is an attack or a broken generator, and the
+# extractor's tree walk is recursive and slows down with depth: such pages are skipped.
+MAX_NESTING = 250  # lxml itself stops nesting at 256 levels
 
 CHROME = re.compile(
     r"(^|[-_\s])(nav|navbar|menu|sidebar|widget|footer|header|breadcrumbs?|comments?|related|"
@@ -236,6 +239,7 @@ class Analysis:
     nofollow: bool = False
     listing: bool = False  # mostly links to other pages: followed, not indexed
     thin: bool = False  # little text of its own
+    nesting: int = 0  # deepest element nesting
 
 
 def is_html(page: Page) -> bool:
@@ -258,6 +262,9 @@ def analyze(page: Page, base: str) -> Analysis:
         doc = lxml.html.document_fromstring(page.body)
     except (lxml.etree.ParserError, ValueError):
         return Analysis(thin=True)
+    nesting = _nesting(doc)
+    if nesting > MAX_NESTING:
+        return Analysis(nesting=nesting)
     base_el = doc.find(".//base[@href]")
     if base_el is not None:
         base = urljoin(base, base_el.get("href", "").strip())
@@ -278,7 +285,17 @@ def analyze(page: Page, base: str) -> Analysis:
             noindex = noindex or "noindex" in content or "none" in content
             nofollow = nofollow or "nofollow" in content or "none" in content
     listing, thin = _listing(doc, base, canonical or base)
-    return Analysis(tuple(links), canonical, noindex, nofollow, listing, thin)
+    return Analysis(tuple(links), canonical, noindex, nofollow, listing, thin, nesting)
+
+
+def _nesting(doc) -> int:
+    import lxml.etree
+
+    depth = deepest = 0
+    for event, _ in lxml.etree.iterwalk(doc, events=("start", "end")):
+        depth += 1 if event == "start" else -1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def _listing(doc, base: str, own: str) -> tuple[bool, bool]:
@@ -311,16 +328,25 @@ def _listing(doc, base: str, own: str) -> tuple[bool, bool]:
     if len(articles) >= 2:  # one <article> per post: a blog's home, archive or label page
         return True, thin
     own_url = canonicalize(own)
-    targets = set()
+    targets = []
     for heading in root.iter("h1", "h2", "h3", "h4"):
         for a in heading.iter("a"):
             target = canonicalize(a.get("href") or "", base)
-            if target and target != own_url:
-                targets.add(target)
-    if len(targets) >= 2:  # headings that link to other pages: titles of listed articles
+            if target and target != own_url and target not in targets:
+                targets.append(target)
+    first = next(root.iter("h1", "h2", "h3", "h4"), None)
+    first_links_away = first is not None and any(
+        canonicalize(a.get("href") or "", base) not in (None, own_url) for a in first.iter("a")
+    )
+    # Headings that link to other pages are the titles of the articles a listing shows; a page
+    # whose own title links elsewhere is a teaser of that page (a one-post archive).
+    if len(targets) >= 2 or first_links_away:
         return True, thin
-    dense = len(anchors) >= 5 and link_words >= LISTING_LINK_DENSITY * max(text_words, 1)
-    return dense, thin
+    density = link_words / max(text_words, 1)
+    dense = len(anchors) >= 5 and density >= LISTING_LINK_DENSITY
+    # A near-empty page that is mostly navigation (an empty calendar month, a last archive page).
+    empty_nav = thin and len(anchors) >= 2 and density >= 0.3
+    return dense or empty_nav, thin
 
 
 def read_sitemap(body: bytes, max_bytes: int) -> tuple[list[str], list[str]] | None:
@@ -570,37 +596,43 @@ class Crawler:
         yield from self._start(page, start, final, result, allow_private)
 
         pool = ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="kbindex-fetch")
-        inflight: dict[Future, _Item] = {}
-        requested = 0
+        # Results are handled in the order requests were made (breadth-first, deterministic: the
+        # same site gives the same pages in the same order, so "first of two duplicates" is
+        # stable); a window of queued requests keeps the workers busy behind a slow page.
+        inflight: deque[tuple[Future, _Item]] = deque()
+        window = options.concurrency * 4
+        requested = result.fetched  # the start page counts against --max-pages
         try:
             while self._frontier or inflight:
                 if deadline is not None and time.monotonic() >= deadline:
                     result.stopped = "max_time"
                     break
-                while self._frontier and len(inflight) < options.concurrency:
+                while self._frontier and len(inflight) < window:
                     if options.max_pages is not None and requested >= options.max_pages:
                         break
                     item = self._frontier.popleft()
-                    inflight[pool.submit(self._fetch, item.url, allow_private)] = item
+                    inflight.append((pool.submit(self._fetch, item.url, allow_private), item))
                     requested += 1
                 result.queued = len(self._frontier) + len(inflight)
                 if not inflight:
                     result.stopped = "max_pages"
                     break
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-                done, _ = wait(inflight, timeout=timeout, return_when=FIRST_COMPLETED)
-                for future in done:
-                    item = inflight.pop(future)
-                    yield from self._handle(item, future, result, allow_private)
-                    if options.on_progress:
-                        options.on_progress(result)
+                future, item = inflight[0]
+                if not wait([future], timeout=timeout).done:
+                    continue  # the deadline passed: stopped at the top of the loop
+                inflight.popleft()
+                yield from self._handle(item, future, result, allow_private)
+                if options.on_progress:
+                    options.on_progress(result)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         result.queued = 0
         if result.stopped is None and self._transient:
             result.stopped = "errors"
         result.complete = result.stopped is None
-        result.skipped["not_fetched"] += len(self._frontier) if result.stopped else 0
+        if result.stopped and self._frontier:
+            result.skipped["not_fetched"] += len(self._frontier)
 
     def _start(self, page: Page, start: str, final: str, result: CrawlResult, allow_private: bool):
         """The start URL decides what the source is: a site, a sitemap, a feed or one page."""
@@ -685,7 +717,10 @@ class Crawler:
         if not is_html(page):
             media = (page.content_type or "").split(";")[0].strip().lower() or "none"
             raise SkipSource(url, f"not an HTML page (Content-Type {media})", kind="not_html")
-        return page, analyze(page, page.url or url)
+        analysis = analyze(page, page.url or url)
+        if analysis.nesting > MAX_NESTING:
+            raise SkipSource(url, f"markup nested more than {MAX_NESTING} elements deep", kind="too_deep")
+        return page, analysis
 
     def _handle(self, item: _Item, future: Future, result: CrawlResult, allow_private: bool):
         try:
