@@ -41,7 +41,7 @@ START_TYPES = TEXT_TYPES + XML_TYPES
 IGNORED_EXTENSIONS = frozenset("""
 7z apk avi bin bmp bz2 css csv deb dmg doc docx eot exe flac gif gz ico iso jar jpeg jpg js json
 m4a m4v mkv mov mp3 mp4 mpeg mpg msi odp ods odt ogg otf pdf png ppt pptx ps rar rpm rss svg
-svgz tar tgz tif tiff ttf wav webm webp wma wmv woff woff2 xls xlsx xz zip
+svgz tar tgz tif tiff ttf txt wav webm webp wma wmv woff woff2 xls xlsx xz zip
 """.split())
 
 # Tracking and session parameters: they change the URL, never the page.
@@ -284,7 +284,7 @@ def analyze(page: Page, base: str) -> Analysis:
             content = (el.get("content") or "").lower()
             noindex = noindex or "noindex" in content or "none" in content
             nofollow = nofollow or "nofollow" in content or "none" in content
-    listing, thin = _listing(doc, base, canonical or base)
+    listing, thin = _listing(doc, base, {canonicalize(base), canonicalize(canonical or base)} - {None})
     return Analysis(tuple(links), canonical, noindex, nofollow, listing, thin, nesting)
 
 
@@ -298,7 +298,7 @@ def _nesting(doc) -> int:
     return deepest
 
 
-def _listing(doc, base: str, own: str) -> tuple[bool, bool]:
+def _listing(doc, base: str, own: set[str]) -> tuple[bool, bool]:
     """(is a listing page, is thin): computed on the main content, page chrome removed."""
     for el in list(doc.iter(*_DROP)):
         if el.getparent() is not None:
@@ -327,17 +327,21 @@ def _listing(doc, base: str, own: str) -> tuple[bool, bool]:
     thin = text_words - link_words < THIN_WORDS
     if len(articles) >= 2:  # one <article> per post: a blog's home, archive or label page
         return True, thin
-    own_url = canonicalize(own)
-    targets = []
-    for heading in root.iter("h1", "h2", "h3", "h4"):
+    host = urlsplit(base).netloc
+
+    def title_link(heading) -> str | None:
+        """The page a heading links to when the link is (nearly) the whole heading: a title."""
+        words = len(heading.text_content().split())
         for a in heading.iter("a"):
             target = canonicalize(a.get("href") or "", base)
-            if target and target != own_url and target not in targets:
-                targets.append(target)
-    first = next(root.iter("h1", "h2", "h3", "h4"), None)
-    first_links_away = first is not None and any(
-        canonicalize(a.get("href") or "", base) not in (None, own_url) for a in first.iter("a")
-    )
+            if (target and target not in own and urlsplit(target).netloc == host
+                    and len(a.text_content().split()) >= 0.6 * words):
+                return target
+        return None
+
+    headings = list(root.iter("h1", "h2", "h3", "h4"))
+    targets = {t for t in map(title_link, headings) if t}
+    first_links_away = bool(headings) and title_link(headings[0]) is not None
     # Headings that link to other pages are the titles of the articles a listing shows; a page
     # whose own title links elsewhere is a teaser of that page (a one-post archive).
     if len(targets) >= 2 or first_links_away:

@@ -511,3 +511,32 @@ def test_progress_live_display_renders():
         progress.event("indexed", "http://x/a", "2 chunks")
         progress.message("skipped: http://x/b: listing page")
     assert "skipped: http://x/b: listing page" in stream.getvalue()
+
+
+# ---------------------------------------------------------------- the issue's "done when", real model
+
+
+@pytest.mark.model
+def test_new_user_crawls_the_blog_and_finds_each_post_by_a_paraphrase(tmp_path):
+    """kbindex index http://127.0.0.1:PORT/ with the defaults a new user gets (real model, the
+    default 0.5 s delay): every post indexed, robots.txt obeyed, the endless calendar left, the
+    User-Agent naming kbindex, and a paraphrased question finds each post as the top hit."""
+    from click.testing import CliRunner
+
+    from kbindex.cli import cli
+
+    runner = CliRunner()
+    common = ["--db", str(tmp_path / "index"), "--model", "all-MiniLM-L6-v2", "--device", "cpu"]
+    with blog() as site:
+        out = runner.invoke(cli, ["index", site.url("/"), *common, "--json"], catch_exceptions=False)
+        paths = [r.path for r in site.log]
+        agents = {r.headers.get("user-agent", "") for r in site.log}
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["indexed"] == len(ALL_POSTS)
+    assert not any(p.startswith("/search") for p in paths)
+    assert all(a.startswith(f"kbindex/{__version__}") for a in agents)
+    questions = "\n".join(p.question for p in ALL_POSTS) + "\n"
+    result = runner.invoke(cli, ["query", "--queries", "-", "-k", "1", "--json", *common], input=questions,
+                           catch_exceptions=False)
+    tops = [json.loads(line)["hits"][0]["source"] for line in result.stdout.splitlines()]
+    assert tops == [site.url(p.path) for p in ALL_POSTS]
