@@ -21,7 +21,7 @@ NAME = "crawl"
 PACKAGE = "python3.11-doc"
 DOCS = WORK / "python3.11-doc"
 HTML = DOCS / "usr" / "share" / "doc" / "python3.11" / "html"
-FULL_RUN_PAGES = 100  # the whole index run embeds with the real model: a sample keeps it short
+FULL_RUN_PAGES = 60  # the whole index run embeds with the real model: a sample keeps it short
 
 
 def ensure_docs() -> str | None:

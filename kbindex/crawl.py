@@ -12,6 +12,7 @@ BeautifulSoup and is all link discovery needs).
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import time
@@ -83,6 +84,7 @@ _DROP = ("script", "style", "noscript", "template", "nav", "header", "footer", "
 # ---------------------------------------------------------------- URLs
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a site repeats its navigation links on every page
 def canonicalize(url: str, base: str | None = None) -> str | None:
     """The canonical form of an http(s) URL, or None for other schemes and malformed URLs.
 

@@ -146,17 +146,22 @@ def _html_metadata(soup: BeautifulSoup) -> dict[str, str]:
 
 
 def _drop_chrome(soup: BeautifulSoup) -> None:
+    # Matching tags are collected first and only they pay for the (slow) decomposed and
+    # ancestor checks: on large pages those checks for every tag dominated extraction time.
+    candidates = []
     for tag in soup.find_all(True):
-        if tag.decomposed or tag.name in ("html", "body", "main", "article"):
-            continue
-        if tag.find_parent(["pre", "code"]):
+        if tag.name in ("html", "body", "main", "article"):
             continue
         words = " ".join(tag.get("class") or []) + " " + (tag.get("id") or "")
         role = (tag.get("role") or "").lower()
         if role in ("navigation", "banner", "contentinfo", "complementary", "search") or (
             words.strip() and CHROME_PATTERN.search(words)
         ):
-            tag.decompose()
+            candidates.append(tag)
+    for tag in candidates:
+        if tag.decomposed or tag.find_parent(["pre", "code"]):
+            continue
+        tag.decompose()
 
 
 def _main_root(soup: BeautifulSoup) -> Tag:
@@ -230,12 +235,21 @@ class _Blocks:
                 self.items.append(("text", _dl_text(child)))
             elif name == "br":
                 self._buffer.append("\n")
-            elif name in BLOCK_TAGS or child.find(list(BLOCK_TAGS) + ["pre", "table", "ul", "ol"]):
+            elif name in BLOCK_TAGS or _has_block(child):
                 self.flush()
                 self.walk(child)
                 self.flush()
             else:
                 self._buffer.append(_inline(child))
+
+
+_NESTED_BLOCKS = frozenset(BLOCK_TAGS) | {"pre", "table", "ul", "ol"}
+
+
+def _has_block(tag: Tag) -> bool:
+    """Whether a block element is inside tag (a plain walk: Tag.find builds a filter per call,
+    which on large pages cost more than the walk itself)."""
+    return any(isinstance(node, Tag) and node.name in _NESTED_BLOCKS for node in tag.descendants)
 
 
 def _inner_anchor(heading: Tag) -> str | None:
