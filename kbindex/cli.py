@@ -167,7 +167,7 @@ def index(sources, chunk_tokens, overlap, timeout, max_bytes, urls_file, scope, 
                                                "kind": entry.kind}))
                     else:
                         extra = f"  ({entry.chunks} chunks)" if entry.action == "index" else ""
-                        progress.message(f"{entry.action:<5}  {entry.source}  {entry.detail}{extra}")
+                        click.echo(f"{entry.action:<5}  {entry.source}  {entry.detail}{extra}")
         else:
             indexer = Indexer(settings, embedder, fetcher=fetcher, max_bytes=max_bytes)
             indexer.check_model()
