@@ -540,3 +540,17 @@ def test_new_user_crawls_the_blog_and_finds_each_post_by_a_paraphrase(tmp_path):
                            catch_exceptions=False)
     tops = [json.loads(line)["hits"][0]["source"] for line in result.stdout.splitlines()]
     assert tops == [site.url(p.path) for p in ALL_POSTS]
+
+
+def test_iter_pages_yields_the_root_source_and_says_whether_it_completed():
+    from kbindex.index import iter_pages, parse_sources
+
+    with blog() as site, Fetcher(retries=0) as fetcher:
+        full, cut = parse_sources([site.url("/"), site.url("/sitemap.xml")], CrawlOptions(max_pages=3))
+        rows = list(iter_pages([full], fetcher))
+        assert {source for source, _, _ in rows} == {full}
+        assert all(name == item.source for _, name, item in rows)
+        assert full.complete is False and full.crawl.stopped == "max_pages"
+        whole = parse_sources([site.url("/")], CrawlOptions())[0]
+        list(iter_pages([whole], fetcher))
+    assert whole.complete is True and cut.complete is False  # cut was never read
