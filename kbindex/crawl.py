@@ -677,8 +677,12 @@ class Crawler:
             return
         result.kind = "site"
         item = _Item(canonicalize(start) or start, 0)
+        analysis = analyze(page, page.url or start)
+        if analysis.nesting > MAX_NESTING:
+            yield SkipSource(start, f"markup nested more than {MAX_NESTING} elements deep", kind="too_deep")
+            return
         future: Future = Future()
-        future.set_result((page, analyze(page, page.url or start)))
+        future.set_result((page, analysis))
         yield from self._handle(item, future, result, allow_private)
         if self.options.robots:
             rules = self._robots(final, result, allow_private)

@@ -407,6 +407,10 @@ def test_hostile_pages_do_not_crash_or_hang_the_crawl(kb):
     assert summary["failed"] == 0 and summary["crawls"][0]["complete"] is True
     assert summary["skipped_by"]["too_deep"] == 1  # the extractor never sees 20,000 nested divs
     assert "Traceback" not in out.output
+    # The same page as the start URL fails cleanly.
+    with FixtureServer({"/robots.txt": Response(404, b""), "/deep": Response(body=deep)}) as site:
+        out = kb("index", site.url("/deep"), *FAST, "--json")
+    assert out.exit_code == 1 and json.loads(out.stdout)["failed_by"] == {"too_deep": 1}
 
 
 # ---------------------------------------------------------------- retries and backoff
