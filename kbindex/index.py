@@ -116,13 +116,13 @@ def parse_sources(args: Sequence[str], options: CrawlOptions | None = None) -> l
     sources = []
     for arg in args:
         path = Path(arg).expanduser()
-        if _SCHEME.match(arg) and not path.exists():
-            check_scheme(arg)
-            sources.append(Source("url", arg, options or CrawlOptions(), CrawlResult(arg)))
-        elif path.is_dir():
+        if path.is_dir():
             sources.append(Source("folder", str(path.resolve())))
         elif path.exists():
             sources.append(Source("file", str(path.resolve())))
+        elif _SCHEME.match(arg):
+            check_scheme(arg)
+            sources.append(Source("url", arg, options or CrawlOptions(), CrawlResult(arg)))
         else:
             raise UsageError(f"no such file or folder: {arg}")
     return sources
