@@ -104,6 +104,43 @@ def _embedder(settings):
                          settings.onnx_cache)
 
 
+def crawl_options(func):
+    """Options of `index` that shape crawling URL sources."""
+    options = [
+        click.option("--urls", "urls_file", type=click.File("r"), metavar="FILE",
+                     help="More URL sources, one a line ('-' is stdin; # starts a comment)."),
+        click.option("--scope", type=click.Choice(["path", "host"]), default="path", show_default=True,
+                     help="Crawl under the start URL's folder (path) or the whole host."),
+        click.option("--include", multiple=True, metavar="REGEX",
+                     help="Only fetch URLs matching one of these (repeatable)."),
+        click.option("--exclude", multiple=True, metavar="REGEX",
+                     help="Never fetch URLs matching any of these (repeatable)."),
+        click.option("--depth", type=click.IntRange(min=0), default=None,
+                     help="Follow links at most N steps from the start page.  [default: no limit]"),
+        click.option("--max-pages", type=click.IntRange(min=1), default=cfg.DEFAULT_MAX_PAGES,
+                     show_default=True, help="Page requests per URL source."),
+        click.option("--max-time", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Seconds of crawling per URL source.  [default: no limit]"),
+        click.option("--delay", type=click.FloatRange(min=0), default=cfg.DEFAULT_DELAY,
+                     show_default=True, help="Seconds between requests to one host."),
+        click.option("--concurrency", type=click.IntRange(1, 32), default=cfg.DEFAULT_CONCURRENCY,
+                     show_default=True, help="Requests in flight at once (all hosts)."),
+        click.option("--retries", type=click.IntRange(0, 10), default=cfg.DEFAULT_RETRIES,
+                     show_default=True,
+                     help="Retries after a timeout, connection error, 429 or 5xx (exponential backoff)."),
+        click.option("--ignore-robots", is_flag=True, help="Do not read or obey robots.txt."),
+        click.option("--user-agent", default=cfg.USER_AGENT, show_default="kbindex/VERSION (+URL)",
+                     help="User-Agent header; its first word is matched against robots.txt."),
+        click.option("--allow-private", is_flag=True,
+                     help="Allow loopback and private addresses even when the start host is public."),
+        click.option("--dry-run", is_flag=True,
+                     help="Fetch, extract and chunk, list what would be indexed; write nothing."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @cli.command()
 @click.argument("sources", nargs=-1)
 @click.option("--chunk-tokens", type=int, default=cfg.DEFAULT_CHUNK_TOKENS, show_default=True,
@@ -114,61 +151,131 @@ def _embedder(settings):
               help="Seconds to wait for a server to connect or send data.")
 @click.option("--max-bytes", type=int, default=cfg.DEFAULT_MAX_BYTES, show_default=True,
               help="Largest page or file read, in bytes after decompression.")
+@crawl_options
 @click.option("--no-prune", is_flag=True,
               help="Keep the chunks of sources that are gone (deleted files, 404/410 pages).")
 @click.option("--rebuild", is_flag=True,
               help="Re-embed everything into a new collection (e.g. with a new --model), then swap "
-                   "it in; without SOURCE, the sources recorded in the ledger.")
+                   "it in; without SOURCE, the sources in the config file or the ledger.")
 @wait_option
+@click.option("-q", "--quiet", is_flag=True, help="No progress display; only problems and the summary.")
+@click.option("-v", "--verbose", is_flag=True, help="Log each page's fate (indexed, unchanged, skipped...).")
 @common_options
 @json_option
-def index(sources, chunk_tokens, overlap, timeout, max_bytes, no_prune, rebuild, wait, as_json,
-          settings):
-    """Index folders, files or URLs into the collection, keeping it in sync.
+@click.pass_context
+def index(ctx, sources, urls_file, dry_run, no_prune, rebuild, wait, quiet, verbose, as_json,
+          settings, **options):
+    """Index folders, files, sites, sitemaps or feeds into the collection, keeping it in sync.
 
-    SOURCE is a folder (searched recursively for .html .htm .md .markdown .txt .rst),
-    a single file, or an http(s) URL. Unchanged sources are skipped, changed ones
-    replaced, and files gone from a folder (or pages answering 404/410) removed.
+    SOURCE is a folder (searched recursively for .html .htm .md .markdown .txt .rst .pdf
+    .docx), a single file, or an http(s) URL: a site is crawled from that page, a sitemap
+    or RSS/Atom feed has its pages indexed. Unchanged sources are skipped, changed ones
+    replaced, and sources gone from a folder or site removed. With no SOURCE, every
+    source declared in kbindex.toml is indexed (--collection NAME: just that collection).
 
     \b
     Example:
-      kbindex index data/sample-kb https://kb.example.com/article.html
+      kbindex index data/sample-kb https://kb.example.com/
+      kbindex index https://kb.example.com/sitemap.xml --max-pages 500
+      kbindex index --dry-run https://kb.example.com/docs/ --depth 2
       kbindex index --rebuild --model path/to/other-model
     """
+    from kbindex.index import read_url_list
+    from kbindex.project import Run, plan_runs
+
+    args = list(sources) + (read_url_list(urls_file) if urls_file is not None else [])
+    if args or (rebuild and ctx.obj is None):
+        runs = [Run(settings, tuple(args), options)]
+    else:
+        if ctx.obj is None:
+            from kbindex.errors import UsageError
+
+            raise UsageError("give at least one SOURCE (a folder, a file or an http(s) URL), "
+                             "or declare sources in kbindex.toml (see data/kbindex.example.toml)")
+        explicit = {name for name in list(options) + ["collection", "model"]
+                    if ctx.get_parameter_source(name) in _EXPLICIT}
+        runs = plan_runs(ctx.obj, settings, options, explicit)
+    embedders: dict = {}
+    total = None
+    for run in runs:
+        embedder = embedders.get(run.settings.model)
+        if embedder is None:
+            embedder = embedders[run.settings.model] = _embedder(run.settings)
+        summary = _index_run(run, embedder, dry_run=dry_run, prune=not no_prune, rebuild=rebuild,
+                             wait=wait, quiet=quiet, verbose=verbose, as_json=as_json)
+        total = summary if total is None else total.merge(summary)
+    if as_json:
+        click.echo(json.dumps(total.as_dict()))
+    else:
+        verb = "would index" if dry_run else "indexed"
+        click.echo(
+            f"sources {total.sources}  {verb} {total.indexed}  unchanged {total.unchanged}  "
+            f"skipped {total.skipped}  failed {total.failed}  pruned {total.pruned}  "
+            f"chunks {'planned' if dry_run else 'written'} {total.chunks_added} "
+            f"(embedded {total.chunks_embedded})  deleted {total.chunks_deleted}"
+        )
+        if total.discovered:
+            by = ", ".join(f"{k} {v}" for k, v in total.as_dict()["skipped_by"].items())
+            click.echo(f"crawl: discovered {total.discovered}  fetched {total.fetched}"
+                       + (f"  skipped: {by}" if by else ""))
+    if total.failed:
+        sys.exit(1)
+
+
+_EXPLICIT = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+
+
+def _index_run(run, embedder, *, dry_run, prune, rebuild, wait, quiet, verbose, as_json):
+    """One `index` over some sources with one set of options; returns its Summary."""
     from kbindex.chunk import check_config
+    from kbindex.crawl import CrawlOptions
     from kbindex.fetch import Fetcher
-    from kbindex.index import Indexer, parse_sources
+    from kbindex.index import Indexer, Summary, parse_sources
+    from kbindex.index import dry_run as plan
     from kbindex.index import rebuild as rebuild_collection
+    from kbindex.progress import Progress
+
+    o = run.options
+    settings = run.settings
+    progress = Progress(live=False if (as_json or quiet or verbose) else None)
+    crawl = CrawlOptions(
+        scope=o["scope"], include=tuple(o["include"]), exclude=tuple(o["exclude"]), depth=o["depth"],
+        max_pages=o["max_pages"], max_time=o["max_time"], robots=not o["ignore_robots"],
+        concurrency=o["concurrency"], allow_private=o["allow_private"], on_progress=progress.crawl,
+    )
+    parsed = parse_sources(run.sources, crawl) if run.sources else None
+    config = check_config(o["chunk_tokens"], o["overlap"], embedder.max_tokens)  # no model load
+    fetcher = Fetcher(timeout=o["timeout"], max_bytes=o["max_bytes"], user_agent=o["user_agent"],
+                      retries=o["retries"], delay=o["delay"], allow_private=o["allow_private"])
 
     def on_event(what, source, detail):
-        if what in ("failed", "skipped", "pruned"):
-            click.echo(f"{what}: {source}: {detail}", err=True)
+        progress.event(what, source, detail)
+        if what in ("failed", "skipped", "pruned") or verbose:
+            progress.message(f"{what}: {source}" + (f": {detail}" if detail else ""))
 
-    parsed = None if rebuild and not sources else parse_sources(sources)
-    embedder = _embedder(settings)
-    config = check_config(chunk_tokens, overlap, embedder.max_tokens)  # max_tokens: no model load
-    fetcher = Fetcher(timeout=timeout, max_bytes=max_bytes)
-    options = dict(fetcher=fetcher, max_bytes=max_bytes, prune=not no_prune, on_event=on_event)
     try:
-        if rebuild:
-            summary = rebuild_collection(settings, embedder, config, sources, wait=wait, **options)
-        else:
-            with Indexer(settings, embedder, config, wait=wait, **options) as indexer:
+        if dry_run:
+            summary = Summary()
+            with progress:
+                for entry in plan(parsed, fetcher, embedder.count_tokens, config, summary, o["max_bytes"]):
+                    if as_json:
+                        click.echo(json.dumps({"action": entry.action, "source": entry.source,
+                                               "detail": entry.detail, "chunks": entry.chunks,
+                                               "kind": entry.kind}))
+                    else:
+                        extra = f"  ({entry.chunks} chunks)" if entry.action == "index" else ""
+                        click.echo(f"{entry.action:<5}  {entry.source}  {entry.detail}{extra}")
+            return summary
+        common = dict(fetcher=fetcher, max_bytes=o["max_bytes"], prune=prune, on_event=on_event)
+        with progress:
+            if rebuild:
+                return rebuild_collection(settings, embedder, config, run.sources, wait=wait,
+                                          crawl=crawl, **common)
+            with Indexer(settings, embedder, config, wait=wait, **common) as indexer:
                 indexer.open()
-                summary = indexer.run(parsed)
+                return indexer.run(parsed)
     finally:
         fetcher.close()
-    if as_json:
-        click.echo(json.dumps(summary.as_dict()))
-    else:
-        click.echo(
-            f"sources {summary.sources}  indexed {summary.indexed}  unchanged {summary.unchanged}  "
-            f"skipped {summary.skipped}  failed {summary.failed}  pruned {summary.pruned}  "
-            f"chunks written {summary.chunks_added} (embedded {summary.chunks_embedded})  "
-            f"deleted {summary.chunks_deleted}"
-        )
-    if summary.failed:
-        sys.exit(1)
 
 
 @cli.command()

@@ -37,7 +37,17 @@ DEFAULT_OVERLAP = 32
 DEFAULT_TIMEOUT = 20.0  # seconds, for connect and for each read
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024  # decompressed body cap
 DEFAULT_MAX_REDIRECTS = 10
+DEFAULT_RETRIES = 2  # extra tries after a timeout, connection error, 429 or 5xx
+DEFAULT_BACKOFF = 0.5  # seconds before the first retry; doubles each time
+MAX_RETRY_WAIT = 60.0  # a longer Retry-After is not waited for: the page fails instead
 USER_AGENT = f"kbindex/{__version__} (+https://github.com/kbindex/kbindex; knowledge-base indexer)"
+
+# Crawling (see crawl.py). Politeness: one request per host every DEFAULT_DELAY seconds at most,
+# whatever the concurrency; robots.txt Crawl-delay raises it (up to MAX_CRAWL_DELAY).
+DEFAULT_DELAY = 0.5
+DEFAULT_CONCURRENCY = 4
+DEFAULT_MAX_PAGES = 10_000
+MAX_CRAWL_DELAY = 60.0
 
 # Folder sources: the extensions indexed.
 TEXT_EXTENSIONS = (".html", ".htm", ".md", ".markdown", ".txt", ".rst")

@@ -26,9 +26,17 @@ class SourceError(KbindexError):
 class FetchError(SourceError):
     """An HTTP fetch failed (network, status, limits)."""
 
-    def __init__(self, source: str, reason: str, kind: str = "fetch", status: int | None = None):
+    def __init__(
+        self,
+        source: str,
+        reason: str,
+        kind: str = "fetch",
+        status: int | None = None,
+        retry_after: float | None = None,
+    ):
         super().__init__(source, reason, kind)
         self.status = status
+        self.retry_after = retry_after  # seconds the server asked us to wait (429/503)
 
     @property
     def transient(self) -> bool:

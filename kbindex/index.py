@@ -7,13 +7,15 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from kbindex.chunk import ChunkConfig, chunk_document
 from kbindex.config import DEFAULT_MAX_BYTES, Settings
+from kbindex.crawl import Crawler, CrawlOptions, CrawlResult
 from kbindex.embed import Embedder
 from kbindex.errors import FetchError, ModelMismatchError, SkipSource, SourceError, UsageError
 from kbindex.extract import extract
@@ -30,7 +32,12 @@ _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]+:")
 
 @dataclass
 class Summary:
-    """What an index run did."""
+    """What an index run did.
+
+    `skipped` counts everything deliberately not indexed: pages and files skipped after reading
+    them (listed in `skips`) plus URLs a crawl never requested (out of scope, robots.txt, depth,
+    traps; counted in `skipped_by` only). `skipped_by` and `failed_by` count by reason kind.
+    """
 
     sources: int = 0
     indexed: int = 0
@@ -41,10 +48,31 @@ class Summary:
     chunks_added: int = 0  # chunks written to the store
     chunks_embedded: int = 0  # of those, how many needed the model (the rest came from the cache)
     chunks_deleted: int = 0
+    discovered: int = 0  # distinct URLs crawls found
+    fetched: int = 0  # pages crawls received
     failures: list[dict] = field(default_factory=list)
     skips: list[dict] = field(default_factory=list)
+    crawl_skipped: Counter = field(default_factory=Counter)
+    crawls: list[dict] = field(default_factory=list)
+
+    def add_crawl(self, result: CrawlResult) -> None:
+        """Fold one crawl's counts of URLs it never requested into the summary."""
+        self.discovered += result.discovered
+        self.fetched += result.fetched
+        self.crawl_skipped.update(result.skipped)
+        self.skipped += sum(result.skipped.values())
+        self.crawls.append(result.as_dict())
+
+    def merge(self, other: Summary) -> Summary:
+        """The sum of two runs' summaries (one `index` over several configured sources)."""
+        merged = Summary()
+        for f in fields(Summary):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            setattr(merged, f.name, a + b)
+        return merged
 
     def as_dict(self) -> dict:
+        skipped_by = Counter(s["kind"] for s in self.skips) + self.crawl_skipped
         return {
             "sources": self.sources,
             "indexed": self.indexed,
@@ -55,20 +83,51 @@ class Summary:
             "chunks_added": self.chunks_added,
             "chunks_embedded": self.chunks_embedded,
             "chunks_deleted": self.chunks_deleted,
+            "discovered": self.discovered,
+            "fetched": self.fetched,
+            "skipped_by": dict(sorted(skipped_by.items())),
+            "failed_by": dict(sorted(Counter(f["kind"] for f in self.failures).items())),
+            "crawls": self.crawls,
             "failures": self.failures,
             "skips": self.skips,
         }
 
 
+# Kinds of skip that are a crawl's decisions, never a failure even for the start URL.
+CRAWL_DECISIONS = frozenset({"listing", "duplicate", "noindex", "out_of_scope"})
+
+
 @dataclass(frozen=True)
 class Source:
-    """One SOURCE argument: a folder, a file or a URL."""
+    """One SOURCE argument: a folder, a file or a URL (a site, a sitemap or a feed).
+
+    For a URL, `crawl` is filled in while its pages are read (see crawl.CrawlResult); after
+    `iter_pages` has gone through the source, `complete` says whether every page of it was seen:
+    True for files and folders, and for a crawl that ended on its own; False for one cut short by
+    --max-pages, --max-time, transient errors or an unreadable robots.txt.
+    """
 
     kind: str  # "folder" | "file" | "url"
     value: str
+    options: CrawlOptions | None = field(default=None, compare=False)
+    crawl: CrawlResult | None = field(default=None, compare=False)
+
+    @property
+    def complete(self) -> bool:
+        return self.crawl is None or bool(self.crawl.complete)
+
+    def explicit(self, name: str, kind: str | None = None) -> bool:
+        """Whether a problem with page `name` is a failure of what the user asked for
+        (a file named, or the start URL itself), rather than a skip inside a folder or site."""
+        if self.kind == "folder":
+            return False
+        if self.kind == "file":
+            return True
+        names = self.crawl.start_names if self.crawl else {self.value}
+        return (name == self.value or name in names) and kind not in CRAWL_DECISIONS
 
 
-def parse_sources(args: Sequence[str]) -> list[Source]:
+def parse_sources(args: Sequence[str], options: CrawlOptions | None = None) -> list[Source]:
     """Classify SOURCE arguments; a missing path or a bad URL scheme is a usage error."""
     if not args:
         raise UsageError("give at least one SOURCE: a folder, a file or an http(s) URL")
@@ -81,10 +140,24 @@ def parse_sources(args: Sequence[str]) -> list[Source]:
             sources.append(Source("file", str(path.resolve())))
         elif _SCHEME.match(arg):
             check_scheme(arg)
-            sources.append(Source("url", arg))
+            sources.append(Source("url", arg, options or CrawlOptions(), CrawlResult(arg)))
         else:
             raise UsageError(f"no such file or folder: {arg}")
     return sources
+
+
+def read_url_list(lines: Iterable[str]) -> list[str]:
+    """URLs of a --urls file: one a line; blank lines and lines starting with # are ignored."""
+    urls = []
+    for number, line in enumerate(lines, start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not _SCHEME.match(line):
+            raise UsageError(f"--urls line {number} is not a URL: {line[:80]}")
+        check_scheme(line)
+        urls.append(line)
+    return urls
 
 
 Event = Callable[[str, str, str], None]  # (what, source, detail): "indexed", "skipped", "failed"
@@ -97,10 +170,14 @@ def iter_pages(
     sources: Sequence[Source], fetcher: Fetcher, max_bytes: int = DEFAULT_MAX_BYTES,
     validators: Validators | None = None,
 ) -> Iterator[tuple[Source, str, Page | SourceError]]:
-    """Each source's pages (or the error that replaced one), with the source they came from.
+    """Each source's pages (or the error that replaced one), with the root source they came from.
 
-    validators gives the ETag and Last-Modified seen last time for a URL, making its fetch
-    conditional (a 304 comes back as a Page with status 304 and no body).
+    A URL source is crawled (crawl.Crawler): a site breadth-first within its scope, a sitemap's
+    or a feed's entries. `name` is the page's canonical URL or the file's path. Once a source is
+    exhausted, `source.complete` tells whether all of it was seen. validators gives the ETag and
+    Last-Modified seen last time for a URL; pages whose links are not needed (sitemap and feed
+    entries, a start URL with --depth 0) are then fetched conditionally (a 304 comes back as a
+    Page with status 304 and no body).
     """
     for source in sources:
         if source.kind == "folder":
@@ -109,13 +186,16 @@ def iter_pages(
         elif source.kind == "file":
             yield source, source.value, _read(Path(source.value), max_bytes)
         else:
-            etag, last_modified = validators(source.value) if validators else (None, None)
-            try:
-                yield source, source.value, fetcher.fetch(
-                    source.value, etag=etag, last_modified=last_modified
-                )
-            except SourceError as exc:
-                yield source, source.value, exc
+            crawler = Crawler(fetcher, source.options or CrawlOptions(), _agent_token(fetcher),
+                              validators=validators)
+            result = source.crawl if source.crawl is not None else CrawlResult(source.value)
+            for item in crawler.crawl(source.value, result):
+                yield source, item.source, item
+
+
+def _agent_token(fetcher: Fetcher) -> str:
+    """The product token robots.txt groups are matched against: "kbindex" unless overridden."""
+    return (getattr(fetcher, "user_agent", "") or "kbindex").split("/", 1)[0].split()[0] or "kbindex"
 
 
 def _read(path: Path, max_bytes: int) -> Page | SourceError:
@@ -207,6 +287,7 @@ class Indexer:
         self._entries: dict[str, Entry] = {}
         self._adopt = False
         self._dimension_checked = False
+        self._texts: dict[str, str] = {}  # content hash -> first source with that text
         self.collection: Collection | None = None
 
     def check_model(self) -> None:
@@ -276,6 +357,9 @@ class Indexer:
                     continue
                 self._add_page(source, item)
             self._flush()
+            for source in sources:
+                if source.crawl is not None:
+                    self.summary.add_crawl(source.crawl)
             if self.prune:
                 self._prune_roots(sources)
             if self.summary.chunks_added or self.summary.chunks_deleted:
@@ -324,6 +408,10 @@ class Indexer:
         if current and doc.content_hash == entry.content_hash:
             self._unchanged(source, entry, page, body_hash)
             return
+        first = self._texts.setdefault(doc.content_hash, doc.source)
+        if first != doc.source:  # the same article under another URL or file name
+            self._record(source, SkipSource(doc.source, f"same text as {first}", kind="duplicate"))
+            return
         chunks = chunk_document(doc, self.embedder.count_tokens, self.config)
         signature = self.config.signature()
         chunks = [_with_meta(c, chunking=signature, indexed_at=self._indexed_at) for c in chunks]
@@ -335,6 +423,7 @@ class Indexer:
         return entry.root if self.keep_roots and entry is not None else source.value
 
     def _unchanged(self, source: Source, entry: Entry, page: Page, body_hash: str | None) -> None:
+        self._texts.setdefault(entry.content_hash, entry.source)
         self.summary.unchanged += 1
         self.on_event("unchanged", entry.source, "")
         facts = replace(entry, root=self._root(source, entry), body_hash=body_hash, last_error=None,
@@ -487,7 +576,7 @@ class Indexer:
         entry = {"source": error.source, "reason": error.reason, "kind": error.kind}
         # A file skipped inside a folder is reported and the run goes on; a source named
         # explicitly that yields nothing is a failure of what the user asked for.
-        if isinstance(error, SkipSource) and source.kind == "folder":
+        if isinstance(error, SkipSource) and not source.explicit(error.source, error.kind):
             self.summary.skipped += 1
             self.summary.skips.append(entry)
             self.on_event("skipped", error.source, error.reason)
@@ -629,7 +718,7 @@ OLD_SUFFIX = "--old"
 
 
 def rebuild(settings: Settings, embedder: Embedder, config: ChunkConfig, args: Sequence[str],
-            **options) -> Summary:
+            crawl: CrawlOptions | None = None, **options) -> Summary:
     """Re-embed a collection with embedder's model: fill a new collection, then swap it in.
 
     args are SOURCE arguments; none means every root recorded in the ledger. Queries keep using
@@ -651,7 +740,7 @@ def rebuild(settings: Settings, embedder: Embedder, config: ChunkConfig, args: S
             main_ledger.close()
             if not args:
                 raise UsageError("nothing to rebuild: the ledger records no sources; give SOURCE")
-        sources = parse_sources(args)
+        sources = parse_sources(args, crawl)
         for stale in (temp.collection, name + OLD_SUFFIX):
             if stale in names:
                 store.delete_collection(stale)
@@ -683,3 +772,67 @@ def read_document(arg: str, fetcher: Fetcher, max_bytes: int = DEFAULT_MAX_BYTES
     else:
         page = fetcher.fetch(source.value)
     return extract(page)
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """One line of a dry run: what would happen to a page."""
+
+    action: str  # "index" | "skip" | "fail"
+    source: str
+    detail: str  # the title for "index", the reason otherwise
+    chunks: int = 0
+    kind: str = ""  # the skip or failure reason kind
+
+
+def dry_run(
+    sources: Sequence[Source],
+    fetcher: Fetcher,
+    count_tokens: Callable[[Sequence[str]], list[int]],
+    config: ChunkConfig,
+    summary: Summary | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Iterator[PlanEntry]:
+    """What `Indexer.run` would index, skip or fail, without embedding or writing anything.
+
+    Pages are fetched (a crawl has to read them to find links), extracted and chunked; `summary`
+    is filled in as the real run would fill it, minus the store's unchanged/deleted counts.
+    """
+    summary = summary if summary is not None else Summary()
+    seen: set[str] = set()
+    texts: dict[str, str] = {}
+
+    def problem(source: Source, name: str, error: SourceError) -> PlanEntry:
+        entry = {"source": error.source or name, "reason": error.reason, "kind": error.kind}
+        if isinstance(error, SkipSource) and not source.explicit(name, error.kind):
+            summary.skipped += 1
+            summary.skips.append(entry)
+            return PlanEntry("skip", entry["source"], error.reason, kind=error.kind)
+        summary.failed += 1
+        summary.failures.append(entry)
+        return PlanEntry("fail", entry["source"], error.reason, kind=error.kind)
+
+    for source, name, item in iter_pages(sources, fetcher, max_bytes):
+        if name in seen:
+            continue
+        seen.add(name)
+        summary.sources += 1
+        if isinstance(item, SourceError):
+            yield problem(source, name, item)
+            continue
+        try:
+            doc = extract(item)
+        except SourceError as exc:
+            yield problem(source, name, exc)
+            continue
+        first = texts.setdefault(doc.content_hash, doc.source)
+        if first != doc.source:
+            yield problem(source, name, SkipSource(doc.source, f"same text as {first}", kind="duplicate"))
+            continue
+        chunks = chunk_document(doc, count_tokens, config)
+        summary.indexed += 1
+        summary.chunks_added += len(chunks)
+        yield PlanEntry("index", doc.source, doc.title, len(chunks))
+    for source in sources:
+        if source.crawl is not None:
+            summary.add_crawl(source.crawl)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from kbindex.config import COLLECTION_RULE, valid_collection_name
+from kbindex.config import COLLECTION_RULE, Settings, valid_collection_name
 from kbindex.errors import ConfigError
 
 CONFIG_NAME = "kbindex.toml"
@@ -26,7 +26,7 @@ SOURCE_KEYS: dict[str, type | tuple] = {
     "chunk_tokens": int, "overlap": int, "timeout": (int, float), "max_bytes": int,
     "scope": str, "include": list, "exclude": list, "depth": int, "max_pages": int,
     "max_time": (int, float), "delay": (int, float), "concurrency": int,
-    "ignore_robots": bool, "allow_private": bool, "user_agent": str,
+    "ignore_robots": bool, "allow_private": bool, "user_agent": str, "retries": int,
 }
 COLLECTION_KEYS = {"model": str, "sources": list, **SOURCE_KEYS}
 
@@ -171,8 +171,47 @@ class _Lines:
         return ConfigError(f"{prefix}: {where}: {message}")
 
 
-def default_map(config: ProjectConfig | None) -> dict:
-    """Click default_map for every command from the config's [defaults]."""
-    if config is None:
-        return {}
-    return {"__all__": dict(config.defaults)}
+@dataclass(frozen=True)
+class Run:
+    """Sources indexed together into one collection with one set of `index` options."""
+
+    settings: Settings
+    sources: tuple[str, ...]
+    options: dict
+
+
+def plan_runs(config: ProjectConfig, settings: Settings, options: dict, explicit: set[str]) -> list[Run]:
+    """The runs that index what the config declares.
+
+    options are the `index` command's option values; explicit names those given on the command
+    line or by environment variable, which beat the config's source and collection options.
+    Every declared collection is indexed unless the collection was chosen explicitly.
+    """
+    if "collection" in explicit:
+        chosen = [config.collection(settings.collection)]
+    else:
+        chosen = list(config.collections.values())
+    runs: list[Run] = []
+    for collection in chosen:
+        if not collection.sources:
+            raise ConfigError(f"{config.path}: collections.{collection.name} declares no sources")
+        model = settings.model if "model" in explicit else (collection.model or settings.model)
+        target = replace(settings, collection=collection.name, model=model)
+        for source in collection.sources:
+            merged = dict(options)
+            for key in options:
+                if key in explicit:
+                    continue
+                if key in source.options:
+                    merged[key] = source.options[key]
+                elif key in collection.options:
+                    merged[key] = collection.options[key]
+            value = source.value
+            if "://" not in value and not Path(value).is_absolute():
+                value = str((config.path.parent / value).resolve())  # relative to the config file
+            same = next((r for r in runs if r.settings == target and r.options == merged), None)
+            if same is not None:
+                runs[runs.index(same)] = Run(target, same.sources + (value,), merged)
+            else:
+                runs.append(Run(target, (value,), merged))
+    return runs

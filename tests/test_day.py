@@ -145,3 +145,37 @@ def test_every_command_and_option_has_help_with_an_example():
         for param in command.params:
             if isinstance(param, click.Option) and param.name not in ("help", "version"):
                 assert param.help, f"{name} {param.opts[0]} has no help text"
+
+
+def test_index_without_source_indexes_what_the_config_declares(kb, tmp_path, monkeypatch, db):
+    from kbindex.store import Store
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "kb").mkdir()
+    for name in ("printer-offline-windows.html", "postgresql-wal-disk-full.md"):
+        (tmp_path / "kb" / name).write_bytes((SAMPLE_KB / name).read_bytes())
+    (tmp_path / "kbindex.toml").write_text(
+        '[collections.helpdesk]\nchunk_tokens = 200\n\n'
+        '[[collections.helpdesk.sources]]\npath = "kb"\noverlap = 16\n\n'
+        '[collections.runbooks]\nsources = ["kb/postgresql-wal-disk-full.md"]\n')
+    out = kb("index", "--json")
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["indexed"] == 3  # 2 into helpdesk, 1 into runbooks
+
+    def chunking(name):
+        return {m.metadata["chunking"] for m in Store(db).collection(name).scan()}
+
+    assert chunking("helpdesk") == {"200/16"}  # source option > collection option > default
+    assert chunking("runbooks") == {"256/32"}
+    # an option on the command line beats the config; --collection picks one collection
+    out = kb("index", "--collection", "helpdesk", "--chunk-tokens", "128", "--json")
+    assert json.loads(out.stdout)["indexed"] == 2
+    assert chunking("helpdesk") == {"128/16"}
+    out = kb("index", "--collection", "nope-kb")
+    assert out.exit_code == 2 and "no collection 'nope-kb' declared" in out.stderr
+
+
+def test_index_without_source_or_config_is_a_usage_error(kb, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = kb("index")
+    assert out.exit_code == 2 and "give at least one SOURCE" in out.stderr

@@ -1,0 +1,855 @@
+"""Crawling a site: frontier, scope, canonical URLs, robots.txt, sitemaps, feeds, traps.
+
+No HTTP of its own: every request goes through fetch.Fetcher, so its limits, retries, per-host
+delay and address checks apply to pages, robots.txt, sitemaps and feeds alike.
+
+The parts, as in Scrapy: a scheduler (the breadth-first frontier in `Crawler.crawl`, which
+decides what is fetched: scope, robots.txt, depth, trap bounds, URL deduplication), a downloader
+(`Fetcher`, called from a small thread pool) and a parser (`analyze`: links, canonical URL, meta
+robots and the listing-page test, with lxml, which is much faster than the extractor's
+BeautifulSoup and is all link discovery needs).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import re
+import time
+import zlib
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
+
+from kbindex.config import DEFAULT_CONCURRENCY, DEFAULT_MAX_PAGES, MAX_CRAWL_DELAY
+from kbindex.errors import FetchError, SkipSource, SourceError, UsageError
+from kbindex.fetch import TEXT_TYPES, Fetcher, host_key
+from kbindex.records import Page
+
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+# Media types read for a discovered link; the ones that are not HTML are sniffed.
+PAGE_TYPES = HTML_TYPES + ("text/plain", "application/octet-stream")
+XML_TYPES = (
+    "application/xml", "text/xml", "application/rss+xml", "application/atom+xml",
+    "application/rdf+xml", "application/gzip", "application/x-gzip", "application/octet-stream",
+)
+# What a start URL may be: a page (HTML or a text format kbindex reads), a sitemap or a feed.
+START_TYPES = TEXT_TYPES + XML_TYPES
+
+# Links with these extensions are never HTML: skipped without a request (as Scrapy does).
+IGNORED_EXTENSIONS = frozenset("""
+7z apk avi bin bmp bz2 css csv deb dmg doc docx eot exe flac gif gz ico iso jar jpeg jpg js json
+m4a m4v mkv mov mp3 mp4 mpeg mpg msi odp ods odt ogg otf pdf png ppt pptx ps rar rpm rss svg
+svgz tar tgz tif tiff ttf txt wav webm webp wma wmv woff woff2 xls xlsx xz zip
+""".split())
+
+# Tracking and session parameters: they change the URL, never the page.
+TRACKING_PARAM = re.compile(
+    r"^(utm_\w+|fbclid|gclid|dclid|gbraid|wbraid|msclkid|yclid|igshid|mc_cid|mc_eid|_ga|_gl|"
+    r"_hsenc|_hsmi|mkt_tok|ref_src|spm|jsessionid|phpsessid|aspsessionid\w*|sid|sessionid|"
+    r"session_id|cfid|cftoken)$",
+    re.IGNORECASE,
+)
+_PATH_SESSION = re.compile(r";(jsessionid|phpsessid|sid)=[^/?#]*", re.IGNORECASE)
+_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+
+# Trap bounds. A crawl always ends (--max-pages bounds it in any case); these stop the known
+# traps long before that, without cutting a real site short.
+MAX_URL_LENGTH = 2048  # longer URLs are almost always generated (Scrapy's URLLENGTH_LIMIT: 2083)
+MAX_SEGMENT_REPEATS = 3  # /a/b/a/b/a/...: a relative-link loop
+MAX_QUERY_PARAMS = 12  # facet explosions
+MAX_QUERY_VARIANTS = 1000  # distinct query strings on one path
+TRAP_STREAK = 5  # chained listing pages of one URL pattern that found nothing new: an endless
+#                  calendar or an archive paginated past its end
+MAX_SITEMAPS = 200  # sitemap files read per crawl (an index may name many)
+
+LISTING_LINK_DENSITY = 0.5  # share of the main text's words inside links
+THIN_WORDS = 50  # fewer words of non-link text: not an article on its own
+# Real pages nest a few dozen elements deep; thousands is an attack or a broken generator, and the
+# extractor's tree walk is recursive and slows down with depth: such pages are skipped.
+MAX_NESTING = 250  # lxml itself stops nesting at 256 levels
+
+CHROME = re.compile(
+    r"(^|[-_\s])(nav|navbar|menu|sidebar|widget|footer|header|breadcrumbs?|comments?|related|"
+    r"popular|share|social|cookie|banner|pagination|pager)($|[-_\s])",
+    re.IGNORECASE,
+)
+_DROP = ("script", "style", "noscript", "template", "nav", "header", "footer", "aside", "form")
+
+
+# ---------------------------------------------------------------- URLs
+
+
+@functools.lru_cache(maxsize=1 << 16)  # a site repeats its navigation links on every page
+def canonicalize(url: str, base: str | None = None) -> str | None:
+    """The canonical form of an http(s) URL, or None for other schemes and malformed URLs.
+
+    Written by hand because none of the libraries at hand does all of it (courlan keeps
+    fragments, dot segments and session ids; w3lib is not a dependency): lower-case scheme and
+    host, no default port, no user info, dot segments resolved, percent-encoding normalized
+    (unreserved characters decoded, hex upper-cased, unsafe characters encoded), query
+    parameters sorted with tracking and session parameters removed, no fragment.
+    """
+    url = url.strip()
+    try:
+        if base is not None:
+            url = urljoin(base, url)
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            return None
+        host = parts.hostname.rstrip(".")
+        port = parts.port
+    except ValueError:
+        return None
+    if ":" in host:
+        host = f"[{host}]"
+    if port and not (scheme == "http" and port == 80 or scheme == "https" and port == 443):
+        host = f"{host}:{port}"
+    path = _PATH_SESSION.sub("", parts.path)
+    path = _normalize_escapes(_remove_dot_segments(path or "/"))
+    path = quote(path, safe=_PATH_SAFE)
+    query = ""
+    if parts.query:
+        pairs = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                 if not TRACKING_PARAM.match(k)]
+        query = urlencode(sorted(pairs))
+    return urlunsplit((scheme, host, path, query, ""))
+
+
+def _normalize_escapes(text: str) -> str:
+    def fix(match: re.Match) -> str:
+        char = chr(int(match.group(1), 16))
+        return char if char in _UNRESERVED else "%" + match.group(1).upper()
+
+    return _PERCENT.sub(fix, text)
+
+
+def _remove_dot_segments(path: str) -> str:
+    if "." not in path:
+        return path
+    out: list[str] = []
+    segments = path.split("/")
+    for i, seg in enumerate(segments):
+        if seg == "..":
+            if len(out) > 1:
+                out.pop()
+            if i == len(segments) - 1:
+                out.append("")
+        elif seg == ".":
+            if i == len(segments) - 1:
+                out.append("")
+        else:
+            out.append(seg)
+    result = "/".join(out)
+    return result if result.startswith("/") else "/" + result
+
+
+def url_pattern(url: str) -> str:
+    """Host and path with digit runs folded: pages of one calendar or pagination share it."""
+    parts = urlsplit(url)
+    return parts.netloc + re.sub(r"\d+", "N", parts.path)
+
+
+def trap_reason(url: str) -> str | None:
+    """Why a URL looks generated by a crawler trap, or None."""
+    if len(url) > MAX_URL_LENGTH:
+        return f"URL longer than {MAX_URL_LENGTH} characters"
+    parts = urlsplit(url)
+    segments = [s for s in parts.path.split("/") if s]
+    if segments and Counter(segments).most_common(1)[0][1] > MAX_SEGMENT_REPEATS:
+        return "a path segment repeats"
+    if parts.query and parts.query.count("&") + 1 > MAX_QUERY_PARAMS:
+        return f"more than {MAX_QUERY_PARAMS} query parameters"
+    return None
+
+
+# ---------------------------------------------------------------- scope
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which URLs a crawl may fetch: same scheme and host, under a path prefix, filtered by
+    --include/--exclude regular expressions (searched in the canonical URL)."""
+
+    roots: tuple[tuple[str, str, str], ...]  # (scheme, netloc, path prefix)
+    include: tuple[re.Pattern, ...] = ()
+    exclude: tuple[re.Pattern, ...] = ()
+
+    @classmethod
+    def for_start(cls, url: str, mode: str = "path", include=(), exclude=()) -> Scope:
+        return cls((), tuple(include), tuple(exclude)).widen(url, mode)
+
+    def widen(self, url: str, mode: str = "path") -> Scope:
+        """This scope plus the root of url (a start URL, or where it redirected)."""
+        parts = urlsplit(url)
+        if mode == "host":
+            prefix = "/"
+        elif parts.path.endswith("/"):
+            prefix = parts.path
+        else:
+            head, _, last = parts.path.rpartition("/")
+            # /docs is the docs folder; /docs/index.html is a page in it.
+            prefix = parts.path + "/" if "." not in last else head + "/"
+        root = (parts.scheme, parts.netloc, prefix)
+        if root in self.roots:
+            return self
+        return Scope(self.roots + (root,), self.include, self.exclude)
+
+    def in_roots(self, url: str) -> bool:
+        parts = urlsplit(url)
+        for scheme, netloc, prefix in self.roots:
+            if parts.scheme == scheme and parts.netloc == netloc and (
+                parts.path.startswith(prefix) or parts.path == prefix.rstrip("/")
+            ):
+                return True
+        return False
+
+    def contains(self, url: str) -> bool:
+        if not self.in_roots(url):
+            return False
+        if self.include and not any(p.search(url) for p in self.include):
+            return False
+        return not any(p.search(url) for p in self.exclude)
+
+
+def compile_patterns(patterns, option: str) -> tuple[re.Pattern, ...]:
+    """Regular expressions from the command line; a bad one is a usage error."""
+    out = []
+    for pattern in patterns:
+        try:
+            out.append(re.compile(pattern))
+        except re.error as exc:
+            raise UsageError(f"{option} {pattern!r} is not a valid regular expression: {exc}") from exc
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What the crawler needs from an HTML page."""
+
+    links: tuple[str, ...] = ()  # absolute, as written (canonicalized by the scheduler)
+    canonical: str | None = None
+    noindex: bool = False
+    nofollow: bool = False
+    listing: bool = False  # mostly links to other pages: followed, not indexed
+    thin: bool = False  # little text of its own
+    nesting: int = 0  # deepest element nesting
+
+
+def is_html(page: Page) -> bool:
+    """By Content-Type, then by sniffing the first bytes when the type says nothing useful."""
+    media = (page.content_type or "").split(";")[0].strip().lower()
+    if media in HTML_TYPES:
+        return True
+    if media in ("", "text/plain", "application/octet-stream"):
+        head = page.body[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+        return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<!--"))
+    return False
+
+
+def analyze(page: Page, base: str) -> Analysis:
+    """Links, canonical URL, meta robots and the listing-page test of an HTML page."""
+    import lxml.etree
+    import lxml.html
+
+    try:
+        doc = lxml.html.document_fromstring(page.body)
+    except (lxml.etree.ParserError, ValueError):
+        return Analysis(thin=True)
+    nesting = _nesting(doc)
+    if nesting > MAX_NESTING:
+        return Analysis(nesting=nesting)
+    base_el = doc.find(".//base[@href]")
+    if base_el is not None:
+        base = urljoin(base, base_el.get("href", "").strip())
+    links = []
+    for el in doc.iter("a", "area"):
+        href = (el.get("href") or "").strip()
+        if href and not href.startswith("#"):
+            links.append(urljoin(base, href) if "://" not in href[:12] else href)
+    canonical = None
+    noindex = nofollow = False
+    for el in doc.iter("link", "meta"):
+        if el.tag == "link":
+            rel = (el.get("rel") or "").lower().split()
+            if "canonical" in rel and el.get("href") and canonical is None:
+                canonical = urljoin(base, el.get("href").strip())
+        elif (el.get("name") or "").lower() in ("robots", "kbindex"):
+            content = (el.get("content") or "").lower()
+            noindex = noindex or "noindex" in content or "none" in content
+            nofollow = nofollow or "nofollow" in content or "none" in content
+    listing, thin = _listing(doc, base, {canonicalize(base), canonicalize(canonical or base)} - {None})
+    return Analysis(tuple(links), canonical, noindex, nofollow, listing, thin, nesting)
+
+
+def _nesting(doc) -> int:
+    import lxml.etree
+
+    depth = deepest = 0
+    for event, _ in lxml.etree.iterwalk(doc, events=("start", "end")):
+        depth += 1 if event == "start" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _listing(doc, base: str, own: set[str]) -> tuple[bool, bool]:
+    """(is a listing page, is thin): computed on the main content, page chrome removed."""
+    for el in list(doc.iter(*_DROP)):
+        if el.getparent() is not None:
+            el.drop_tree()
+    for el in list(doc.iter()):
+        if not isinstance(el.tag, str) or el.getparent() is None:
+            continue
+        words = f"{el.get('class') or ''} {el.get('id') or ''}"
+        if words.strip() and el.tag not in ("html", "body", "main", "article") and CHROME.search(words):
+            el.drop_tree()
+    articles = [a for a in doc.iter("article")]
+    body = doc.find("body")
+    root = body if body is not None else doc
+    if len(articles) == 1:
+        root = articles[0]
+    elif not articles:
+        main = doc.find(".//main")
+        if main is None:
+            found = doc.xpath(".//*[@role='main']")
+            main = found[0] if found else None
+        if main is not None:
+            root = main
+    text_words = len(root.text_content().split())
+    anchors = list(root.iter("a"))
+    link_words = sum(len(a.text_content().split()) for a in anchors)
+    thin = text_words - link_words < THIN_WORDS
+    if len(articles) >= 2:  # one <article> per post: a blog's home, archive or label page
+        return True, thin
+    host = urlsplit(base).netloc
+
+    def title_link(heading) -> str | None:
+        """The page a heading links to when the link is (nearly) the whole heading: a title."""
+        words = len(heading.text_content().split())
+        for a in heading.iter("a"):
+            target = canonicalize(a.get("href") or "", base)
+            if (target and target not in own and urlsplit(target).netloc == host
+                    and len(a.text_content().split()) >= 0.6 * words):
+                return target
+        return None
+
+    headings = list(root.iter("h1", "h2", "h3", "h4"))
+    targets = {t for t in map(title_link, headings) if t}
+    first_links_away = bool(headings) and title_link(headings[0]) is not None
+    # Headings that link to other pages are the titles of the articles a listing shows; a page
+    # whose own title links elsewhere is a teaser of that page (a one-post archive).
+    if len(targets) >= 2 or first_links_away:
+        return True, thin
+    density = link_words / max(text_words, 1)
+    dense = len(anchors) >= 5 and density >= LISTING_LINK_DENSITY
+    # A near-empty page that is mostly navigation (an empty calendar month, a last archive page).
+    empty_nav = thin and len(anchors) >= 2 and density >= 0.3
+    return dense or empty_nav, thin
+
+
+def read_sitemap(body: bytes, max_bytes: int) -> tuple[list[str], list[str]] | None:
+    """(page URLs, child sitemap URLs) of a sitemap or sitemap index; None if it is not one.
+
+    Parsed with lxml rather than ultimate-sitemap-parser, which does its own HTTP and so would
+    bypass the fetcher's size caps, delays and address checks. Entities are not resolved and
+    nothing is loaded from the network (no XXE).
+    """
+    import lxml.etree
+
+    body = gunzip(body, max_bytes)
+    parser = lxml.etree.XMLParser(
+        resolve_entities=False, no_network=True, recover=True, remove_comments=True
+    )
+    try:
+        root = lxml.etree.fromstring(body, parser)
+    except (lxml.etree.XMLSyntaxError, ValueError):
+        return None
+    if root is None:
+        return None
+    kind = lxml.etree.QName(root).localname
+    if kind not in ("urlset", "sitemapindex"):
+        return None
+    locs = []
+    for el in root.iter("{*}loc", "loc"):
+        if el.text and el.text.strip():
+            locs.append(el.text.strip())
+    return (locs, []) if kind == "urlset" else ([], locs)
+
+
+def read_feed(body: bytes, base: str) -> list[str] | None:
+    """The linked pages of an RSS or Atom feed's entries; None if it is not a feed."""
+    import feedparser
+
+    # A stream, never bytes or str: feedparser treats a string as a URL or a file name to open.
+    parsed = feedparser.parse(io.BytesIO(body), sanitize_html=False, resolve_relative_uris=False)
+    if not parsed.get("version") and not parsed.entries:
+        return None
+    links = []
+    for entry in parsed.entries:
+        href = entry.get("link")
+        if not href:
+            href = next((x.get("href") for x in entry.get("links", []) if x.get("href")), None)
+        if href:
+            links.append(urljoin(base, href.strip()))
+    return links
+
+
+def gunzip(body: bytes, max_bytes: int) -> bytes:
+    """Decompress a gzip body (a .xml.gz sitemap), stopping at max_bytes."""
+    if body[:2] != b"\x1f\x8b":
+        return body
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = decompressor.decompress(body, max_bytes + 1)
+    except zlib.error as exc:
+        raise SkipSource("", f"corrupt gzip data: {exc}", kind="decoding") from exc
+    if len(out) > max_bytes:
+        raise SkipSource("", f"larger than {max_bytes} bytes (decompressed)", kind="too_large")
+    return out
+
+
+def sniff_xml(body: bytes) -> str | None:
+    """"sitemap", "feed" or None, from the first bytes of a (decompressed) body."""
+    head = body[:2048].lower()
+    if b"<urlset" in head or b"<sitemapindex" in head:
+        return "sitemap"
+    if b"<rss" in head or b"<feed" in head or b"<rdf:rdf" in head:
+        return "feed"
+    return None
+
+
+# ---------------------------------------------------------------- the crawl
+
+
+@dataclass(frozen=True)
+class CrawlOptions:
+    """How far and how fast one crawl goes. Limits apply per source."""
+
+    scope: str = "path"  # "path": under the start URL's folder; "host": the whole host
+    include: tuple[str, ...] = ()  # regular expressions; a URL must match one of them
+    exclude: tuple[str, ...] = ()  # regular expressions; a URL matching any is not fetched
+    depth: int | None = None  # links followed from the start page; None: no limit
+    max_pages: int | None = DEFAULT_MAX_PAGES  # page requests per source
+    max_time: float | None = None  # seconds per source
+    robots: bool = True  # obey robots.txt (and meta robots)
+    concurrency: int = DEFAULT_CONCURRENCY
+    allow_private: bool = False  # allow non-public addresses even when the start host is public
+    on_progress: Callable[[CrawlResult], None] | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        if self.scope not in ("path", "host"):
+            raise UsageError(f"--scope must be path or host, not {self.scope!r}")
+        for name, value in (("--depth", self.depth), ("--max-pages", self.max_pages)):
+            if value is not None and value < 0:
+                raise UsageError(f"{name} must be 0 or more")
+        if self.concurrency < 1:
+            raise UsageError("--concurrency must be at least 1")
+        compile_patterns(self.include, "--include")
+        compile_patterns(self.exclude, "--exclude")
+
+
+@dataclass
+class CrawlResult:
+    """What one crawl did, filled in while it runs (progress displays read it live).
+
+    `complete` is True once the crawl ran out of pages to fetch on its own: nothing was cut
+    short by --max-pages or --max-time, robots.txt could be read, and no page failed with a
+    transient error (timeout, connection, 5xx, 429). Only then does the set of pages it yielded
+    stand for the whole site, so only then may pages missing from it be pruned from an index.
+    `stopped` says why it is not complete ("max_pages", "max_time", "errors",
+    "robots_unavailable", "start_failed"); None while running and when complete.
+    """
+
+    start: str
+    kind: str = "site"  # "site" (crawled), "sitemap", "feed" or "page" (a non-HTML start)
+    discovered: int = 0  # distinct canonical URLs seen (links, sitemap and feed entries)
+    fetched: int = 0  # pages received (HTTP 2xx), robots.txt, sitemaps and feeds not counted
+    queued: int = 0  # in the frontier or being fetched
+    errors: int = 0  # pages that failed
+    skipped: Counter = field(default_factory=Counter)  # URLs never requested, by reason
+    start_names: set[str] = field(default_factory=set)  # the start page under every name
+    complete: bool | None = None
+    stopped: str | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "source": self.start, "kind": self.kind, "discovered": self.discovered,
+            "fetched": self.fetched, "errors": self.errors, "skipped": dict(self.skipped),
+            "complete": bool(self.complete), "stopped": self.stopped,
+        }
+
+
+@dataclass
+class _Item:
+    url: str
+    depth: int
+    streak: int = 0  # chained barren listing pages of this URL's pattern before it
+    follow: bool = True  # follow its links (not for sitemap and feed entries)
+
+
+_DISALLOW_ALL = object()  # robots.txt answered 5xx or not at all: RFC 9309 says assume disallow
+
+
+class Crawler:
+    """Breadth-first crawl of one source: yields each page to index, or the error instead.
+
+    Pages are yielded with `source` set to their canonical URL (after redirects and an in-scope
+    `<link rel="canonical">`), so a page reached by two URLs comes out once. Listing pages,
+    noindex pages and duplicates come out as SkipSource so that they are counted and reported;
+    URLs never requested (out of scope, robots.txt, depth, traps) are only counted, in
+    `result.skipped`.
+    """
+
+    def __init__(self, fetcher: Fetcher, options: CrawlOptions | None = None, user_agent_token: str = "kbindex",
+                 validators: Callable[[str], tuple[str | None, str | None]] | None = None):
+        self.fetcher = fetcher
+        # ETag / Last-Modified from the last run, for conditional GETs of pages whose links are
+        # not needed (sitemap and feed entries, a start page with depth 0): a 304 has no body,
+        # so a page that must be read for links is always fetched in full.
+        self.validators = validators or (lambda url: (None, None))
+        self.options = options or CrawlOptions()
+        self.token = user_agent_token
+        self._include = compile_patterns(self.options.include, "--include")
+        self._exclude = compile_patterns(self.options.exclude, "--exclude")
+
+    # -------------------------------------------------------- robots.txt
+
+    def _robots(self, url: str, result: CrawlResult, allow_private: bool):
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        if key in self._robots_cache:
+            return self._robots_cache[key]
+        from protego import Protego
+
+        robots_url = f"{parts.scheme}://{parts.netloc}/robots.txt"
+        rules = None
+        try:
+            page = self.fetcher.fetch(robots_url, accept=(), allow_private=allow_private)
+            rules = Protego.parse(page.body.decode("utf-8", "replace"))
+            delay = rules.crawl_delay(self.token)
+            if delay:
+                self.fetcher.throttle.set_delay(host_key(url), min(float(delay), MAX_CRAWL_DELAY))
+        except FetchError as exc:
+            # 4xx: there are no rules, everything is allowed. 5xx, timeouts, refused
+            # connections: the site cannot say, so nothing is fetched (RFC 9309, 2.3.1).
+            if exc.status is None or exc.status >= 500 or exc.status == 429:
+                rules = _DISALLOW_ALL
+                result.stopped = "robots_unavailable"
+                self._robots_error = exc
+        except SkipSource:
+            rules = None  # a robots.txt too large or of a strange type: no usable rules
+        self._robots_cache[key] = rules
+        return rules
+
+    def _allowed(self, url: str, result: CrawlResult, allow_private: bool) -> bool:
+        if not self.options.robots:
+            return True
+        rules = self._robots(url, result, allow_private)
+        if rules is None:
+            return True
+        if rules is _DISALLOW_ALL:
+            return False
+        return rules.can_fetch(url, self.token)
+
+    # -------------------------------------------------------- the scheduler
+
+    def crawl(self, start: str, result: CrawlResult | None = None) -> Iterator[Page | SourceError]:
+        """Pages of the site (or sitemap, or feed) at `start`, in breadth-first order."""
+        result = result if result is not None else CrawlResult(start)
+        options = self.options
+        self._robots_cache: dict = {}
+        self._seen: set[str] = set()
+        self._done: set[str] = set()  # canonical URLs of pages already handled
+        self._query_variants: Counter = Counter()
+        self._frontier: deque[_Item] = deque()
+        self._sitemaps_read = 0
+        self._transient = False
+        started = time.monotonic()
+        deadline = started + options.max_time if options.max_time else None
+        allow_private = options.allow_private or self.fetcher.is_private_host(start)
+        canonical_start = canonicalize(start) or start
+        result.start_names.update({start, canonical_start})
+        self._seen.add(canonical_start)
+        result.discovered += 1
+        self.scope = Scope.for_start(canonical_start, options.scope, self._include, self._exclude)
+
+        self._robots_error: FetchError | None = None
+        if not self._allowed(canonical_start, result, allow_private):
+            result.complete, result.stopped = False, result.stopped or "robots"
+            error = self._robots_error
+            if error is not None:
+                result.errors += 1
+                yield FetchError(start, f"robots.txt could not be read, so nothing is fetched: {error.reason}",
+                                 kind=error.kind, status=error.status)
+            else:
+                yield SkipSource(start, "disallowed by robots.txt", kind="robots")
+            return
+        etag, modified = self.validators(canonical_start) if options.depth == 0 else (None, None)
+        try:
+            page = self.fetcher.fetch(start, accept=START_TYPES, allow_private=allow_private,
+                                      etag=etag, last_modified=modified)
+        except SourceError as exc:
+            result.complete, result.stopped = False, "start_failed"
+            result.errors += isinstance(exc, FetchError)
+            yield exc
+            return
+        if page.status == 304:  # unchanged since the last run: nothing to read or follow
+            result.kind, result.complete = "page", True
+            result.fetched += 1
+            yield replace(page, source=canonical_start)
+            return
+        final = canonicalize(page.url or start) or canonical_start
+        result.start_names.add(final)
+        if final != canonical_start and not self.scope.in_roots(final):
+            # The start URL redirected (http -> https, / -> /en/): crawl where it led.
+            self.scope = self.scope.widen(final, options.scope)
+        yield from self._start(page, start, final, result, allow_private)
+
+        pool = ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="kbindex-fetch")
+        # Results are handled in the order requests were made (breadth-first, deterministic: the
+        # same site gives the same pages in the same order, so "first of two duplicates" is
+        # stable); a window of queued requests keeps the workers busy behind a slow page.
+        inflight: deque[tuple[Future, _Item]] = deque()
+        window = options.concurrency * 4
+        requested = result.fetched  # the start page counts against --max-pages
+        try:
+            while self._frontier or inflight:
+                if deadline is not None and time.monotonic() >= deadline:
+                    result.stopped = "max_time"
+                    break
+                while self._frontier and len(inflight) < window:
+                    if options.max_pages is not None and requested >= options.max_pages:
+                        break
+                    item = self._frontier.popleft()
+                    inflight.append((pool.submit(self._fetch, item.url, allow_private, not item.follow), item))
+                    requested += 1
+                result.queued = len(self._frontier) + len(inflight)
+                if not inflight:
+                    result.stopped = "max_pages"
+                    break
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                future, item = inflight[0]
+                if not wait([future], timeout=timeout).done:
+                    continue  # the deadline passed: stopped at the top of the loop
+                inflight.popleft()
+                yield from self._handle(item, future, result, allow_private)
+                if options.on_progress:
+                    options.on_progress(result)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        result.queued = 0
+        if result.stopped is None and self._transient:
+            result.stopped = "errors"
+        result.complete = result.stopped is None
+        if result.stopped and self._frontier:
+            result.skipped["not_fetched"] += len(self._frontier)
+
+    def _start(self, page: Page, start: str, final: str, result: CrawlResult, allow_private: bool):
+        """The start URL decides what the source is: a site, a sitemap, a feed or one page."""
+        try:
+            body = gunzip(page.body, self.fetcher.max_bytes)
+        except SkipSource as exc:
+            yield SkipSource(start, exc.reason, kind=exc.kind)
+            return
+        xml = sniff_xml(body) if not is_html(page) else None
+        if xml == "sitemap":
+            result.kind = "sitemap"
+            self.scope = self.scope.widen(final, "host")
+            self._read_sitemap_body(body, final, result, allow_private)
+            return
+        if xml == "feed":
+            entries = read_feed(body, final)
+            if entries is not None:
+                result.kind = "feed"
+                self.scope = self.scope.widen(final, "host")
+                parent = _Item(final, -1, follow=False)  # entries are depth 0: --depth does not apply
+                for link in entries:
+                    self._enqueue(link, None, parent, barren=False, result=result,
+                                  allow_private=allow_private, follow=False)
+                return
+        if not is_html(page):
+            media = (page.content_type or "").split(";")[0].strip().lower()
+            if media in XML_TYPES or xml:
+                yield SkipSource(start, f"not a page, sitemap or feed (Content-Type {media or 'none'})",
+                                 kind="not_html")
+                return
+            result.kind = "page"  # Markdown, reStructuredText or plain text: index it as it is
+            result.fetched += 1
+            self._done.add(final)
+            yield Page(source=final, body=page.body, content_type=page.content_type, url=page.url,
+                       status=page.status, etag=page.etag, last_modified=page.last_modified)
+            return
+        result.kind = "site"
+        item = _Item(canonicalize(start) or start, 0)
+        analysis = analyze(page, page.url or start)
+        if analysis.nesting > MAX_NESTING:
+            yield SkipSource(start, f"markup nested more than {MAX_NESTING} elements deep", kind="too_deep")
+            return
+        future: Future = Future()
+        future.set_result((page, analysis))
+        yield from self._handle(item, future, result, allow_private)
+        if self.options.robots:
+            rules = self._robots(final, result, allow_private)
+            if rules is not None and rules is not _DISALLOW_ALL:
+                for sitemap in rules.sitemaps:
+                    self._read_sitemap(sitemap, result, allow_private)
+
+    def _read_sitemap(self, url: str, result: CrawlResult, allow_private: bool, level: int = 0) -> None:
+        if self._sitemaps_read >= MAX_SITEMAPS or level > 3:
+            return
+        self._sitemaps_read += 1
+        try:
+            page = self.fetcher.fetch(url, accept=(), allow_private=allow_private)
+            body = gunzip(page.body, self.fetcher.max_bytes)
+        except SourceError:
+            result.skipped["sitemap_failed"] += 1
+            return
+        self._read_sitemap_body(body, url, result, allow_private, level)
+
+    def _read_sitemap_body(self, body: bytes, url: str, result: CrawlResult, allow_private: bool,
+                           level: int = 0) -> None:
+        parsed = read_sitemap(body, self.fetcher.max_bytes)
+        if parsed is None:
+            result.skipped["sitemap_failed"] += 1
+            return
+        pages, children = parsed
+        # Entries are the site's own list of its pages: depth 1, links followed as usual when
+        # the source is a site, not followed when the source is the sitemap itself.
+        follow = result.kind == "site"
+        parent = _Item(url, 0 if follow else -1, follow=follow)
+        for link in pages:
+            self._enqueue(link, None, parent, barren=False, result=result, allow_private=allow_private,
+                          follow=follow)
+        for child in children:
+            child_url = canonicalize(child, url)
+            if child_url and urlsplit(child_url).netloc == urlsplit(url).netloc:
+                self._read_sitemap(child_url, result, allow_private, level + 1)
+
+    def _fetch(self, url: str, allow_private: bool, conditional: bool = False) -> tuple[Page, Analysis | None]:
+        """Runs in a worker thread: download and parse."""
+        etag, modified = self.validators(url) if conditional else (None, None)
+        page = self.fetcher.fetch(url, accept=PAGE_TYPES, allow_private=allow_private,
+                                  etag=etag, last_modified=modified)
+        if page.status == 304:
+            return page, None
+        if not is_html(page):
+            media = (page.content_type or "").split(";")[0].strip().lower() or "none"
+            raise SkipSource(url, f"not an HTML page (Content-Type {media})", kind="not_html")
+        analysis = analyze(page, page.url or url)
+        if analysis.nesting > MAX_NESTING:
+            raise SkipSource(url, f"markup nested more than {MAX_NESTING} elements deep", kind="too_deep")
+        return page, analysis
+
+    def _handle(self, item: _Item, future: Future, result: CrawlResult, allow_private: bool):
+        try:
+            page, analysis = future.result()
+        except SkipSource as exc:
+            yield exc
+            return
+        except FetchError as exc:
+            result.errors += 1
+            self._transient = self._transient or exc.transient
+            yield exc
+            return
+        result.fetched += 1
+        if page.status == 304:  # a sitemap or feed entry unchanged since the last run
+            self._done.add(item.url)
+            yield replace(page, source=item.url)
+            return
+        final = canonicalize(page.url or item.url) or item.url
+        if final != item.url:
+            if final in self._done:
+                yield SkipSource(item.url, f"redirects to {final}, already seen", kind="duplicate")
+                return
+            if not self.scope.contains(final) and item.depth > 0:
+                yield SkipSource(item.url, f"redirects out of scope to {final}", kind="out_of_scope")
+                return
+            self._seen.add(final)
+        self._done.add(final)
+        name = final
+        if analysis.canonical:
+            canonical = canonicalize(analysis.canonical)
+            if canonical and canonical != final and self.scope.contains(canonical):
+                if canonical in self._done:
+                    yield SkipSource(final, f"same page as {canonical} (rel=canonical)", kind="duplicate")
+                    self._follow(item, final, analysis, result, allow_private)
+                    return
+                self._seen.add(canonical)
+                self._done.add(canonical)
+                name = canonical
+        if item.depth == 0:
+            result.start_names.update({final, name})
+        self._follow(item, final, analysis, result, allow_private)
+        if analysis.noindex and self.options.robots:
+            yield SkipSource(name, "meta robots noindex", kind="noindex")
+        elif analysis.listing:
+            yield SkipSource(name, "listing page: its links were followed, it is not indexed",
+                             kind="listing")
+        else:
+            media = page.content_type or "text/html"
+            if not media.lower().startswith(HTML_TYPES):
+                media = "text/html"  # sniffed as HTML: let the extractor treat it so
+            yield Page(source=name, body=page.body, content_type=media, url=page.url,
+                       status=page.status, etag=page.etag, last_modified=page.last_modified)
+
+    def _follow(self, item: _Item, final: str, analysis: Analysis, result: CrawlResult,
+                allow_private: bool) -> None:
+        if not item.follow or (analysis.nofollow and self.options.robots):
+            return
+        pattern = url_pattern(final)
+        links = []
+        new_elsewhere = False
+        for link in analysis.links:
+            url = canonicalize(link)
+            if url is None:
+                continue
+            links.append(url)
+            if url not in self._seen and url_pattern(url) != pattern and self.scope.contains(url):
+                new_elsewhere = True
+        barren = (analysis.listing or analysis.thin) and not new_elsewhere
+        for url in links:
+            self._enqueue(url, pattern, item, barren, result, allow_private, follow=True)
+
+    def _enqueue(self, url: str, parent_pattern: str | None, parent: _Item, barren: bool,
+                 result: CrawlResult, allow_private: bool, follow: bool) -> None:
+        url = canonicalize(url)
+        if url is None or url in self._seen:
+            return
+        self._seen.add(url)
+        result.discovered += 1
+        reason = self._refuse(url, parent, parent_pattern, barren, result, allow_private)
+        if reason:
+            result.skipped[reason] += 1
+            return
+        streak = parent.streak + 1 if barren and url_pattern(url) == parent_pattern else 0
+        self._frontier.append(_Item(url, parent.depth + 1, streak, follow))
+
+    def _refuse(self, url, parent, parent_pattern, barren, result, allow_private) -> str | None:
+        if not self.scope.contains(url):
+            return "out_of_scope"
+        path = urlsplit(url).path
+        if path.rsplit(".", 1)[-1].lower() in IGNORED_EXTENSIONS and "." in path.rsplit("/", 1)[-1]:
+            return "not_html"
+        if self.options.depth is not None and parent.depth + 1 > self.options.depth:
+            return "depth"
+        if trap_reason(url):
+            return "trap"
+        if urlsplit(url).query:
+            key = url.split("?", 1)[0]
+            self._query_variants[key] += 1
+            if self._query_variants[key] > MAX_QUERY_VARIANTS:
+                return "trap"
+        if barren and parent.streak + 1 > TRAP_STREAK and url_pattern(url) == parent_pattern:
+            return "trap"
+        if not self._allowed(url, result, allow_private):
+            return "robots"
+        return None
+
