@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,14 +15,19 @@ from kbindex import config as cfg
 from kbindex.errors import KbindexError
 
 
-def common_options(func):
+def common_options(func, collection: bool = True):
     """--db, --collection, --model and --device, each with its environment variable."""
+
+    def collection_option(f):
+        if not collection:
+            return f
+        return click.option("--collection", default=cfg.DEFAULT_COLLECTION, envvar=cfg.ENV_COLLECTION,
+                            show_default=True, help=f"Collection name. [env var: {cfg.ENV_COLLECTION}]")(f)
 
     @click.option("--db", type=click.Path(file_okay=False, path_type=Path), default=cfg.DEFAULT_DB,
                   envvar=cfg.ENV_DB, show_default=True,
                   help=f"Folder of the local index. [env var: {cfg.ENV_DB}]")
-    @click.option("--collection", default=cfg.DEFAULT_COLLECTION, envvar=cfg.ENV_COLLECTION,
-                  show_default=True, help=f"Collection name. [env var: {cfg.ENV_COLLECTION}]")
+    @collection_option
     @click.option("--model", default=cfg.DEFAULT_MODEL, envvar=cfg.ENV_MODEL, show_default=True,
                   help="sentence-transformers model name or folder; the default ships with "
                        f"kbindex. [env var: {cfg.ENV_MODEL}]")
@@ -29,7 +35,7 @@ def common_options(func):
                   default=cfg.DEFAULT_DEVICE, envvar=cfg.ENV_DEVICE, show_default=True,
                   help=f"Where the model runs; auto picks a GPU when present. [env var: {cfg.ENV_DEVICE}]")
     @functools.wraps(func)
-    def wrapper(*args, db, collection, model, device, **kwargs):
+    def wrapper(*args, db, model, device, collection=cfg.DEFAULT_COLLECTION, **kwargs):
         settings = cfg.Settings(db=db, collection=collection, model=model, device=device)
         return func(*args, settings=settings, **kwargs)
 
@@ -129,18 +135,25 @@ def index(sources, chunk_tokens, overlap, timeout, max_bytes, as_json, settings)
 @cli.command()
 @click.argument("text", required=False)
 @click.option("-k", "k", type=int, default=5, show_default=True, help="Hits per query.")
+@click.option("--mode", type=click.Choice(["hybrid", "vector", "keyword"]), default="hybrid",
+              show_default=True,
+              help="hybrid: keyword and semantic rankings fused; vector: semantic only; "
+                   "keyword: BM25 only.")
+@click.option("--per-doc", type=int, default=1, show_default=True,
+              help="At most N hits from one document; 0 returns every matching chunk.")
 @click.option("--where", "where", multiple=True, metavar="KEY=VALUE",
               help="Only chunks whose metadata KEY equals VALUE (repeatable; all must match).")
 @click.option("--queries", type=click.File("r"), help="File of queries, one a line ('-' is stdin).")
 @common_options
 @json_option
-def query(text, k, where, queries, as_json, settings):
+def query(text, k, mode, per_doc, where, queries, as_json, settings):
     """Search the collection for TEXT.
 
     \b
     Example:
       kbindex query "container app cannot find its managed identity" -k 3
-      kbindex query --queries questions.txt --json
+      kbindex query "0x80070002" --mode keyword
+      kbindex query --queries questions.txt --json --per-doc 0
     """
     from kbindex.errors import UsageError
     from kbindex.search import parse_where, search
@@ -158,18 +171,27 @@ def query(text, k, where, queries, as_json, settings):
         items = [text]
     where_clause = parse_where(where)
     collection = Store(settings.db).collection(settings.collection)
-    results = search(collection, _embedder(settings), items, k=k, where=where_clause)
+    embedder = _embedder(settings) if mode != "keyword" else None
+    results = search(collection, embedder, items, k=k, where=where_clause, mode=mode, per_doc=per_doc)
+    color = _color()
     for q, hits in zip(items, results):
         if as_json:
             click.echo(json.dumps({"query": q, "hits": [_hit_json(h) for h in hits]}))
         else:
-            _print_hits(q, hits, many=len(items) > 1)
+            _print_hits(q, hits, many=len(items) > 1, color=color)
+
+
+def _color() -> bool:
+    """Escape codes only for a terminal, and never when NO_COLOR is set (no-color.org)."""
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
 def _hit_json(hit) -> dict:
     return {
         "rank": hit.rank,
         "score": hit.score,
+        "vector_rank": hit.vector_rank,
+        "keyword_rank": hit.keyword_rank,
         "id": hit.id,
         "source": hit.source,
         "title": hit.title,
@@ -179,19 +201,86 @@ def _hit_json(hit) -> dict:
     }
 
 
-def _print_hits(q, hits, many: bool) -> None:
+def _print_hits(q, hits, many: bool, color: bool = False) -> None:
+    from kbindex.search import snippet
+
     if many:
         click.echo(f"# {q}")
     if not hits:
         click.echo("no hits")
     for hit in hits:
         where = f" > {hit.section}" if hit.section else ""
+        ranks = "  ".join(
+            f"{name} #{rank}" for name, rank in (("vector", hit.vector_rank), ("keyword", hit.keyword_rank))
+            if rank is not None
+        )
         click.echo(f"{hit.rank:>2}. {hit.score:.3f}  {hit.title}{where}")
-        click.echo(f"    {hit.source}")
-        snippet = " ".join(hit.text.split())
-        click.echo(f"    {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
+        click.echo(f"    {hit.source}" + (f"  ({ranks})" if ranks else ""))
+        text, spans = snippet(hit.text, q)
+        if color:
+            for start, end in reversed(spans):
+                text = text[:start] + click.style(text[start:end], bold=True, fg="yellow") + text[end:]
+        click.echo(f"    {text}", color=color)
     if many:
         click.echo()
+
+
+@cli.command("eval")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--split", default="test", show_default=True, help="Which qrels/<split>.tsv to score.")
+@click.option("--mode", "modes", multiple=True, type=click.Choice(["hybrid", "vector", "keyword"]),
+              help="Modes to evaluate (repeatable); default all three.")
+@click.option("--chunk-tokens", type=int, default=cfg.DEFAULT_CHUNK_TOKENS, show_default=True,
+              help="Chunk size used to index the corpus (each size gets its own collection).")
+@click.option("--overlap", type=int, default=cfg.DEFAULT_OVERLAP, show_default=True,
+              help="Chunk overlap used to index the corpus.")
+@functools.partial(common_options, collection=False)
+@json_option
+def evaluate(dataset, split, modes, chunk_tokens, overlap, as_json, settings):
+    """Score retrieval on a BEIR-layout data set: nDCG@10, Recall@10/100, MRR@10, latency.
+
+    DATASET is a folder with corpus.jsonl, queries.jsonl and qrels/<split>.tsv. The corpus is
+    indexed once into its own collection in --db (named after the data set, model and chunk
+    settings) and reused by later runs.
+
+    \b
+    Example:
+      kbindex eval ../shared/data/scifact --db .bench/eval-index
+      kbindex eval my-kb-eval --chunk-tokens 128 --mode hybrid --json
+    """
+    from dataclasses import replace
+
+    from kbindex import evaluate as ev
+    from kbindex.chunk import check_config
+    from kbindex.search import MODES, search
+    from kbindex.store import Store
+
+    data = ev.load_dataset(dataset, split)
+    embedder = _embedder(settings)
+    config = check_config(chunk_tokens, overlap, embedder.max_tokens)
+    name = ev.collection_name(data.name, embedder.name, chunk_tokens, overlap)
+    settings = replace(settings, collection=name)
+    _, reused = ev.ensure_indexed(data, settings, embedder, config,
+                                  progress=lambda line: click.echo(line, err=True))
+    collection = Store(settings.db).collection(name)
+
+    def searcher(queries, k, mode):
+        return search(collection, embedder, queries, k=k, mode=mode, per_doc=1)
+
+    results = ev.evaluate(data, searcher, modes or MODES)
+    info = {"dataset": data.name, "split": split, "queries": len(data.queries), "collection": name,
+            "model": embedder.name, "chunk_tokens": chunk_tokens, "overlap": overlap,
+            "reused": reused, "chunks": collection.count(), "modes": [r.as_dict() for r in results]}
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    click.echo(f"{data.name} ({split}): {len(data.queries)} queries, {info['chunks']} chunks in "
+               f"collection {name}{' (reused)' if reused else ''}")
+    click.echo(f"{'mode':<8} {'nDCG@10':>8} {'R@10':>7} {'R@100':>7} {'MRR@10':>7} {'p50 ms':>8} {'p95 ms':>8}")
+    for row in info["modes"]:
+        click.echo(f"{row['mode']:<8} {row['ndcg@10']:>8.4f} {row['recall@10']:>7.4f} "
+                   f"{row['recall@100']:>7.4f} {row['mrr@10']:>7.4f} "
+                   f"{row['latency_p50_ms']:>8.1f} {row['latency_p95_ms']:>8.1f}")
 
 
 @cli.command()

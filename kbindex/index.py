@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,6 +15,7 @@ from kbindex.errors import SkipSource, SourceError, UsageError
 from kbindex.extract import extract
 from kbindex.fetch import Fetcher, check_scheme
 from kbindex.files import read_file, walk
+from kbindex.lexical import LexicalIndex
 from kbindex.records import Chunk, Document, Page
 from kbindex.store import Collection, Store
 
@@ -126,6 +127,7 @@ class Indexer:
         self._pending: list[tuple[Document, list[Chunk], list[str]]] = []
         self._seen: set[str] = set()
         self.collection: Collection | None = None
+        self.lexical: LexicalIndex | None = None
 
     def check_model(self) -> None:
         """Refuse a model other than the collection's before loading it or writing anything."""
@@ -139,6 +141,9 @@ class Indexer:
         self.collection = store.create(
             self.settings.collection, self.embedder.name, self.embedder.dimension
         )
+        # The keyword index follows Chroma; an interrupted earlier run is healed from Chroma here.
+        self.lexical = LexicalIndex.open(self.settings.db, self.settings.collection)
+        self.lexical.heal(self.collection)
         return self.collection
 
     def run(self, sources: Sequence[Source]) -> Summary:
@@ -161,7 +166,26 @@ class Indexer:
         finally:
             if self.fetcher is None:
                 fetcher.close()
+        self._lexical().mark_clean()
         return self.summary
+
+    def add_documents(self, docs: Iterable[Document]) -> Summary:
+        """Index documents made elsewhere (kbindex eval's corpus entries) like extracted pages."""
+        if self.config is None:
+            raise ValueError("Indexer.config must be set before add_documents()")
+        self._indexed_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        collection = self.collection or self.open()
+        for doc in docs:
+            self.summary.sources += 1
+            self._add_document(doc, collection)
+        self._flush(collection)
+        self._lexical().mark_clean()
+        return self.summary
+
+    def _lexical(self) -> LexicalIndex:
+        if self.lexical is None:
+            self.lexical = LexicalIndex.open(self.settings.db, self.settings.collection)
+        return self.lexical
 
     def _add_page(self, page: Page, collection: Collection, explicit: bool) -> None:
         try:
@@ -169,6 +193,9 @@ class Indexer:
         except SourceError as exc:
             self._record(exc, explicit)
             return
+        self._add_document(doc, collection)
+
+    def _add_document(self, doc: Document, collection: Collection) -> None:
         chunks = chunk_document(doc, self.embedder.count_tokens, self.config)
         signature = self.config.signature()
         chunks = [_with_meta(c, chunking=signature, indexed_at=self._indexed_at) for c in chunks]
@@ -191,15 +218,19 @@ class Indexer:
             return
         texts = [c.embed_text for _, chunks, _ in self._pending for c in chunks]
         vectors = self.embedder.embed(texts)
+        lexical = self._lexical()
+        lexical.mark_dirty()  # until run() ends: tells the next run to reconcile after a crash
         offset = 0
         for doc, chunks, old_ids in self._pending:
             mine = vectors[offset:offset + len(chunks)]
             offset += len(chunks)
             # New chunks first, then the stale ones: a reader never sees the page missing.
             collection.upsert(chunks, mine, self.embedder.name)
+            lexical.upsert(chunks, self.embedder.name)
             stale = sorted(set(old_ids) - {c.id for c in chunks})
             if stale:
                 collection.delete(stale)
+                lexical.delete(stale)
             self.summary.indexed += 1
             self.summary.chunks_added += len(chunks)
             self.summary.chunks_deleted += len(stale)
