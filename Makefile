@@ -9,10 +9,45 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: help install demo test lint bench clean
+# Batch-job variables (see `make help`).
+COLLECTION ?=
+Q ?=
+K ?= 5
+CONFIG ?=
+EVAL_DATA ?= ../shared/data/scifact
+KB := $(BIN)/kbindex $(if $(CONFIG),--config $(CONFIG))
+COLL := $(if $(COLLECTION),--collection $(COLLECTION))
 
-help: ## List the targets
+.PHONY: help install demo test lint bench clean index reindex query eval stats verify
+
+help: ## List the targets and variables
+	@echo "Targets:"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@echo "Variables:"
+	@echo "  COLLECTION=name  only this collection (index, reindex, query, stats, verify)"
+	@echo "  Q=\"text\"         the query for 'make query'; K=5 hits"
+	@echo "  CONFIG=file     config file (default: ./kbindex.toml, see data/kbindex.example.toml)"
+	@echo "  EVAL_DATA=dir   BEIR-layout data set for 'make eval' (default: ../shared/data/scifact)"
+	@echo "  Environment: KBINDEX_DB, KBINDEX_COLLECTION, KBINDEX_MODEL, KBINDEX_CHROMA_URL, ..."
+
+index: install ## Index every source the config declares (COLLECTION=name for one)
+	$(KB) index $(COLL)
+
+reindex: install ## Rebuild: re-embed the configured collection(s) from scratch, then swap
+	$(KB) index --rebuild $(COLL)
+
+query: install ## Search: make query Q="printer offline" [COLLECTION=name] [K=5]
+	@test -n "$(Q)" || { echo 'usage: make query Q="your question"'; exit 2; }
+	$(KB) query "$(Q)" -k $(K) $(COLL)
+
+eval: install ## Evaluate retrieval on a BEIR data set (EVAL_DATA=dir)
+	$(KB) eval $(EVAL_DATA)
+
+stats: install ## Show collections and their sizes
+	$(KB) collections
+
+verify: install ## Check that the ledger, the vector store and the keyword index agree
+	$(KB) verify $(COLL)
 
 install: $(STAMP) ## Create .venv: torch 2.13.0 (CPU) first, then kbindex with its test extras
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -62,7 +61,10 @@ class KbindexGroup(click.Group):
 
 @click.group(cls=KbindexGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kbindex")
-def cli():
+@click.option("--config", "config_path", envvar="KBINDEX_CONFIG", metavar="FILE",
+              help="Project config file (default: ./kbindex.toml when present). [env var: KBINDEX_CONFIG]")
+@click.pass_context
+def cli(ctx, config_path):
     """Index a knowledge base into Chroma and search it.
 
     \b
@@ -70,6 +72,17 @@ def cli():
       kbindex index data/sample-kb
       kbindex query "my chat app will not start with roaming profiles"
     """
+    from kbindex.project import find_config, load_config
+
+    path = find_config(config_path)
+    config = load_config(path) if path else None
+    ctx.obj = config
+    if config is not None:
+        # Config values rank below options and environment variables: click's default_map.
+        ctx.default_map = {name: dict(config.defaults) for name in cli.commands}
+        ctx.default_map["collections"] = {
+            "delete": dict(config.defaults), **dict(config.defaults)
+        }
 
 
 def _embedder(settings):
@@ -144,9 +157,11 @@ def index(sources, chunk_tokens, overlap, timeout, max_bytes, as_json, settings)
 @click.option("--where", "where", multiple=True, metavar="KEY=VALUE",
               help="Only chunks whose metadata KEY equals VALUE (repeatable; all must match).")
 @click.option("--queries", type=click.File("r"), help="File of queries, one a line ('-' is stdin).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "jsonl", "csv"]), default=None,
+              help="Output format (default: table; --json means jsonl: one object per query per line).")
 @common_options
 @json_option
-def query(text, k, mode, per_doc, where, queries, as_json, settings):
+def query(text, k, mode, per_doc, where, queries, fmt, as_json, settings):
     """Search the collection for TEXT.
 
     \b
@@ -171,58 +186,13 @@ def query(text, k, mode, per_doc, where, queries, as_json, settings):
         items = [text]
     where_clause = parse_where(where)
     collection = Store(settings.db).collection(settings.collection)
-    embedder = _embedder(settings) if mode != "keyword" else None
+    embedder = _embedder(settings) if mode != "keyword" else None  # keyword mode loads no model
     results = search(collection, embedder, items, k=k, where=where_clause, mode=mode, per_doc=per_doc)
-    color = _color()
-    for q, hits in zip(items, results):
-        if as_json:
-            click.echo(json.dumps({"query": q, "hits": [_hit_json(h) for h in hits]}))
-        else:
-            _print_hits(q, hits, many=len(items) > 1, color=color)
+    from kbindex.output import render
 
-
-def _color() -> bool:
-    """Escape codes only for a terminal, and never when NO_COLOR is set (no-color.org)."""
-    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-
-
-def _hit_json(hit) -> dict:
-    return {
-        "rank": hit.rank,
-        "score": hit.score,
-        "vector_rank": hit.vector_rank,
-        "keyword_rank": hit.keyword_rank,
-        "id": hit.id,
-        "source": hit.source,
-        "title": hit.title,
-        "section": hit.section,
-        "text": hit.text,
-        "anchor": hit.anchor,
-    }
-
-
-def _print_hits(q, hits, many: bool, color: bool = False) -> None:
-    from kbindex.search import snippet
-
-    if many:
-        click.echo(f"# {q}")
-    if not hits:
-        click.echo("no hits")
-    for hit in hits:
-        where = f" > {hit.section}" if hit.section else ""
-        ranks = "  ".join(
-            f"{name} #{rank}" for name, rank in (("vector", hit.vector_rank), ("keyword", hit.keyword_rank))
-            if rank is not None
-        )
-        click.echo(f"{hit.rank:>2}. {hit.score:.3f}  {hit.title}{where}")
-        click.echo(f"    {hit.source}" + (f"  ({ranks})" if ranks else ""))
-        text, spans = snippet(hit.text, q)
-        if color:
-            for start, end in reversed(spans):
-                text = text[:start] + click.style(text[start:end], bold=True, fg="yellow") + text[end:]
-        click.echo(f"    {text}", color=color)
-    if many:
-        click.echo()
+    fmt = fmt or ("jsonl" if as_json else "table")
+    out = click.get_text_stream("stdout")
+    click.echo(render(list(zip(items, results)), fmt, tty=out.isatty()), nl=False, color=True)
 
 
 @cli.command("eval")
@@ -342,6 +312,122 @@ def sources(as_json, settings):
         return
     for row in rows:
         click.echo(f"{row['chunks']:>5}  {row['indexed_at'] or '':<20}  {row['title']}\n       {row['source']}")
+
+
+@cli.command("export")
+@click.option("-o", "--output", type=click.File("w", encoding="utf-8"), default="-",
+              help="File to write (default: stdout).")
+@click.option("--with-vectors", is_flag=True, help="Include each chunk's embedding, so import needs no model.")
+@common_options
+def export_cmd(output, with_vectors, settings):
+    """Write the collection's chunks with metadata as JSON Lines.
+
+    The first line is a header naming the collection, model and dimension; each further line
+    is one chunk. Streams: memory stays flat however large the collection.
+
+    \b
+    Example:
+      kbindex export --with-vectors -o helpdesk.jsonl
+    """
+    from kbindex.store import Store
+    from kbindex.transfer import export_jsonl
+
+    collection = Store(settings.db).collection(settings.collection)
+    n = export_jsonl(collection, output, with_vectors=with_vectors)
+    if output is not sys.stdout and getattr(output, "name", "<stdout>") != "<stdout>":
+        click.echo(f"exported {n} chunks from {collection.name!r} to {output.name}", err=True)
+
+
+@cli.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@common_options
+@json_option
+@click.pass_context
+def import_cmd(ctx, file, as_json, settings):
+    """Read a `kbindex export` file into a collection.
+
+    The collection is the one named in the file unless --collection is given. With vectors in
+    the file nothing is re-embedded; without, the chunks are embedded with the file's model.
+
+    \b
+    Example:
+      kbindex import helpdesk.jsonl --chroma-url http://search-host:8000
+    """
+    from kbindex.index import import_chunks
+    from kbindex.transfer import read_export
+
+    header, rows = read_export(file, getattr(file, "name", "<stdin>"))
+    if ctx.get_parameter_source("collection") in (click.core.ParameterSource.DEFAULT, None):
+        settings = cfg.Settings(db=settings.db, collection=header.collection, model=header.model,
+                                device=settings.device)
+    else:
+        settings = cfg.Settings(db=settings.db, collection=settings.collection, model=header.model,
+                                device=settings.device)
+    result = import_chunks(settings, header, rows, embedder_factory=lambda: _embedder(settings))
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"imported {result['chunks']} chunks into {result['collection']!r} "
+                   f"({result['embedded']} embedded, model {result['model']})")
+
+
+@cli.group("collections", invoke_without_command=True)
+@common_options
+@json_option
+@click.pass_context
+def collections_cmd(ctx, as_json, settings):
+    """List collections with their model, documents, chunks and last indexed time.
+
+    \b
+    Example:
+      kbindex collections
+      kbindex collections delete old-kb --yes
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from kbindex.store import Store
+
+    store = Store(settings.db)
+    rows = []
+    for name in store.collection_names():
+        collection = store.collection(name)
+        sources, last = set(), ""
+        for match in collection.scan():
+            sources.add(match.metadata.get("source"))
+            last = max(last, str(match.metadata.get("indexed_at", "")))
+        rows.append({"collection": name, "model": collection.model, "documents": len(sources),
+                     "chunks": collection.count(), "last_indexed": last or None})
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo(f"no collections in {store.location}")
+        return
+    headers = ("collection", "model", "documents", "chunks", "last_indexed")
+    table = [headers] + [tuple("" if r[h] is None else str(r[h]) for h in headers) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+@collections_cmd.command("delete")
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@common_options
+def collections_delete(name, yes, settings):
+    """Delete collection NAME and all its chunks (asks first unless --yes).
+
+    \b
+    Example:
+      kbindex collections delete old-kb --yes
+    """
+    from kbindex.index import delete_collection
+
+    if not yes and not click.confirm(f"Delete collection {name!r} and all its chunks?", default=False):
+        click.echo("nothing deleted", err=True)
+        sys.exit(1)
+    delete_collection(settings, name)
+    click.echo(f"deleted collection {name!r}")
 
 
 def main():

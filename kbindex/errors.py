@@ -60,3 +60,9 @@ class LockedError(KbindexError):
 
 class ModelError(KbindexError):
     """The embedding model could not be loaded."""
+
+
+class ConfigError(KbindexError):
+    """The project config file is invalid; the message names the file, line and key."""
+
+    exit_code = 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from kbindex.chunk import ChunkConfig, chunk_document
@@ -149,7 +149,7 @@ class Indexer:
     def run(self, sources: Sequence[Source]) -> Summary:
         if self.config is None:
             raise ValueError("Indexer.config must be set before run()")
-        self._indexed_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._indexed_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         collection = self.collection or self.open()
         fetcher = self.fetcher or Fetcher()
         try:
@@ -173,7 +173,7 @@ class Indexer:
         """Index documents made elsewhere (kbindex eval's corpus entries) like extracted pages."""
         if self.config is None:
             raise ValueError("Indexer.config must be set before add_documents()")
-        self._indexed_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._indexed_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         collection = self.collection or self.open()
         for doc in docs:
             self.summary.sources += 1
@@ -253,3 +253,52 @@ class Indexer:
 
 def _with_meta(chunk: Chunk, **extra: str) -> Chunk:
     return replace(chunk, metadata={**chunk.metadata, **extra})
+
+
+def import_chunks(settings: Settings, header, rows, embedder_factory) -> dict:
+    """Write exported chunks into a collection, embedding those that carry no vector."""
+    store = Store(settings.db)
+    dimension = header.dimension
+    embedder = None
+    collection = None
+    written = embedded = 0
+    batch: list[tuple[Chunk, list[float] | None]] = []
+    lexical = LexicalIndex.open(settings.db, settings.collection)
+
+    def flush() -> None:
+        nonlocal embedder, collection, written, embedded, dimension
+        missing = [c for c, v in batch if v is None]
+        vectors_for_missing: list = []
+        if missing:
+            embedder = embedder or embedder_factory()
+            if embedder.name != header.model:
+                raise UsageError(f"the export was made with model {header.model!r}, which is not available here")
+            vectors_for_missing = embedder.embed([c.embed_text for c in missing])
+            embedded += len(missing)
+        it = iter(vectors_for_missing)
+        vectors = [v if v is not None else next(it) for _, v in batch]
+        if collection is None:
+            dimension = dimension or len(vectors[0])
+            collection = store.create(settings.collection, header.model, dimension)
+            lexical.mark_dirty()
+        collection.upsert([c for c, _ in batch], vectors, header.model)
+        lexical.upsert([c for c, _ in batch], header.model)
+        written += len(batch)
+        batch.clear()
+
+    for item in rows:
+        batch.append(item)
+        if len(batch) >= 256:
+            flush()
+    if batch:
+        flush()
+    if collection is None and dimension:  # an export of an empty collection
+        store.create(settings.collection, header.model, dimension)
+    lexical.mark_clean()
+    return {"collection": settings.collection, "model": header.model, "chunks": written, "embedded": embedded}
+
+
+def delete_collection(settings: Settings, name: str) -> None:
+    """Drop a collection."""
+    Store(settings.db).delete_collection(name)
+    LexicalIndex.open(settings.db, name).drop()

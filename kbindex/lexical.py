@@ -176,6 +176,17 @@ class LexicalIndex:
         with self._transaction():
             self._conn.executemany(f"DELETE FROM {self._chunks} WHERE id = ?", ((i,) for i in ids))
 
+    def drop(self) -> None:
+        """Remove this collection's tables (the collection was deleted)."""
+        name = self.collection
+        self._conn.executescript(f"""
+            BEGIN IMMEDIATE;
+            DROP TABLE IF EXISTS {self._fts};
+            DROP TABLE IF EXISTS {self._chunks};
+            DELETE FROM kbindex_lexical_state WHERE collection = '{name}';
+            COMMIT;
+        """)
+
     def mark_dirty(self) -> None:
         """Record that Chroma is about to change; cleared by mark_clean after this index caught up."""
         self._set_dirty(1)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kbindex.embed import Embedder
 from kbindex.errors import CollectionError, UsageError
-from kbindex.lexical import LexicalIndex, LexicalMatch, query_terms
+from kbindex.lexical import LexicalIndex, LexicalMatch
 from kbindex.records import Hit
 from kbindex.store import Collection, Match
 
@@ -163,34 +162,3 @@ def _hit(rank: int, c: _Candidate, mode: str) -> Hit:
         keyword_rank=c.keyword_rank,
     )
 
-
-def term_spans(text: str, query: str) -> list[tuple[int, int]]:
-    """(start, end) of the words in text that match a query term, in order, not overlapping.
-
-    A term matches a word that equals it or extends it (printer for print, identifiers as typed),
-    ignoring case; terms shorter than three characters must match whole words.
-    """
-    terms = sorted(query_terms(query), key=len, reverse=True)
-    if not terms:
-        return []
-    parts = [re.escape(t) + (r"\w*" if len(t) >= 3 else "") for t in terms]
-    pattern = re.compile(r"(?<![\w])(?:" + "|".join(parts) + r")(?![\w])", re.IGNORECASE)
-    return [m.span() for m in pattern.finditer(text)]
-
-
-def snippet(text: str, query: str, width: int = 240) -> tuple[str, list[tuple[int, int]]]:
-    """A window of at most width characters of text (whitespace collapsed) around the first
-    query term, and the spans of the query terms inside it."""
-    flat = " ".join(text.split())
-    spans = term_spans(flat, query)
-    start = 0
-    if spans and spans[0][1] > width:
-        start = max(0, spans[0][0] - width // 4)
-        start = flat.rfind(" ", 0, start) + 1 if flat.rfind(" ", 0, start) >= 0 else start
-    end = min(len(flat), start + width)
-    window = flat[start:end]
-    prefix = "…" if start > 0 else ""
-    suffix = "…" if end < len(flat) else ""
-    shift = len(prefix) - start
-    inside = [(s + shift, e + shift) for s, e in spans if s >= start and e <= end]
-    return prefix + window + suffix, inside

@@ -23,6 +23,7 @@ class Match:
     distance: float
     text: str
     metadata: dict
+    vector: list[float] | None = None
 
 
 def _chroma_settings():
@@ -100,6 +101,14 @@ class Store:
         if not self.exists():
             return []
         return sorted(c if isinstance(c, str) else c.name for c in self.client.list_collections())
+
+    def delete_collection(self, name: str) -> None:
+        """Drop a collection and all its chunks."""
+        self.collection(name)  # a clear error when it does not exist
+        try:
+            self.client.delete_collection(name)
+        except Exception as exc:
+            raise StoreError(f"cannot delete collection {name!r}: {exc}") from exc
 
     def _others(self, name: str) -> str:
         others = [n for n in self.collection_names() if n != name]
@@ -182,18 +191,22 @@ class Collection:
     def for_source(self, source: str) -> list[Match]:
         return self.get(where={"source": source})
 
-    def scan(self, include_text: bool = False) -> Iterator[Match]:
-        """Every chunk, a page at a time."""
-        include = ["metadatas", "documents"] if include_text else ["metadatas"]
+    def scan(self, include_text: bool = False, include_vectors: bool = False) -> Iterator[Match]:
+        """Every chunk, a page at a time (constant memory)."""
+        include = ["metadatas"] + (["documents"] if include_text else [])
+        include += ["embeddings"] if include_vectors else []
         offset = 0
         while True:
             result = self._call(self._raw.get, include=include, limit=PAGE, offset=offset)
             if not result["ids"]:
                 return
-            docs = result.get("documents") or [None] * len(result["ids"])
-            for i, d, m in zip(result["ids"], docs, result["metadatas"]):
-                yield Match(i, 0.0, d or "", m or {})
-            offset += len(result["ids"])
+            n = len(result["ids"])
+            docs = result.get("documents") or [None] * n
+            vectors = result.get("embeddings")
+            vectors = [None] * n if vectors is None else vectors
+            for i, d, m, v in zip(result["ids"], docs, result["metadatas"], vectors):
+                yield Match(i, 0.0, d or "", m or {}, None if v is None else [float(x) for x in v])
+            offset += n
 
     def similar(self, vectors: Sequence[Sequence[float]], k: int, where: dict | None = None) -> list[list[Match]]:
         """The k nearest chunks to each query vector (cosine distance)."""

@@ -39,13 +39,3 @@ def kb(db, monkeypatch):
 
     run.json = lambda *args: json.loads(run(*args, "--json").stdout)
     return run
-
-
-@pytest.fixture(scope="session")
-def real_model():
-    """The packaged all-MiniLM-L6-v2, loaded once for the end-to-end tests."""
-    from kbindex.embed import load_embedder
-
-    embedder = load_embedder("all-MiniLM-L6-v2", "cpu")
-    embedder.dimension  # load now
-    return embedder

@@ -1,12 +1,10 @@
 """Keyword index, hybrid search, per-document collapsing and highlighting (real Chroma, fake embedder)."""
 
 import json
-import sys
 
 import pytest
 
 from kbindex.lexical import LexicalIndex, Row, match_expression, query_terms
-from kbindex.search import snippet, term_spans
 from kbindex.store import Store
 from tests.conftest import SAMPLE_KB
 
@@ -177,16 +175,6 @@ def test_keyword_query_without_words_finds_nothing(kb):
     assert kb.json("query", "?!?", "--mode", "keyword")["hits"] == []
 
 
-def test_snippet_highlights_query_terms():
-    text = "Intro. " + "filler words here. " * 30 + "Set AZURE_CLIENT_ID and restart printers now."
-    window, spans = snippet(text, "azure_client_id printer", width=120)
-    assert window.startswith("…") and len(window) <= 122
-    assert [window[s:e] for s, e in spans] == ["AZURE_CLIENT_ID", "printers"]
-    cats = "The cat sat on a catalog"
-    assert [cats[s:e] for s, e in term_spans(cats, "cat")] == ["cat", "catalog"]
-    assert term_spans("an id, identity", "id") == [(3, 5)]  # short terms match whole words only
-
-
 def test_human_output_is_plain_when_not_a_terminal(kb):
     kb("index", str(SAMPLE_KB))
     out = kb("query", "max_wal_size checkpoints")
@@ -195,24 +183,17 @@ def test_human_output_is_plain_when_not_a_terminal(kb):
     assert "(vector #" in out.stdout or "(keyword #" in out.stdout
 
 
-def test_human_output_highlights_on_a_terminal_unless_no_color(monkeypatch, capsys):
-    from kbindex import cli
+def test_table_highlights_query_terms_and_shows_ranks_on_a_terminal(monkeypatch):
+    from kbindex.output import render
     from kbindex.records import Hit
 
-    class Tty:
-        def isatty(self):
-            return True
-
-    with monkeypatch.context() as patched:
-        patched.setattr(sys, "stdout", Tty())
-        patched.delenv("NO_COLOR", raising=False)
-        assert cli._color() is True
-        patched.setenv("NO_COLOR", "1")
-        assert cli._color() is False
-    hit = Hit(1, 0.5, "x", "/kb/a.md", "A", "", "Raise max_wal_size now", vector_rank=2)
-    cli._print_hits("max_wal_size", [hit], many=False, color=True)
-    out = capsys.readouterr().out
-    assert "\x1b[1mmax_wal_size\x1b[0m" in out.replace("\x1b[33m", "") and "(vector #2)" in out
+    hit = Hit(1, 0.5, "x", "/kb/a.md", "A", "", "Raise max_wal_size now", vector_rank=2, keyword_rank=1)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    out = render([("max_wal_size", [hit])], "table", tty=True)
+    assert "max_wal_size\x1b[0m" in out and "(vector #2, keyword #1)" in out
+    monkeypatch.setenv("NO_COLOR", "1")
+    plain = render([("max_wal_size", [hit])], "table", tty=True)
+    assert "\x1b[1m" not in plain and "\x1b[33m" not in plain and "(vector #2, keyword #1)" in plain
 
 
 @pytest.mark.parametrize("args,message", [
@@ -233,3 +214,15 @@ def test_json_hits_for_all_chunks_from_stdin(kb):
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert lines[0]["hits"][0]["source"].endswith("postgresql-wal-disk-full.md")
     assert lines[1]["hits"][0]["source"].endswith("container-app-managed-identity-not-assigned.html")
+
+
+def test_import_and_collection_delete_keep_the_keyword_index_in_step(kb, db, tmp_path):
+    kb("index", str(SAMPLE_KB))
+    export = tmp_path / "kb.jsonl"
+    kb("export", "--with-vectors", "-o", str(export))
+    kb("import", str(export), "--collection", "copy-kb")
+    assert LexicalIndex.open(db, "copy-kb").ids() == _chroma_ids(db, "copy-kb")
+    hits = kb.json("query", "AZURE_CLIENT_ID", "--collection", "copy-kb", "--mode", "keyword")["hits"]
+    assert hits[0]["source"].endswith("container-app-managed-identity-not-assigned.html")
+    kb("collections", "delete", "copy-kb", "--yes")
+    assert LexicalIndex.open(db, "copy-kb").count() == 0
