@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-BENCHMARKS = ["bench_index"]
+BENCHMARKS = ["bench_index", "bench_search"]
 
 
 def main() -> int:

@@ -222,7 +222,7 @@ def evaluate(dataset, split, modes, chunk_tokens, overlap, as_json, settings):
 
     from kbindex import evaluate as ev
     from kbindex.chunk import check_config
-    from kbindex.search import MODES, search
+    from kbindex.search import MODES, open_lexical, search
     from kbindex.store import Store
 
     data = ev.load_dataset(dataset, split)
@@ -234,8 +234,10 @@ def evaluate(dataset, split, modes, chunk_tokens, overlap, as_json, settings):
                                   progress=lambda line: click.echo(line, err=True))
     collection = Store(settings.db).collection(name)
 
+    lexical = open_lexical(collection)
+
     def searcher(queries, k, mode):
-        return search(collection, embedder, queries, k=k, mode=mode, per_doc=1)
+        return search(collection, embedder, queries, k=k, mode=mode, per_doc=1, lexical=lexical)
 
     results = ev.evaluate(data, searcher, modes or MODES)
     info = {"dataset": data.name, "split": split, "queries": len(data.queries), "collection": name,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,13 +107,22 @@ class LexicalIndex:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
             index = cls(conn, collection)
-            index._create()
+            if not index._exists():
+                index._create()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the keyword index at {path}: {exc}") from exc
         return index
 
     def close(self) -> None:
         self._conn.close()
+
+    def _exists(self) -> bool:
+        """True when this collection's tables are there (opening for a query then writes nothing)."""
+        row = self._conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE name IN (?, ?, 'kbindex_lexical_state')",
+            (f"{self.collection}:chunks", f"{self.collection}:fts"),
+        ).fetchone()
+        return row[0] == 3
 
     def _create(self) -> None:
         name = self.collection
@@ -214,6 +223,13 @@ class LexicalIndex:
 
     def ids(self) -> set[str]:
         return {r[0] for r in self._conn.execute(f"SELECT id FROM {self._chunks}")}
+
+    def rows(self) -> Iterator[Row]:
+        """Every stored row."""
+        for i, source, context, text, meta in self._conn.execute(
+            f"SELECT id, source, context, text, meta FROM {self._chunks} ORDER BY rowid"
+        ):
+            yield Row(i, source, context, text, json.loads(meta))
 
     def metadata(self) -> dict[str, dict]:
         """Every chunk's stored metadata, by id."""
