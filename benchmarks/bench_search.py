@@ -94,9 +94,9 @@ def _fusion_variants(data, settings, embedder) -> list[str]:
     vectors = embedder.embed(texts)
     depth = 1000
     vec = {}
-    for start in range(0, len(ids), 50):
-        for qid, matches in zip(ids[start:start + 50],
-                                collection.similar(vectors[start:start + 50], depth), strict=True):
+    for start in range(0, len(ids), 10):  # 10 x 1000 results: within Chroma's SQL variable limit
+        for qid, matches in zip(ids[start:start + 10],
+                                collection.similar(vectors[start:start + 10], depth), strict=True):
             vec[qid] = [(m.id, doc_id(m.metadata["source"]), 1 - m.distance) for m in matches]
     kw = {qid: [(m.id, doc_id(m.metadata["source"]), m.score) for m in lexical.search(text, depth)]
           for qid, text in zip(ids, texts, strict=True)}

@@ -231,6 +231,19 @@ class LexicalIndex:
         ):
             yield Row(i, source, context, text, json.loads(meta))
 
+    def stored(self, ids: Sequence[str]) -> dict[str, tuple[str, dict]]:
+        """(text, metadata) of the given chunks that are here, by id."""
+        out: dict[str, tuple[str, dict]] = {}
+        ids = list(ids)
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            marks = ",".join("?" * len(part))
+            for i, t, m in self._conn.execute(
+                f"SELECT id, text, meta FROM {self._chunks} WHERE id IN ({marks})", part
+            ):
+                out[i] = (t, json.loads(m))
+        return out
+
     def metadata(self) -> dict[str, dict]:
         """Every chunk's stored metadata, by id."""
         return {i: json.loads(m) for i, m in self._conn.execute(f"SELECT id, meta FROM {self._chunks}")}
@@ -241,6 +254,19 @@ class LexicalIndex:
         if expression is None or k < 1:
             return []
         conditions, params = _where_sql(where)
+        if not conditions:
+            # Rank inside the FTS5 table first, then read only the k winners' rows: joining
+            # before ORDER BY would read the row of every chunk that matches any term.
+            sql = (
+                f"SELECT c.id, m.s, c.text, c.meta FROM (SELECT rowid, bm25({self._fts}) AS s "
+                f"FROM {self._fts} WHERE {self._fts} MATCH ? ORDER BY s LIMIT ?) AS m "
+                f"JOIN {self._chunks} AS c ON c.rowid = m.rowid ORDER BY m.s"
+            )
+            try:
+                rows = self._conn.execute(sql, (expression, k)).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"keyword search failed: {exc}") from exc
+            return [LexicalMatch(i, round(-s, 6), t, json.loads(m)) for i, s, t, m in rows]
         sql = (
             f"SELECT c.id, bm25({self._fts}) AS s, c.text, c.meta FROM {self._fts} "
             f"JOIN {self._chunks} AS c ON c.rowid = {self._fts}.rowid "

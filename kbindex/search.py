@@ -17,7 +17,8 @@ RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al. 2009), the 
 # Chunks each retriever contributes to the fusion: deeper lists let a document that one retriever
 # ranks low still gain from the other (measured on SciFact, docs/benchmarks.md).
 CANDIDATES = 100
-DEFAULT_PER_DOC = 1  # hits per document shown to people; 0 keeps every chunk
+DEFAULT_PER_DOC = 1
+MAX_RESULTS_PER_CALL = 10_000  # hits per document shown to people; 0 keeps every chunk
 
 
 def parse_where(pairs: Sequence[str]) -> dict | None:
@@ -91,16 +92,38 @@ def search(
         depth = max(depth, candidates)
     vector_lists: list[list[Match]] = [[] for _ in queries]
     keyword_lists: list[list[LexicalMatch]] = [[] for _ in queries]
+    lexical = lexical or open_lexical(collection)
     if mode in ("vector", "hybrid"):
         collection.check_model(embedder.name)
         vectors = embedder.embed(list(queries))
-        vector_lists = collection.similar(vectors, depth, where)
+        # Chroma fetches all results of one call in a single SQL statement, which allows some
+        # 32,000 variables: split a large batch of queries to stay well below that.
+        step = max(1, MAX_RESULTS_PER_CALL // depth)
+        vector_lists = [
+            matches
+            for start in range(0, len(vectors), step)
+            for matches in collection.similar(vectors[start:start + step], depth, where, include_text=False)
+        ]
+        vector_lists = _with_text(vector_lists, collection, lexical)
     if mode in ("keyword", "hybrid"):
-        lexical = lexical or open_lexical(collection)
         keyword_lists = [lexical.search(q, depth, where) for q in queries]
     return [
         _rank(_fuse(v, kw), mode, k, per_doc)
         for v, kw in zip(vector_lists, keyword_lists)
+    ]
+
+
+def _with_text(lists: list[list[Match]], collection: Collection, lexical: LexicalIndex) -> list[list[Match]]:
+    """Fill in text and metadata of vector matches from the keyword index (one SQLite read);
+    chunks it lacks (an index run in progress) are read from Chroma."""
+    wanted = list(dict.fromkeys(m.id for matches in lists for m in matches))
+    stored = lexical.stored(wanted)
+    missing = [i for i in wanted if i not in stored]
+    if missing:
+        stored.update((m.id, (m.text, m.metadata)) for m in collection.get(ids=missing, include_text=True))
+    return [
+        [Match(m.id, m.distance, *stored.get(m.id, ("", {}))) for m in matches]
+        for matches in lists
     ]
 
 

@@ -208,20 +208,26 @@ class Collection:
                 yield Match(i, 0.0, d or "", m or {}, None if v is None else [float(x) for x in v])
             offset += n
 
-    def similar(self, vectors: Sequence[Sequence[float]], k: int, where: dict | None = None) -> list[list[Match]]:
-        """The k nearest chunks to each query vector (cosine distance)."""
+    def similar(self, vectors: Sequence[Sequence[float]], k: int, where: dict | None = None,
+                include_text: bool = True) -> list[list[Match]]:
+        """The k nearest chunks to each query vector (cosine distance).
+
+        include_text=False returns ids and distances only (text "" and metadata {}): reading
+        documents and metadata is most of the cost of a deep query.
+        """
         k = max(1, min(k, self.count()))
+        include = ["metadatas", "documents", "distances"] if include_text else ["distances"]
         result = self._call(
             self._raw.query,
             query_embeddings=[list(v) for v in vectors],
             n_results=k,
             where=where,
-            include=["metadatas", "documents", "distances"],
+            include=include,
         )
         out = []
-        for ids, dists, docs, metas in zip(
-            result["ids"], result["distances"], result["documents"], result["metadatas"]
-        ):
+        for n, (ids, dists) in enumerate(zip(result["ids"], result["distances"])):
+            docs = result["documents"][n] if include_text else [""] * len(ids)
+            metas = result["metadatas"][n] if include_text else [{}] * len(ids)
             out.append([Match(i, float(d), t or "", m or {}) for i, d, t, m in zip(ids, dists, docs, metas)])
         return out
 
