@@ -55,7 +55,7 @@ class _Candidate:
 
 def search(
     collection: Collection,
-    embedder: Embedder,
+    embedder: Embedder | None,
     queries: Sequence[str],
     k: int = 5,
     where: dict | None = None,
@@ -93,7 +93,13 @@ def search(
     vector_lists: list[list[Match]] = [[] for _ in queries]
     keyword_lists: list[list[LexicalMatch]] = [[] for _ in queries]
     lexical = lexical or open_lexical(collection)
+    keyword_job = None
+    if mode == "hybrid":
+        # BM25 (SQLite) and the query embedding (torch) both release the GIL: run them side by side.
+        keyword_job = _executor().submit(lambda: [lexical.search(q, depth, where) for q in queries])
     if mode in ("vector", "hybrid"):
+        if embedder is None:
+            raise ValueError(f"mode {mode!r} needs an embedder")
         collection.check_model(embedder.name)
         vectors = embedder.embed(list(queries))
         # Chroma fetches all results of one call in a single SQL statement, which allows some
@@ -104,13 +110,29 @@ def search(
             for start in range(0, len(vectors), step)
             for matches in collection.similar(vectors[start:start + step], depth, where, include_text=False)
         ]
+        if keyword_job is not None:
+            keyword_job.result()  # the connection is free again before it is read below
         vector_lists = _with_text(vector_lists, collection, lexical)
-    if mode in ("keyword", "hybrid"):
+    if keyword_job is not None:
+        keyword_lists = keyword_job.result()
+    elif mode == "keyword":
         keyword_lists = [lexical.search(q, depth, where) for q in queries]
     return [
         _rank(_fuse(v, kw), mode, k, per_doc)
         for v, kw in zip(vector_lists, keyword_lists)
     ]
+
+
+_EXECUTOR = None
+
+
+def _executor():
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbindex-keyword")
+    return _EXECUTOR
 
 
 def _with_text(lists: list[list[Match]], collection: Collection, lexical: LexicalIndex) -> list[list[Match]]:

@@ -226,3 +226,15 @@ def test_import_and_collection_delete_keep_the_keyword_index_in_step(kb, db, tmp
     assert hits[0]["source"].endswith("container-app-managed-identity-not-assigned.html")
     kb("collections", "delete", "copy-kb", "--yes")
     assert LexicalIndex.open(db, "copy-kb").count() == 0
+
+
+def test_large_collections_leave_out_terms_found_in_most_chunks(lexical, monkeypatch):
+    import kbindex.lexical as lx
+
+    assert lexical._expression("installer 0x80000003") == '"installer" OR "0x80000003"'
+    monkeypatch.setattr(lx, "PRUNE_MIN_CHUNKS", 1)  # as if the 9 chunks were a large collection
+    # "installer" is in 2 of 9 chunks (more than 20%): dropped; the error code stays
+    assert lexical._expression("installer 0x80000003") == '"0x80000003"'
+    assert [m.id for m in lexical.search("installer 0x80000003", 5)] == ["code3"]
+    # every term common: the rarest one is kept, so the query still finds something
+    assert lexical._expression("installer the fails") in ('"installer"', '"fails"')
