@@ -14,14 +14,19 @@ from kbindex import config as cfg
 from kbindex.errors import KbindexError
 
 
-def common_options(func):
+def common_options(func, collection: bool = True):
     """--db, --collection, --model, --device, --backend, --quantize and --chroma-url, each with its env var."""
+
+    def collection_option(f):
+        if not collection:
+            return f
+        return click.option("--collection", default=cfg.DEFAULT_COLLECTION, envvar=cfg.ENV_COLLECTION,
+                            show_default=True, help=f"Collection name. [env var: {cfg.ENV_COLLECTION}]")(f)
 
     @click.option("--db", type=click.Path(file_okay=False, path_type=Path), default=cfg.DEFAULT_DB,
                   envvar=cfg.ENV_DB, show_default=True,
                   help=f"Folder of the local index, its ledger and write lock. [env var: {cfg.ENV_DB}]")
-    @click.option("--collection", default=cfg.DEFAULT_COLLECTION, envvar=cfg.ENV_COLLECTION,
-                  show_default=True, help=f"Collection name. [env var: {cfg.ENV_COLLECTION}]")
+    @collection_option
     @click.option("--model", default=cfg.DEFAULT_MODEL, envvar=cfg.ENV_MODEL, show_default=True,
                   help="sentence-transformers model name or folder; the default ships with "
                        f"kbindex. [env var: {cfg.ENV_MODEL}]")
@@ -40,7 +45,8 @@ def common_options(func):
                   help="int8: faster ONNX model with slightly different vectors; a collection holds "
                        f"one kind. [env var: {cfg.ENV_QUANTIZE}]")
     @functools.wraps(func)
-    def wrapper(*args, db, collection, model, device, chroma_url, backend, quantize, **kwargs):
+    def wrapper(*args, db, model, device, chroma_url, backend, quantize, collection=cfg.DEFAULT_COLLECTION,
+                **kwargs):
         settings = cfg.Settings(db=db, collection=collection, model=model, device=device,
                                 chroma_url=chroma_url or None, backend=backend, quantize=quantize)
         return func(*args, settings=settings, **kwargs)
@@ -343,6 +349,12 @@ def verify(repair, wait, as_json, settings):
 @cli.command()
 @click.argument("text", required=False)
 @click.option("-k", "k", type=int, default=5, show_default=True, help="Hits per query.")
+@click.option("--mode", type=click.Choice(["hybrid", "vector", "keyword"]), default="hybrid",
+              show_default=True,
+              help="hybrid: keyword and semantic rankings fused; vector: semantic only; "
+                   "keyword: BM25 only.")
+@click.option("--per-doc", type=int, default=1, show_default=True,
+              help="At most N hits from one document; 0 returns every matching chunk.")
 @click.option("--where", "where", multiple=True, metavar="KEY=VALUE",
               help="Only chunks whose metadata KEY equals VALUE (repeatable; all must match).")
 @click.option("--queries", type=click.File("r"), help="File of queries, one a line ('-' is stdin).")
@@ -350,13 +362,14 @@ def verify(repair, wait, as_json, settings):
               help="Output format (default: table; --json means jsonl: one object per query per line).")
 @common_options
 @json_option
-def query(text, k, where, queries, fmt, as_json, settings):
+def query(text, k, mode, per_doc, where, queries, fmt, as_json, settings):
     """Search the collection for TEXT.
 
     \b
     Example:
       kbindex query "container app cannot find its managed identity" -k 3
-      kbindex query --queries questions.txt --json
+      kbindex query "0x80070002" --mode keyword
+      kbindex query --queries questions.txt --json --per-doc 0
     """
     from kbindex.errors import UsageError
     from kbindex.search import parse_where, search
@@ -374,7 +387,8 @@ def query(text, k, where, queries, fmt, as_json, settings):
         items = [text]
     where_clause = parse_where(where)
     collection = Store(settings.db, settings.chroma_url).collection(settings.collection)
-    results = search(collection, _embedder(settings), items, k=k, where=where_clause)
+    embedder = _embedder(settings) if mode != "keyword" else None  # keyword mode loads no model
+    results = search(collection, embedder, items, k=k, where=where_clause, mode=mode, per_doc=per_doc)
     from kbindex.output import render
 
     fmt = fmt or ("jsonl" if as_json else "table")
@@ -418,6 +432,66 @@ def extract_command(source, timeout, max_bytes, as_json):
         anchor = f"  #{section['anchor']}" if section["anchor"] else ""
         click.echo(f"\n## {section['heading'] or '(top)'}{anchor}")
         click.echo(section["text"])
+
+
+@cli.command("eval")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--split", default="test", show_default=True, help="Which qrels/<split>.tsv to score.")
+@click.option("--mode", "modes", multiple=True, type=click.Choice(["hybrid", "vector", "keyword"]),
+              help="Modes to evaluate (repeatable); default all three.")
+@click.option("--chunk-tokens", type=int, default=cfg.DEFAULT_CHUNK_TOKENS, show_default=True,
+              help="Chunk size used to index the corpus (each size gets its own collection).")
+@click.option("--overlap", type=int, default=cfg.DEFAULT_OVERLAP, show_default=True,
+              help="Chunk overlap used to index the corpus.")
+@functools.partial(common_options, collection=False)
+@json_option
+def evaluate(dataset, split, modes, chunk_tokens, overlap, as_json, settings):
+    """Score retrieval on a BEIR-layout data set: nDCG@10, Recall@10/100, MRR@10, latency.
+
+    DATASET is a folder with corpus.jsonl, queries.jsonl and qrels/<split>.tsv. The corpus is
+    indexed once into its own collection in --db (named after the data set, model and chunk
+    settings) and reused by later runs.
+
+    \b
+    Example:
+      kbindex eval ../shared/data/scifact --db .bench/eval-index
+      kbindex eval my-kb-eval --chunk-tokens 128 --mode hybrid --json
+    """
+    from dataclasses import replace
+
+    from kbindex import evaluate as ev
+    from kbindex.chunk import check_config
+    from kbindex.search import MODES, open_lexical, search
+    from kbindex.store import Store
+
+    data = ev.load_dataset(dataset, split)
+    embedder = _embedder(settings)
+    config = check_config(chunk_tokens, overlap, embedder.max_tokens)
+    name = ev.collection_name(data.name, embedder.name, chunk_tokens, overlap)
+    settings = replace(settings, collection=name)
+    _, reused = ev.ensure_indexed(data, settings, embedder, config,
+                                  progress=lambda line: click.echo(line, err=True))
+    collection = Store(settings.db, settings.chroma_url).collection(name)
+
+    lexical = open_lexical(collection)
+
+    def searcher(queries, k, mode):
+        return search(collection, embedder, queries, k=k, mode=mode, per_doc=1, lexical=lexical)
+
+    results = ev.evaluate(data, searcher, modes or MODES)
+    info = {"dataset": data.name, "split": split, "queries": len(data.queries), "collection": name,
+            "model": embedder.name, "chunk_tokens": chunk_tokens, "overlap": overlap,
+            "reused": reused, "chunks": collection.count(), "modes": [r.as_dict() for r in results]}
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    click.echo(f"{data.name} ({split}): {len(data.queries)} queries, {info['chunks']} chunks in "
+               f"collection {name}{' (reused)' if reused else ''}")
+    click.echo(f"{'mode':<8} {'nDCG@10':>8} {'R@10':>7} {'R@100':>7} {'MRR@10':>7} {'p50 ms':>8} {'p95 ms':>8}")
+    for row in info["modes"]:
+        click.echo(f"{row['mode']:<8} {row['ndcg@10']:>8.4f} {row['recall@10']:>7.4f} "
+                   f"{row['recall@100']:>7.4f} {row['mrr@10']:>7.4f} "
+                   f"{row['latency_p50_ms']:>8.1f} {row['latency_p95_ms']:>8.1f}")
 
 
 @cli.command()

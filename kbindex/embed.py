@@ -143,6 +143,21 @@ class SentenceTransformerEmbedder:
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
+        if len(texts) == 1 and self._device in ("cpu", "auto") and str(self.model.device) == "cpu":
+            # One query on one thread: waking torch's other threads costs more than it saves for a
+            # short text, and under CPU contention it collapses (SciFact queries on 2 busy cores:
+            # p50 59 ms with 2 threads, 16 ms with 1; docs/benchmarks.md).
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                return self._encode(texts)
+            finally:
+                torch.set_num_threads(threads)
+        return self._encode(texts)
+
+    def _encode(self, texts: Sequence[str]) -> list[list[float]]:
         vectors = self.model.encode(
             list(texts),
             batch_size=self.batch_size,

@@ -22,6 +22,7 @@ from kbindex.extract import extract
 from kbindex.fetch import Fetcher, check_scheme
 from kbindex.files import read_file, walk
 from kbindex.ledger import Entry, Ledger
+from kbindex.lexical import LexicalIndex
 from kbindex.lock import WriteLock
 from kbindex.records import Chunk, Document, Page, text_hash
 from kbindex.store import Collection, Store
@@ -289,6 +290,8 @@ class Indexer:
         self._dimension_checked = False
         self._texts: dict[str, str] = {}  # content hash -> first source with that text
         self.collection: Collection | None = None
+        self.lexical: LexicalIndex | None = None
+        self._lexical_flagged = False
 
     def check_model(self) -> None:
         """Refuse a model other than the collection's before loading it or writing anything."""
@@ -320,6 +323,9 @@ class Indexer:
                 self._entries = {}
             # A store filled before the ledger existed: find old chunks by their source metadata.
             self._adopt = not self._entries and count > 0
+            # The keyword index follows Chroma; an interrupted earlier run is healed from Chroma.
+            self.lexical = LexicalIndex.open(self.settings.db, self.settings.collection)
+            self.lexical.heal(self.collection)
         except BaseException:
             self.close()
             raise
@@ -327,6 +333,9 @@ class Indexer:
 
     def close(self) -> None:
         self.ledger.close()
+        if self.lexical is not None:
+            self.lexical.close()
+            self.lexical = None
         if self._own_lock:
             self.lock.release()
 
@@ -362,11 +371,30 @@ class Indexer:
                     self.summary.add_crawl(source.crawl)
             if self.prune:
                 self._prune_roots(sources)
+            self._finish()
             if self.summary.chunks_added or self.summary.chunks_deleted:
                 self.ledger.collect_garbage()
         finally:
             if self.fetcher is None:
                 fetcher.close()
+        return self.summary
+
+    def add_documents(self, docs: Iterable[Document], root: str) -> Summary:
+        """Index documents made elsewhere (kbindex eval's corpus entries) like extracted pages."""
+        if self.config is None:
+            raise ValueError("Indexer.config must be set before add_documents()")
+        self._indexed_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if self.collection is None:
+            self.open()
+        for doc in docs:
+            self.summary.sources += 1
+            entry = self._entries.get(doc.source)
+            if self._current(entry) and entry.content_hash == doc.content_hash:
+                self.summary.unchanged += 1
+                continue
+            self._queue(root, Page(source=doc.source, body=b""), None, doc, entry)
+        self._flush()
+        self._finish()
         return self.summary
 
     def _current(self, entry: Entry | None) -> bool:
@@ -412,10 +440,14 @@ class Indexer:
         if first != doc.source:  # the same article under another URL or file name
             self._record(source, SkipSource(doc.source, f"same text as {first}", kind="duplicate"))
             return
+        self._queue(self._root(source, entry), page, body_hash, doc, entry)
+
+    def _queue(self, root: str, page: Page, body_hash: str | None, doc: Document, entry: Entry | None) -> None:
+        """Chunk a changed document and add it to the batch being embedded."""
         chunks = chunk_document(doc, self.embedder.count_tokens, self.config)
         signature = self.config.signature()
         chunks = [_with_meta(c, chunking=signature, indexed_at=self._indexed_at) for c in chunks]
-        self._pending.append(_Update(self._root(source, entry), page, body_hash, doc, chunks, entry))
+        self._pending.append(_Update(root, page, body_hash, doc, chunks, entry))
         if sum(len(u.chunks) for u in self._pending) >= EMBED_BATCH:
             self._flush()
 
@@ -492,11 +524,29 @@ class Indexer:
     # The one place where chunks enter and leave the store: indexes kept beside Chroma hook here.
 
     def _write_chunks(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> None:
+        self._lexical_dirty()
         self.collection.upsert(chunks, vectors, self.collection.model)
+        self.lexical.upsert(chunks, self.collection.model)
 
     def _delete_chunks(self, ids: Sequence[str]) -> None:
         if ids:
+            self._lexical_dirty()
             self.collection.delete(ids)
+            self.lexical.delete(ids)
+
+    def _lexical_dirty(self) -> None:
+        """Flag the keyword index until the run ends, so a crash is reconciled from Chroma."""
+        if self.lexical is None:
+            self.lexical = LexicalIndex.open(self.settings.db, self.settings.collection)
+        if not self._lexical_flagged:
+            self.lexical.mark_dirty()
+            self._lexical_flagged = True
+
+    def _finish(self) -> None:
+        """End of a write: the keyword index is in step with Chroma again."""
+        if self._lexical_flagged:
+            self.lexical.mark_clean()
+            self._lexical_flagged = False
 
     # -- import ---------------------------------------------------------------------------------
 
@@ -559,6 +609,7 @@ class Indexer:
             stale = [i for entry, old in updates for i in old if i not in set(entry.chunk_ids)]
             self._delete_chunks(stale)
             self.ledger.commit(entry for entry, _ in updates)
+        self._finish()
         return {"collection": name, "model": model, "chunks": written, "embedded": embedded,
                 "documents": len(sources)}
 
@@ -641,6 +692,7 @@ class Indexer:
                 self.summary.pruned += 1
         if chosen:
             self._remove(list(chosen.values()), reason="deleted")
+        self._finish()
         return sorted(chosen)
 
 
@@ -711,6 +763,7 @@ def delete_collection(settings: Settings, name: str) -> None:
         ledger = Ledger(settings.db, ledger_scope(target))
         ledger.drop_scope()
         ledger.close()
+        LexicalIndex.open(settings.db, name).drop()
 
 
 REBUILD_SUFFIX = "--rebuild"
@@ -755,6 +808,11 @@ def rebuild(settings: Settings, embedder: Embedder, config: ChunkConfig, args: S
         temp_ledger = Ledger(settings.db, ledger_scope(temp))
         temp_ledger.move_scope(ledger_scope(settings))
         temp_ledger.close()
+        # The keyword index is keyed by collection name: rebuild the swapped-in one from Chroma.
+        LexicalIndex.open(settings.db, temp.collection).drop()
+        lexical = LexicalIndex.open(settings.db, name)
+        lexical.sync(store.collection(name))
+        lexical.close()
         if name in names:
             store.delete_collection(name + OLD_SUFFIX)
         return summary

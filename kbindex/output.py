@@ -79,7 +79,11 @@ def _table(query: str, hits: Sequence[Hit], many: bool, color: bool, links: bool
                      f"{style(heading, bold=True)}")
         url = hit_url(hit)
         shown = _link(url, url) if links else url
-        lines.append(f"    {style(shown, fg='blue') if color else shown}")
+        # Which retrievers found the hit, and how high: why it is there (hybrid search).
+        ranks = ", ".join(f"{name} #{rank}" for name, rank in
+                          (("vector", hit.vector_rank), ("keyword", hit.keyword_rank)) if rank is not None)
+        lines.append(f"    {style(shown, fg='blue') if color else shown}"
+                     + (f"  {style(f'({ranks})', dim=True)}" if ranks else ""))
         lines.append(f"    {highlight(snippet(hit.text, terms), terms, color)}")
     return "\n".join(lines) + "\n\n"
 

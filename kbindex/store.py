@@ -213,12 +213,20 @@ class Collection:
         size = self.store.max_batch_size()
         for start in range(0, len(chunks), size):
             part = chunks[start:start + size]
+            metadatas = [chunk_metadata(c, model) for c in part]
+            # Chroma's upsert merges metadata into what a chunk had: a key the page no longer
+            # has (an author removed, say) must be set to None to be dropped.
+            old = self._call(self._raw.get, ids=[c.id for c in part], include=["metadatas"])
+            previous = dict(zip(old["ids"], old["metadatas"]))
+            for chunk, meta in zip(part, metadatas):
+                for key in (previous.get(chunk.id) or {}):
+                    meta.setdefault(key, None)
             self._call(
                 self._raw.upsert,
                 ids=[c.id for c in part],
                 embeddings=[list(v) for v in vectors[start:start + size]],
                 documents=[c.text for c in part],
-                metadatas=[chunk_metadata(c, model) for c in part],
+                metadatas=metadatas,
             )
 
     def delete(self, ids: Sequence[str]) -> None:
@@ -265,21 +273,27 @@ class Collection:
             return None
         return len(embeddings[0])
 
-    def similar(self, vectors: Sequence[Sequence[float]], k: int, where: dict | None = None) -> list[list[Match]]:
-        """The k nearest chunks to each query vector (cosine distance)."""
+    def similar(self, vectors: Sequence[Sequence[float]], k: int, where: dict | None = None,
+                include_text: bool = True) -> list[list[Match]]:
+        """The k nearest chunks to each query vector (cosine distance).
+
+        include_text=False returns ids and distances only (text "" and metadata {}): reading
+        documents and metadata is most of the cost of a deep query.
+        """
         k = max(1, min(k, self.count()))
+        include = ["metadatas", "documents", "distances"] if include_text else ["distances"]
         result = self._call(
             self._raw.query,
             query_embeddings=[list(v) for v in vectors],
             n_results=k,
             where=where,
-            include=["metadatas", "documents", "distances"],
+            include=include,
         )
         out = []
-        for ids, dists, docs, metas in zip(
-            result["ids"], result["distances"], result["documents"], result["metadatas"], strict=True
-        ):
-            out.append([Match(i, float(d), t or "", m or {}) for i, d, t, m in zip(ids, dists, docs, metas, strict=True)])
+        for n, (ids, dists) in enumerate(zip(result["ids"], result["distances"])):
+            docs = result["documents"][n] if include_text else [""] * len(ids)
+            metas = result["metadatas"][n] if include_text else [{}] * len(ids)
+            out.append([Match(i, float(d), t or "", m or {}) for i, d, t, m in zip(ids, dists, docs, metas)])
         return out
 
     def _call(self, method, **kwargs):

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 
 from kbindex.chunk import ChunkConfig
 from kbindex.config import Settings
+from kbindex.crawl import CrawlOptions
 from kbindex.embed import Embedder
 from kbindex.errors import KbindexError
 from kbindex.index import _SCHEME, Indexer, Source, Summary
 from kbindex.ledger import Entry
+from kbindex.lexical import LexicalIndex
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Report:
 class _Findings:
     orphans: list[str] = field(default_factory=list)  # chunk ids no ledger entry lists
     broken: list[Entry] = field(default_factory=list)  # entries with missing chunks, or dirty
+    keyword_out_of_step: bool = False  # the BM25 index differs from the store
 
 
 def verify(settings: Settings, repair: bool = False, wait: bool = False,
@@ -56,7 +59,7 @@ def verify(settings: Settings, repair: bool = False, wait: bool = False,
             report.problems, report.sources, report.chunks = after.problems, after.sources, after.chunks
         return report
     finally:
-        indexer.ledger.close()
+        indexer.close()
         indexer.lock.release()
 
 
@@ -93,6 +96,16 @@ def _check(indexer: Indexer) -> tuple[Report, _Findings | None]:
         report.problems.append(
             f"{len(findings.orphans)} chunks in the store have no ledger entry "
             f"(from {len(sources)} sources, e.g. {sources[0]})")
+    lexical = LexicalIndex.open(indexer.settings.db, indexer.settings.collection)
+    try:
+        different, extra = lexical.differences(collection)
+    finally:
+        lexical.close()
+    if different or extra:
+        findings.keyword_out_of_step = True
+        report.problems.append(
+            f"the keyword index is out of step with the store: {len(different)} chunks missing or "
+            f"different, {len(extra)} that the store does not have")
     for entry in sorted(entries.values(), key=lambda e: e.source):
         missing = [i for i in entry.chunk_ids if i not in stored]
         if not entry.clean:
@@ -109,7 +122,13 @@ def _repair(indexer: Indexer, report: Report, findings: _Findings,
             embedder: Callable[[str], Embedder] | None) -> None:
     if findings.orphans:
         indexer._delete_chunks(findings.orphans)
+        indexer._finish()
         report.actions.append(f"deleted {len(findings.orphans)} chunks that no ledger entry lists")
+    if findings.keyword_out_of_step:
+        lexical = LexicalIndex.open(indexer.settings.db, indexer.settings.collection)
+        copied, deleted = lexical.sync(indexer.collection)
+        lexical.close()
+        report.actions.append(f"keyword index: copied {copied} chunks from the store, deleted {deleted}")
     if not findings.broken:
         return
     if embedder is None:
@@ -127,8 +146,9 @@ def _repair(indexer: Indexer, report: Report, findings: _Findings,
         worker.keep_roots = True
         with worker:
             worker.open()
-            summary = worker.run([Source("url" if _SCHEME.match(e.source) else "file", e.source)
-                                  for e in entries])
+            summary = worker.run([
+                Source("url", e.source, options=CrawlOptions(depth=0)) if _SCHEME.match(e.source)
+                else Source("file", e.source) for e in entries])
         report.repaired = summary
         report.actions.append(
             f"re-indexed {summary.indexed} sources ({summary.chunks_added} chunks written, "

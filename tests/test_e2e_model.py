@@ -48,10 +48,22 @@ def indexed(tmp_path_factory):
      "postgresql-wal-disk-full.md"),
 ])
 def test_paraphrased_question_finds_the_right_article_first(indexed, question, expected):
-    out = indexed("query", question, "-k", "3", "--json")
+    out = indexed("query", question, "-k", "3", "--json")  # default mode: hybrid
     hits = json.loads(out.stdout)["hits"]
     assert hits[0]["source"].endswith(expected), [h["source"] for h in hits]
-    assert hits[0]["score"] > 0.3
+    vector = json.loads(indexed("query", question, "-k", "1", "--mode", "vector", "--json").stdout)["hits"]
+    assert vector[0]["source"].endswith(expected) and vector[0]["score"] > 0.3
+
+
+@pytest.mark.parametrize("query,expected", [
+    ("0x80070002", "windows-update-error-0x80070002.rst"),
+    ("AZURE_CLIENT_ID", "container-app-managed-identity-not-assigned.html"),
+    ("max_wal_size", "postgresql-wal-disk-full.md"),
+])
+def test_exact_identifier_finds_the_article_that_contains_it(indexed, query, expected):
+    hits = json.loads(indexed("query", query, "-k", "3", "--json").stdout)["hits"]
+    assert hits[0]["source"].endswith(expected), [h["source"] for h in hits]
+    assert hits[0]["keyword_rank"] is not None  # the keyword index found it
 
 
 def test_reindexing_is_stable(indexed):

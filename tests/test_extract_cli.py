@@ -79,7 +79,7 @@ def test_hits_deep_link_to_the_section_that_answers(kb):
         base = server.url("/docs/")
     # Ranking is not under test here (the fake embedder is a bag of hashed words): each hit's
     # url must name the section its text came from.
-    hits = kb.json("query", "format quote_all plpgsql retries maxAttempts", "-k", "20")["hits"]
+    hits = kb.json("query", "format quote_all plpgsql retries maxAttempts", "-k", "20", "--per-doc", "0")["hits"]
     by_text = {h["text"].split("\n")[0]: h for h in hits}
     assert by_text["The function format produces output formatted according to a format string, "
                    "in a style similar to the C function sprintf."]["url"] == (

@@ -142,3 +142,19 @@ def test_the_server_going_away_mid_run_then_the_next_run_completes(kb, chroma, t
         assert result["failed"] == 0 and result["indexed"] + result["unchanged"] == 5
     assert kb("verify").exit_code == 0
     assert len(assert_consistent(db, url=chroma.url)["store"]) == 5
+
+
+def test_export_from_a_laptop_then_import_into_a_server(kb, chroma, folder, db, tmp_path):
+    kb("index", str(folder))  # the local store
+    dump = tmp_path / "kb.jsonl"
+    assert kb("export", "--with-vectors", "-o", str(dump)).exit_code == 0
+    team = tmp_path / "team-ledger"
+    out = kb("import", str(dump), "--chroma-url", chroma.url, "--db", str(team), "--json")
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["embedded"] == 0
+    stats = json.loads(kb("stats", "--chroma-url", chroma.url, "--db", str(team), "--json").stdout)
+    assert stats["store"] == chroma.url and stats["chunks"] == kb.json("stats")["chunks"]
+    hits = json.loads(kb("query", "printer spooler offline", "--chroma-url", chroma.url,
+                         "--db", str(team), "--json").stdout)["hits"]
+    assert hits[0]["source"].endswith("printer-offline-windows.html")
+    assert kb("verify", "--chroma-url", chroma.url, "--db", str(team)).exit_code == 0

@@ -1,0 +1,378 @@
+"""The keyword (BM25) index beside the Chroma collection: SQLite FTS5, one file per index folder.
+
+Chroma's local mode has no ranked full-text search, so kbindex keeps its own. FTS5 was chosen over
+bm25s (see docs/benchmarks.md): it ranks with BM25 (`bm25()`), stems with Porter, is transactional,
+updates a few rows without rebuilding anything, and ships with Python.
+
+The file `lexical.sqlite3` in the index folder holds, per collection, a table of chunks (same ids
+as in Chroma, with the metadata Chroma holds, so `--where` filters here too) and an FTS5 table over
+it. Chroma is written first, then this index, both idempotently; a `dirty` flag set before the first
+write of an index run and cleared after its last tells the next run to reconcile with Chroma (which
+holds every chunk's text and metadata, so no re-embedding is needed).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kbindex.chunk import context_line
+from kbindex.errors import StoreError, UsageError
+from kbindex.records import Chunk
+
+FILENAME = "lexical.sqlite3"
+# Porter stemming over unicode61 words; "_" and "-" separate words, so AZURE_CLIENT_ID is indexed as
+# azure+client+id and a query term typed that way is searched as that exact phrase (see _terms).
+TOKENIZER = "porter unicode61 remove_diacritics 2"
+
+# A query term: a run of word characters, with identifier joiners inside it kept together
+# (AZURE_CLIENT_ID, max_wal_size, pg_hba.conf, 0x80000003, en-US, C:\Windows).
+_TERM = re.compile(r"\w+(?:[._\-:/\\@]+\w+)*")
+# Query words that match most of a corpus: dropping them keeps BM25 fast on large collections and
+# changes its ranking little (their idf is near zero). Kept when a query has nothing else.
+STOPWORDS = frozenset(
+    "a an and are as at be but by for from has have he her his i if in into is it its me my no not "
+    "of on or our she so than that the their them then there these they this to was we were what "
+    "when where which who why will with would you your do does did can could how".split()
+)
+
+# Query terms found in more than this share of the chunks are left out of keyword queries (see
+# LexicalIndex._expression). Measured on SciFact and 100,000 chunks (docs/benchmarks.md): 0.2 costs
+# 0.0015 nDCG@10 and halves BM25 time on large collections.
+COMMON_SHARE = 0.2
+# ... but only in collections this large: in small ones BM25 is fast anyway, and a word in a fifth
+# of 50 chunks can still tell them apart.
+PRUNE_MIN_CHUNKS = 50_000
+
+
+@dataclass(frozen=True)
+class LexicalMatch:
+    """A chunk found by keyword search; score is BM25 (higher is better)."""
+
+    id: str
+    score: float
+    text: str
+    metadata: dict
+
+
+@dataclass(frozen=True)
+class Row:
+    """What the lexical index stores for one chunk."""
+
+    id: str
+    source: str
+    context: str  # "Title > Section", searched together with the text
+    text: str
+    metadata: dict  # the chunk's Chroma metadata
+
+    @classmethod
+    def from_stored(cls, id: str, text: str, metadata: dict) -> Row:
+        """The row for a chunk as Chroma holds it."""
+        title, section = str(metadata.get("title", "")), str(metadata.get("section", ""))
+        return cls(id, str(metadata.get("source", "")), context_line(title, section), text, dict(metadata))
+
+
+def query_terms(query: str) -> list[str]:
+    """The terms of a query as typed, stopwords left out unless nothing else remains."""
+    terms = list(dict.fromkeys(t for t in _TERM.findall(query)))
+    content = [t for t in terms if t.lower() not in STOPWORDS]
+    return content or terms
+
+
+def match_expression(query: str) -> str | None:
+    """An FTS5 query: each term quoted (an identifier becomes a phrase of its parts), OR-ed."""
+    terms = query_terms(query)
+    if not terms:
+        return None
+    return " OR ".join(f'"{t}"' for t in terms)
+
+
+class LexicalIndex:
+    """The BM25 index of one collection."""
+
+    def __init__(self, conn: sqlite3.Connection, collection: str):
+        self._conn = conn
+        self.collection = collection
+        # Collection names are validated ([a-zA-Z0-9._-]), so they are safe inside quotes.
+        self._chunks = f'"{collection}:chunks"'
+        self._fts = f'"{collection}:fts"'
+
+    @classmethod
+    def open(cls, db_dir: Path, collection: str) -> LexicalIndex:
+        """Open (creating when missing) the lexical index of a collection in an index folder."""
+        from kbindex.store import check_name
+
+        check_name(collection)
+        path = Path(db_dir) / FILENAME
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            index = cls(conn, collection)
+            if not index._exists():
+                index._create()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the keyword index at {path}: {exc}") from exc
+        return index
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _exists(self) -> bool:
+        """True when this collection's tables are there (opening for a query then writes nothing)."""
+        row = self._conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE name IN (?, ?, 'kbindex_lexical_state')",
+            (f"{self.collection}:chunks", f"{self.collection}:fts"),
+        ).fetchone()
+        return row[0] == 3
+
+    def _create(self) -> None:
+        name = self.collection
+        # executescript commits any open transaction first, so the script carries its own.
+        self._conn.executescript(f"""
+                BEGIN IMMEDIATE;
+                CREATE TABLE IF NOT EXISTS kbindex_lexical_state (
+                    collection TEXT PRIMARY KEY, dirty INTEGER NOT NULL DEFAULT 0);
+                CREATE TABLE IF NOT EXISTS {self._chunks} (
+                    rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, source TEXT NOT NULL,
+                    context TEXT NOT NULL, text TEXT NOT NULL, meta TEXT NOT NULL);
+                CREATE INDEX IF NOT EXISTS "{name}:by_source" ON {self._chunks}(source);
+                CREATE VIRTUAL TABLE IF NOT EXISTS {self._fts} USING fts5(
+                    context, text, content='{name}:chunks', content_rowid='rowid',
+                    tokenize='{TOKENIZER}');
+                CREATE TRIGGER IF NOT EXISTS "{name}:ai" AFTER INSERT ON {self._chunks} BEGIN
+                    INSERT INTO {self._fts}(rowid, context, text)
+                    VALUES (new.rowid, new.context, new.text);
+                END;
+                CREATE TRIGGER IF NOT EXISTS "{name}:ad" AFTER DELETE ON {self._chunks} BEGIN
+                    INSERT INTO {self._fts}({self._fts}, rowid, context, text)
+                    VALUES ('delete', old.rowid, old.context, old.text);
+                END;
+                CREATE TRIGGER IF NOT EXISTS "{name}:au" AFTER UPDATE ON {self._chunks} BEGIN
+                    INSERT INTO {self._fts}({self._fts}, rowid, context, text)
+                    VALUES ('delete', old.rowid, old.context, old.text);
+                    INSERT INTO {self._fts}(rowid, context, text)
+                    VALUES (new.rowid, new.context, new.text);
+                END;
+                INSERT OR IGNORE INTO kbindex_lexical_state(collection, dirty) VALUES ('{name}', 0);
+                COMMIT;
+            """)
+
+    def _transaction(self):
+        return _Transaction(self._conn)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def upsert(self, chunks: Sequence[Chunk], model: str) -> None:
+        """Add or replace chunks (by id), with the metadata Chroma stores for them."""
+        from kbindex.store import chunk_metadata
+
+        self.upsert_rows(
+            Row(c.id, c.source, context_line(c.title, c.section), c.text, chunk_metadata(c, model))
+            for c in chunks
+        )
+
+    def upsert_rows(self, rows: Iterable[Row]) -> None:
+        """Add or replace rows by id, in one transaction."""
+        with self._transaction():
+            self._conn.executemany(
+                f"INSERT INTO {self._chunks}(id, source, context, text, meta) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET source=excluded.source, context=excluded.context, "
+                "text=excluded.text, meta=excluded.meta",
+                ((r.id, r.source, r.context, r.text, json.dumps(r.metadata, sort_keys=True)) for r in rows),
+            )
+
+    def delete(self, ids: Iterable[str]) -> None:
+        """Remove chunks by id; ids not present are ignored."""
+        with self._transaction():
+            self._conn.executemany(f"DELETE FROM {self._chunks} WHERE id = ?", ((i,) for i in ids))
+
+    def drop(self) -> None:
+        """Remove this collection's tables (the collection was deleted)."""
+        name = self.collection
+        self._conn.executescript(f"""
+            BEGIN IMMEDIATE;
+            DROP TABLE IF EXISTS {self._fts};
+            DROP TABLE IF EXISTS {self._chunks};
+            DELETE FROM kbindex_lexical_state WHERE collection = '{name}';
+            COMMIT;
+        """)
+
+    def mark_dirty(self) -> None:
+        """Record that Chroma is about to change; cleared by mark_clean after this index caught up."""
+        self._set_dirty(1)
+
+    def mark_clean(self) -> None:
+        self._set_dirty(0)
+
+    def _set_dirty(self, value: int) -> None:
+        with self._transaction():
+            self._conn.execute(
+                "UPDATE kbindex_lexical_state SET dirty = ? WHERE collection = ?", (value, self.collection)
+            )
+
+    @property
+    def dirty(self) -> bool:
+        row = self._conn.execute(
+            "SELECT dirty FROM kbindex_lexical_state WHERE collection = ?", (self.collection,)
+        ).fetchone()
+        return bool(row and row[0])
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def count(self) -> int:
+        return self._conn.execute(f"SELECT count(*) FROM {self._chunks}").fetchone()[0]
+
+    def ids(self) -> set[str]:
+        return {r[0] for r in self._conn.execute(f"SELECT id FROM {self._chunks}")}
+
+    def rows(self) -> Iterator[Row]:
+        """Every stored row."""
+        for i, source, context, text, meta in self._conn.execute(
+            f"SELECT id, source, context, text, meta FROM {self._chunks} ORDER BY rowid"
+        ):
+            yield Row(i, source, context, text, json.loads(meta))
+
+    def stored(self, ids: Sequence[str]) -> dict[str, tuple[str, dict]]:
+        """(text, metadata) of the given chunks that are here, by id."""
+        out: dict[str, tuple[str, dict]] = {}
+        ids = list(ids)
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            marks = ",".join("?" * len(part))
+            for i, t, m in self._conn.execute(
+                f"SELECT id, text, meta FROM {self._chunks} WHERE id IN ({marks})", part
+            ):
+                out[i] = (t, json.loads(m))
+        return out
+
+    def metadata(self) -> dict[str, dict]:
+        """Every chunk's stored metadata, by id."""
+        return {i: json.loads(m) for i, m in self._conn.execute(f"SELECT id, meta FROM {self._chunks}")}
+
+    def search(self, query: str, k: int, where: dict | None = None) -> list[LexicalMatch]:
+        """The k chunks that best match the query's terms by BM25, best first."""
+        expression = self._expression(query)
+        if expression is None or k < 1:
+            return []
+        conditions, params = _where_sql(where)
+        if not conditions:
+            # Rank inside the FTS5 table first, then read only the k winners' rows: joining
+            # before ORDER BY would read the row of every chunk that matches any term.
+            sql = (
+                f"SELECT c.id, m.s, c.text, c.meta FROM (SELECT rowid, bm25({self._fts}) AS s "
+                f"FROM {self._fts} WHERE {self._fts} MATCH ? ORDER BY s LIMIT ?) AS m "
+                f"JOIN {self._chunks} AS c ON c.rowid = m.rowid ORDER BY m.s"
+            )
+            try:
+                rows = self._conn.execute(sql, (expression, k)).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"keyword search failed: {exc}") from exc
+            return [LexicalMatch(i, round(-s, 6), t, json.loads(m)) for i, s, t, m in rows]
+        sql = (
+            f"SELECT c.id, bm25({self._fts}) AS s, c.text, c.meta FROM {self._fts} "
+            f"JOIN {self._chunks} AS c ON c.rowid = {self._fts}.rowid "
+            f"WHERE {self._fts} MATCH ?{''.join(' AND ' + c for c in conditions)} ORDER BY s LIMIT ?"
+        )
+        try:
+            rows = self._conn.execute(sql, (expression, *params, k)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"keyword search failed: {exc}") from exc
+        # FTS5's bm25() is negated so that ORDER BY ascending puts the best first.
+        return [LexicalMatch(i, round(-s, 6), t, json.loads(m)) for i, s, t, m in rows]
+
+    def _expression(self, query: str) -> str | None:
+        """The FTS5 query, without terms found in more than COMMON_SHARE of the chunks.
+
+        Such a term adds almost nothing to BM25 (its idf is near zero) but makes FTS5 score most
+        of the collection; the rarest terms are kept so a query never ends up empty.
+        """
+        terms = query_terms(query)
+        if not COMMON_SHARE or len(terms) < 2:
+            return match_expression(query)
+        total = self.count()
+        limit = int(total * COMMON_SHARE)
+        if total < PRUNE_MIN_CHUNKS or limit < 1:
+            return match_expression(query)
+        frequency = {}
+        for term in terms:
+            # LIMIT bounds the work: we only need to know whether the term is that common.
+            frequency[term] = self._conn.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM {self._fts} WHERE {self._fts} MATCH ? LIMIT ?)",
+                (f'"{term}"', limit + 1),
+            ).fetchone()[0]
+        kept = [t for t in terms if frequency[t] <= limit] or sorted(terms, key=frequency.get)[:1]
+        return " OR ".join(f'"{t}"' for t in kept)
+
+    # -- keeping in step with Chroma ----------------------------------------------------------
+
+    def differences(self, collection) -> tuple[list[str], list[str]]:
+        """(ids to copy from Chroma: missing here or with other metadata, ids here but not in Chroma)."""
+        theirs = {m.id: m.metadata for m in collection.scan()}
+        mine = self.metadata()
+        stale = [i for i, meta in theirs.items() if mine.get(i) != meta]
+        extra = sorted(set(mine) - set(theirs))
+        return sorted(stale), extra
+
+    def sync(self, collection, batch: int = 1000) -> tuple[int, int]:
+        """Make this index hold exactly Chroma's chunks; returns (copied, deleted)."""
+        stale, extra = self.differences(collection)
+        if extra:
+            self.delete(extra)
+        for start in range(0, len(stale), batch):
+            part = collection.get(ids=stale[start:start + batch], include_text=True)
+            self.upsert_rows(Row.from_stored(m.id, m.text, m.metadata) for m in part)
+        self.mark_clean()
+        return len(stale), len(extra)
+
+    def heal(self, collection) -> bool:
+        """Reconcile with Chroma when a run was interrupted or the counts differ; True if it did."""
+        if self.dirty or self.count() != collection.count():
+            self.sync(collection)
+            return True
+        return False
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error (the connection is in autocommit mode)."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self._conn = conn
+
+    def __enter__(self):
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self._conn.execute("COMMIT")
+        else:
+            self._conn.execute("ROLLBACK")
+        return False
+
+
+_KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def _where_sql(where: dict | None) -> tuple[list[str], list]:
+    """SQL conditions on the stored metadata for a Chroma where clause of equalities."""
+    if not where:
+        return [], []
+    clauses = where["$and"] if set(where) == {"$and"} else [where]
+    conditions, params = [], []
+    for clause in clauses:
+        for key, value in clause.items():
+            if isinstance(value, dict):
+                if set(value) != {"$eq"}:
+                    raise UsageError(f"keyword search supports only equality filters, not {value!r}")
+                value = value["$eq"]
+            if not _KEY.match(key):
+                raise UsageError(f"--where key {key!r}: use letters, digits, '_', '.' or '-'")
+            conditions.append(f"json_extract(c.meta, '$.\"{key}\"') = ?")
+            params.append(value)
+    return conditions, params
