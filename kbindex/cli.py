@@ -32,10 +32,10 @@ def common_options(func):
                   envvar=cfg.ENV_BACKEND, show_default=True,
                   help="Embedding runtime; auto is ONNX Runtime on CPU, PyTorch on a GPU. "
                        f"[env var: {cfg.ENV_BACKEND}]")
-    @click.option("--quantize", type=click.Choice(["none", "int8"]), default=cfg.DEFAULT_QUANTIZE,
+    @click.option("--quantize", type=click.Choice(["auto", "none", "int8"]), default=cfg.DEFAULT_QUANTIZE,
                   envvar=cfg.ENV_QUANTIZE, show_default=True,
-                  help="int8: faster ONNX model with slightly different vectors; a collection holds "
-                       f"one kind. [env var: {cfg.ENV_QUANTIZE}]")
+                  help="int8 ONNX model (faster, slightly different vectors) or none; auto follows the "
+                       f"collection, else int8 on ONNX. [env var: {cfg.ENV_QUANTIZE}]")
     @functools.wraps(func)
     def wrapper(*args, db, collection, model, device, backend, quantize, **kwargs):
         settings = cfg.Settings(db=db, collection=collection, model=model, device=device,
@@ -75,11 +75,21 @@ def cli():
     """
 
 
-def _embedder(settings):
+def _embedder(settings, recorded: str | None = None):
     from kbindex.embed import load_embedder
 
     return load_embedder(settings.model, settings.device, settings.backend, settings.quantize,
-                         settings.onnx_cache)
+                         settings.onnx_cache, recorded)
+
+
+def _recorded_model(settings) -> str | None:
+    """The model identity the collection records, when it exists (--quantize auto follows it)."""
+    from kbindex.store import Store
+
+    store = Store(settings.db)
+    if settings.quantize != "auto" or settings.collection not in store.collection_names():
+        return None
+    return store.collection(settings.collection).model
 
 
 @cli.command()
@@ -110,7 +120,8 @@ def index(sources, chunk_tokens, overlap, timeout, max_bytes, as_json, settings)
 
     parsed = parse_sources(sources)
     fetcher = Fetcher(timeout=timeout, max_bytes=max_bytes)
-    indexer = Indexer(settings, _embedder(settings), fetcher=fetcher, max_bytes=max_bytes)
+    indexer = Indexer(settings, _embedder(settings, _recorded_model(settings)), fetcher=fetcher,
+                      max_bytes=max_bytes)
     indexer.check_model()
     indexer.config = check_config(chunk_tokens, overlap, indexer.embedder.max_tokens)
     indexer.open()
@@ -168,7 +179,7 @@ def query(text, k, where, queries, as_json, settings):
         items = [text]
     where_clause = parse_where(where)
     collection = Store(settings.db).collection(settings.collection)
-    results = search(collection, _embedder(settings), items, k=k, where=where_clause)
+    results = search(collection, _embedder(settings, collection.model), items, k=k, where=where_clause)
     for q, hits in zip(items, results, strict=True):
         if as_json:
             click.echo(json.dumps({"query": q, "hits": [_hit_json(h) for h in hits]}))
