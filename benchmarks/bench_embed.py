@@ -17,6 +17,9 @@ SCIFACT = SHARED_DATA / "scifact"
 THROUGHPUT_DOCS = int(os.environ.get("BENCH_EMBED_DOCS", "400"))
 ROUNDS = 3  # timings are interleaved and the best round of each path is kept: the machine is shared
 CACHE = WORK / "onnx-cache"
+# "all"; "index" for only the index, memory and cold-query figures; "throughput" for only the
+# chunks/s table (SciFact nDCG@10 over the whole corpus takes long).
+PARTS = os.environ.get("BENCH_EMBED_PARTS", "all")
 
 
 def load_scifact() -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
@@ -103,11 +106,8 @@ def run() -> Iterator[str]:
     if not (SCIFACT / "corpus.jsonl").exists():
         yield f"skipped: SciFact not found at {SCIFACT}"
         return
-    from sentence_transformers import SentenceTransformer
 
-    from kbindex.chunk import context_line
-    from kbindex.embed import available_cores, load_embedder, packaged_model_path
-    from kbindex.store import Store
+    from kbindex.embed import load_embedder
 
     corpus, queries, qrels = load_scifact()
     titles = {}
@@ -116,11 +116,24 @@ def run() -> Iterator[str]:
             doc = json.loads(line)
             titles[str(doc["_id"])] = doc.get("title", "")
 
+    fp32 = load_embedder("all-MiniLM-L6-v2", "cpu", "onnx", "none", CACHE)
+    int8 = load_embedder("all-MiniLM-L6-v2", "cpu", "onnx", "int8", CACHE)
+    fp32.embed(["export"])
+    int8.embed(["and quantize once"])
+    if PARTS in ("all", "throughput"):
+        yield from _throughput_and_quality(corpus, queries, qrels, fp32, int8, PARTS == "all")
+    if PARTS in ("all", "index"):
+        yield from _index_and_query(corpus, titles, int8)
+
+
+def _throughput_and_quality(corpus, queries, qrels, fp32, int8, quality: bool) -> Iterator[str]:
+    from sentence_transformers import SentenceTransformer
+
+    from kbindex.embed import available_cores, packaged_model_path
+
     # 1. Throughput, chunks/s, the three paths interleaved.
     texts = list(corpus.values())[:THROUGHPUT_DOCS]
     model = SentenceTransformer(str(packaged_model_path()), device="cpu")
-    fp32 = load_embedder("all-MiniLM-L6-v2", "cpu", "onnx", "none", CACHE)
-    int8 = load_embedder("all-MiniLM-L6-v2", "cpu", "onnx", "int8", CACHE)
     paths = {
         "torch": lambda: model.encode(texts, batch_size=32, normalize_embeddings=True),
         "onnx-fp32": lambda: fp32.embed(texts),
@@ -149,6 +162,8 @@ def run() -> Iterator[str]:
                  f"min {cos8.min():.4f}")
 
     # 2. int8 quality: SciFact nDCG@10 over the 300 test queries, whole corpus.
+    if not quality:
+        return
     with Timer() as t32:
         n32 = ndcg_at_10(retrieve(fp32, corpus, queries), qrels)
     with Timer() as t8:
@@ -157,16 +172,23 @@ def run() -> Iterator[str]:
                  f"({t32.seconds:.0f} s), int8 {n8:.4f} ({t8.seconds:.0f} s), loss {n32 - n8:+.4f} "
                  f"(int8 becomes the default only at <= 0.005)")
 
-    # 4 and 2. Peak RSS of `kbindex index` (export cached) on 100 vs 400 pages; overhead vs embedding.
+
+
+def _index_and_query(corpus, titles, int8) -> Iterator[str]:
+    from kbindex.chunk import context_line
+    from kbindex.store import Store
+
+    # 4 and 2. Peak RSS of `kbindex index` (default: ONNX int8, export cached) on 100 vs 400 pages;
+    # end-to-end throughput against embedding alone of the same chunks.
     results = {}
     for count in (100, 400):
         folder = _html_folder(corpus, titles, count)
         db = WORK / f"embed-index-{count}"
         shutil.rmtree(db, ignore_errors=True)
         _seed_cache(db)
-        seconds, rss, out = run_kbindex("index", str(folder), "--db", str(db), "--json")
+        seconds, rss, out = run_kbindex("index", str(folder), "--db", str(db), "--quantize", "int8", "--json")
         results[count] = (seconds, rss, json.loads(out)["chunks_added"], db)
-        yield (f"kbindex index {count} pages (onnx, export cached, fresh process): {seconds:.1f} s, "
+        yield (f"kbindex index {count} pages (onnx int8, export cached, fresh process): {seconds:.1f} s, "
                      f"{results[count][2]} chunks, peak RSS {rss:.0f} MiB")
     yield (f"peak RSS 400 / 100 pages: {results[400][1] / results[100][1]:.2f}")
     seconds, _, chunks, db = results[400]
@@ -174,19 +196,22 @@ def run() -> Iterator[str]:
     embed_texts = [f"{context_line(m.metadata['title'], m.metadata.get('section', ''))}\n\n{m.text}"
                    for m in matches]
     with Timer() as enc:
-        fp32.embed(embed_texts)
-    yield (f"embedding alone of the same {len(embed_texts)} chunks in-process: {enc.seconds:.1f} s "
+        int8.embed(embed_texts)
+    yield (f"int8 embedding alone of the same {len(embed_texts)} chunks in-process: {enc.seconds:.1f} s "
                  f"({len(embed_texts) / enc.seconds:.1f} chunks/s); kbindex index end to end "
                  f"{chunks / seconds:.1f} chunks/s = {enc.seconds / seconds:.2f}x of pure encoding "
                  "(includes process start, model load and Chroma writes)")
 
-    # 5. Cold `kbindex query`, fresh processes, alternating backends.
+    # 5. Cold `kbindex query`, fresh processes, alternating backends, on an fp32 collection (both
+    # backends can query it).
     db = results[100][3]
+    run_kbindex("index", str(_html_folder(corpus, titles, 100)), "--db", str(db), "--collection", "fp32",
+                "--quantize", "none", "--json")
     cold = {"onnx": [], "torch": []}
     for _ in range(3):
         for backend in cold:
             s, _, _ = run_kbindex("query", "cerebral white matter in newborns", "--db", str(db),
-                                  "--backend", backend, "--json")
+                                  "--collection", "fp32", "--backend", backend, "--json")
             cold[backend].append(s)
     med = {b: statistics.median(v) for b, v in cold.items()}
     yield (f"cold kbindex query (median of 3 fresh processes): onnx {med['onnx']:.2f} s, "

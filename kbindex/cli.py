@@ -40,10 +40,10 @@ def common_options(func, collection: bool = True):
                   envvar=cfg.ENV_BACKEND, show_default=True,
                   help="Embedding runtime; auto is ONNX Runtime on CPU, PyTorch on a GPU. "
                        f"[env var: {cfg.ENV_BACKEND}]")
-    @click.option("--quantize", type=click.Choice(["none", "int8"]), default=cfg.DEFAULT_QUANTIZE,
+    @click.option("--quantize", type=click.Choice(["auto", "none", "int8"]), default=cfg.DEFAULT_QUANTIZE,
                   envvar=cfg.ENV_QUANTIZE, show_default=True,
-                  help="int8: faster ONNX model with slightly different vectors; a collection holds "
-                       f"one kind. [env var: {cfg.ENV_QUANTIZE}]")
+                  help="int8 ONNX model (faster, slightly different vectors) or none; auto follows the "
+                       f"collection, else int8 on ONNX. [env var: {cfg.ENV_QUANTIZE}]")
     @functools.wraps(func)
     def wrapper(*args, db, model, device, chroma_url, backend, quantize, collection=cfg.DEFAULT_COLLECTION,
                 **kwargs):
@@ -103,11 +103,21 @@ def cli(ctx, config_path):
         }
 
 
-def _embedder(settings):
+def _embedder(settings, recorded: str | None = None):
     from kbindex.embed import load_embedder
 
     return load_embedder(settings.model, settings.device, settings.backend, settings.quantize,
-                         settings.onnx_cache)
+                         settings.onnx_cache, recorded)
+
+
+def _recorded_model(settings) -> str | None:
+    """The model identity the collection records, when it exists (--quantize auto follows it)."""
+    from kbindex.store import Store
+
+    store = Store(settings.db, settings.chroma_url)
+    if settings.quantize != "auto" or settings.collection not in store.collection_names():
+        return None
+    return store.collection(settings.collection).model
 
 
 def crawl_options(func):
@@ -204,9 +214,11 @@ def index(ctx, sources, urls_file, dry_run, no_prune, rebuild, wait, quiet, verb
     embedders: dict = {}
     total = None
     for run in runs:
-        embedder = embedders.get(run.settings.model)
+        recorded = _recorded_model(run.settings)
+        key = (run.settings.model, recorded)
+        embedder = embedders.get(key)
         if embedder is None:
-            embedder = embedders[run.settings.model] = _embedder(run.settings)
+            embedder = embedders[key] = _embedder(run.settings, recorded)
         summary = _index_run(run, embedder, dry_run=dry_run, prune=not no_prune, rebuild=rebuild,
                              wait=wait, quiet=quiet, verbose=verbose, as_json=as_json)
         total = summary if total is None else total.merge(summary)
@@ -387,7 +399,8 @@ def query(text, k, mode, per_doc, where, queries, fmt, as_json, settings):
         items = [text]
     where_clause = parse_where(where)
     collection = Store(settings.db, settings.chroma_url).collection(settings.collection)
-    embedder = _embedder(settings) if mode != "keyword" else None  # keyword mode loads no model
+    # keyword mode loads no model; --quantize auto follows what the collection holds
+    embedder = _embedder(settings, collection.model) if mode != "keyword" else None
     results = search(collection, embedder, items, k=k, where=where_clause, mode=mode, per_doc=per_doc)
     from kbindex.output import render
 
@@ -598,12 +611,13 @@ def import_cmd(ctx, file, as_json, settings):
     from kbindex.transfer import read_export
 
     header, rows = read_export(file, getattr(file, "name", "<stdin>"))
-    if ctx.get_parameter_source("collection") in (click.core.ParameterSource.DEFAULT, None):
-        settings = cfg.Settings(db=settings.db, collection=header.collection, model=header.model,
-                                device=settings.device)
-    else:
-        settings = cfg.Settings(db=settings.db, collection=settings.collection, model=header.model,
-                                device=settings.device)
+    from dataclasses import replace
+
+    collection = settings.collection
+    if ctx.get_parameter_source("collection") in (click.core.ParameterSource.DEFAULT,
+                                                  click.core.ParameterSource.DEFAULT_MAP, None):
+        collection = header.collection
+    settings = replace(settings, collection=collection, model=header.model)
     result = import_chunks(settings, header, rows, embedder_factory=lambda: _embedder(settings))
     if as_json:
         click.echo(json.dumps(result))

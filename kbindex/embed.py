@@ -182,15 +182,18 @@ def load_embedder(
     name: str,
     device: str = "auto",
     backend: str = "auto",
-    quantize: str = "none",
+    quantize: str = "auto",
     cache_dir: Path | None = None,
+    recorded: str | None = None,
 ) -> Embedder:
     """The embedder for a model name or path (loaded lazily on first use).
 
     Args:
         backend: "torch", "onnx", or "auto" (ONNX on CPU, PyTorch when a GPU is present).
-        quantize: "none" or "int8" (ONNX only; the collection records it in the model identity).
+        quantize: "none", "int8" (ONNX only; the collection records it in the model identity), or
+            "auto": what the existing collection holds, else int8 on ONNX and none on PyTorch.
         cache_dir: where exported ONNX models are kept (the CLI uses <--db>/onnx).
+        recorded: the model identity recorded in the collection, when it exists.
     """
     prefix, sep, _ = name.partition(":")
     if sep and prefix in _FACTORIES:
@@ -201,30 +204,48 @@ def load_embedder(
         raise UsageError(f"unknown quantization {quantize!r}: use {', '.join(QUANTIZE)}")
     # An identity read back from a collection ("model#int8") loads as what it names.
     base, hash_sep, suffix = name.rpartition("#")
-    if hash_sep and suffix in QUANTIZE and suffix != "none":
+    if hash_sep and suffix == "int8":
         name, quantize = base, suffix
+    automatic = quantize == "auto"
+    if automatic:
+        quantize = recorded_quantization(recorded, name) or (
+            "int8" if pick_backend(backend, device) == "onnx" else "none"
+        )
+        if quantize == "int8" and backend == "torch":
+            raise UsageError("this collection holds int8 ONNX vectors: use --backend onnx (or auto)")
     chosen = pick_backend(backend, device, quantize)
     if chosen == "torch":
         return SentenceTransformerEmbedder(name, device)
+    fallback = backend == "auto" and (quantize == "none" or (automatic and recorded is None))
     identity, load_from = resolve_model(name)
     folder = model_folder(load_from)
     if folder is None:
-        if backend == "auto" and quantize == "none":
+        if fallback:
             return SentenceTransformerEmbedder(name, device)  # it reports the missing model
         raise ModelError(f"cannot find embedding model {name!r} locally for the ONNX backend")
     try:
         spec = read_spec(folder)
     except ModelError:
-        if backend == "auto" and quantize == "none":
+        if fallback:
             return SentenceTransformerEmbedder(name, device)
         raise
     return OnnxEmbedder(identity, spec, cache_dir or default_cache_dir(), quantize)
 
 
+def recorded_quantization(recorded: str | None, name: str) -> str | None:
+    """"int8" or "none" as the collection records it for this model; None for another model."""
+    if not recorded:
+        return None
+    base, sep, suffix = recorded.rpartition("#")
+    if not sep or suffix != "int8":
+        base, suffix = recorded, "none"
+    return suffix if base == resolve_model(name)[0] else None
+
+
 # --- backend choice ------------------------------------------------------------------------------
 
 BACKENDS = ("auto", "torch", "onnx")
-QUANTIZE = ("none", "int8")
+QUANTIZE = ("auto", "none", "int8")
 ONNX_EXPORT_VERSION = 2  # bump when the export recipe changes, so old caches are not reused
 
 
@@ -241,10 +262,10 @@ def gpu_present() -> bool:
 def pick_backend(backend: str, device: str, quantize: str = "none") -> str:
     """Resolve --backend auto: ONNX on CPU, PyTorch on a GPU; int8 exists only on ONNX."""
     if backend == "torch":
-        if quantize != "none":
+        if quantize == "int8":
             raise UsageError(f"--quantize {quantize} needs --backend onnx (or auto)")
         return "torch"
-    if backend == "onnx" or quantize != "none":
+    if backend == "onnx" or quantize == "int8":
         return "onnx"
     if device == "cpu":
         return "onnx"

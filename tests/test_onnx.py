@@ -260,9 +260,28 @@ def test_int8_identity_loads_as_int8(tmp_path):
     assert embedder.name == "sentence-transformers/all-MiniLM-L6-v2#int8"
 
 
-def test_default_is_the_onnx_fast_path(tmp_path, monkeypatch):
+def test_default_is_the_onnx_int8_fast_path(tmp_path, monkeypatch):
     monkeypatch.setattr(embed, "gpu_present", lambda: False)
-    assert isinstance(load_embedder("all-MiniLM-L6-v2", cache_dir=tmp_path), OnnxEmbedder)
+    embedder = load_embedder("all-MiniLM-L6-v2", cache_dir=tmp_path)
+    assert isinstance(embedder, OnnxEmbedder)
+    assert embedder.quantize == "int8"
+
+
+@pytest.mark.parametrize("recorded,expected", [
+    ("sentence-transformers/all-MiniLM-L6-v2", "none"),        # an fp32 collection stays fp32
+    ("sentence-transformers/all-MiniLM-L6-v2#int8", "int8"),
+    ("some/other-model", "int8"),                               # another model's: refused later
+    (None, "int8"),
+])
+def test_quantize_auto_follows_the_collection(tmp_path, monkeypatch, recorded, expected):
+    monkeypatch.setattr(embed, "gpu_present", lambda: False)
+    embedder = load_embedder("all-MiniLM-L6-v2", "cpu", "auto", "auto", tmp_path, recorded)
+    assert embedder.quantize == expected
+
+
+def test_quantize_auto_on_a_gpu_is_torch_fp32(tmp_path, monkeypatch):
+    monkeypatch.setattr(embed, "gpu_present", lambda: True)
+    assert isinstance(load_embedder("all-MiniLM-L6-v2", cache_dir=tmp_path), SentenceTransformerEmbedder)
 
 
 # --- through the CLI --------------------------------------------------------------------------
@@ -307,15 +326,26 @@ def test_int8_collection_refuses_fp32_vectors_and_queries(store):
     assert out.exit_code == 0, out.output
     stats = json.loads(store("stats", "--collection", "int8-only", "--json").stdout)
     assert stats["model"] == "sentence-transformers/all-MiniLM-L6-v2#int8"
-    refused = store("index", *files, "--collection", "int8-only")
+    refused = store("index", *files, "--collection", "int8-only", "--quantize", "none")
     assert refused.exit_code == 1
     assert "#int8" in refused.stderr
-    refused = store("query", "roaming profiles", "--collection", "int8-only")
+    refused = store("query", "roaming profiles", "--collection", "int8-only", "--quantize", "none")
     assert refused.exit_code == 1
     assert "#int8" in refused.stderr
-    ok = store("query", "roaming profiles", "--collection", "int8-only", "--quantize", "int8", "--json")
+    # The default (--quantize auto) follows what the collection holds.
+    ok = store("query", "roaming profiles", "--collection", "int8-only", "--json")
     assert ok.exit_code == 0, ok.output
-    assert json.loads(ok.stdout)["hits"]
+    assert json.loads(ok.stdout)["hits"][0]["source"].endswith("electron-app-roaming-profiles.html")
+    assert store("index", *files, "--collection", "int8-only", "--json").exit_code == 0
+
+
+@pytest.mark.model
+def test_fp32_collection_stays_fp32_under_the_int8_default(store):
+    assert store("index", *FILES[:2], "--collection", "fp32-only", "--quantize", "none").exit_code == 0
+    assert store("index", *FILES[2:4], "--collection", "fp32-only").exit_code == 0
+    stats = json.loads(store("stats", "--collection", "fp32-only", "--json").stdout)
+    assert stats["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert stats["documents"] == 4
 
 
 def test_cli_rejects_int8_on_torch(tmp_path):

@@ -152,7 +152,9 @@ def test_export_from_a_laptop_then_import_into_a_server(kb, chroma, folder, db, 
     out = kb("import", str(dump), "--chroma-url", chroma.url, "--db", str(team), "--json")
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout)["embedded"] == 0
-    stats = json.loads(kb("stats", "--chroma-url", chroma.url, "--db", str(team), "--json").stdout)
+    out = kb("stats", "--chroma-url", chroma.url, "--db", str(team), "--json")
+    assert out.exit_code == 0, out.output
+    stats = json.loads(out.stdout)
     assert stats["store"] == chroma.url and stats["chunks"] == kb.json("stats")["chunks"]
     hits = json.loads(kb("query", "printer spooler offline", "--chroma-url", chroma.url,
                          "--db", str(team), "--json").stdout)["hits"]
