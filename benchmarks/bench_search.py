@@ -48,7 +48,7 @@ def run() -> list[str]:
 
 
 def _scifact(data, settings, embedder) -> list[str]:
-    from kbindex.evaluate import evaluate, percentile
+    from kbindex.evaluate import evaluate
     from kbindex.search import open_lexical, search
     from kbindex.store import Store
 
@@ -66,15 +66,7 @@ def _scifact(data, settings, embedder) -> list[str]:
     lines.append(f"hybrid nDCG@10 / vector: {h / v:.3f}, / keyword: {h / k:.3f}")
     # A person's query asks for few hits: warm latency of -k 10 (one hit per document).
     texts = list(data.queries.values())
-    search(collection, embedder, texts[:1], k=10, lexical=lexical)
-    for mode in search_modes():
-        times = []
-        for text in texts:
-            start = time.perf_counter()
-            search(collection, embedder, [text], k=10, mode=mode, lexical=lexical)
-            times.append((time.perf_counter() - start) * 1000)
-        lines.append(f"warm query -k 10, {mode}: p50 {percentile(times, 50):.1f} ms, "
-                     f"p95 {percentile(times, 95):.1f} ms")
+    lines += _warm_latency(collection, embedder, lexical, texts, "warm query -k 10")
     return lines
 
 
@@ -241,10 +233,9 @@ def _synthetic(data, embedder) -> list[str]:
     """100,000 chunks: random unit vectors and text drawn from SciFact's word frequencies."""
     import numpy as np
 
-    from kbindex.evaluate import percentile
     from kbindex.lexical import LexicalIndex
     from kbindex.records import Chunk
-    from kbindex.search import open_lexical, search
+    from kbindex.search import open_lexical
     from kbindex.store import Store
 
     store = Store(SYNTHETIC_DB)
@@ -282,15 +273,26 @@ def _synthetic(data, embedder) -> list[str]:
         lines.append(f"synthetic: built {SYNTHETIC_CHUNKS} chunks (Chroma + keyword index) in {build.seconds:.0f} s")
     lexical = open_lexical(collection)
     texts = list(data.queries.values())
+    lines += _warm_latency(collection, embedder, lexical, texts, "synthetic 100k, warm query -k 10",
+                           f" ({len(texts)} SciFact queries)")
+    return lines
+
+
+def _warm_latency(collection, embedder, lexical, texts, label: str, suffix: str = "") -> list[str]:
+    """p50/p95 of one query at a time, -k 10, in each mode, after one warm-up query."""
+    from kbindex.evaluate import percentile
+    from kbindex.search import search
+
     search(collection, embedder, texts[:1], k=10, lexical=lexical)
+    lines = []
     for mode in search_modes():
         times = []
         for text in texts:
             start = time.perf_counter()
             search(collection, embedder, [text], k=10, mode=mode, lexical=lexical)
             times.append((time.perf_counter() - start) * 1000)
-        lines.append(f"synthetic 100k, warm query -k 10, {mode}: p50 {percentile(times, 50):.1f} ms, "
-                     f"p95 {percentile(times, 95):.1f} ms ({len(texts)} SciFact queries)")
+        lines.append(f"{label}, {mode}: p50 {percentile(times, 50):.1f} ms, "
+                     f"p95 {percentile(times, 95):.1f} ms{suffix}")
     return lines
 
 
