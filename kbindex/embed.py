@@ -88,6 +88,7 @@ class SentenceTransformerEmbedder:
         self._device = device
         self.batch_size = batch_size
         self._model = None
+        self._counter = None
 
     @property
     def model(self):
@@ -135,7 +136,14 @@ class SentenceTransformerEmbedder:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        encoded = self.model.tokenizer(
+        if self._counter is None:
+            # A copy of its own: encode() sets truncation on the model's tokenizer, and a Rust
+            # tokenizer used from two threads at once (embedding runs in a background thread)
+            # fails with "Already borrowed".
+            import copy
+
+            self._counter = copy.deepcopy(self.model.tokenizer)
+        encoded = self._counter(
             list(texts), add_special_tokens=True, truncation=False, verbose=False
         )
         return [len(ids) for ids in encoded["input_ids"]]

@@ -24,6 +24,7 @@ from kbindex.files import read_file, walk
 from kbindex.ledger import Entry, Ledger
 from kbindex.lexical import LexicalIndex
 from kbindex.lock import WriteLock
+from kbindex.pipeline import EmbedAhead
 from kbindex.records import Chunk, Document, Page, text_hash
 from kbindex.store import Collection, Store
 
@@ -241,6 +242,17 @@ _RACY_SECONDS = 2.0
 
 
 @dataclass
+class _Batch:
+    """Changed sources on their way through the embedding thread."""
+
+    updates: list[_Update]
+    chunks: list[Chunk]
+    hashes: list[str]  # of each chunk's embedded text
+    cached: dict[str, list[float]]  # vectors the embedding cache had
+    todo: list[str]  # hashes sent to the model, in the order of the vectors that come back
+
+
+@dataclass
 class _Update:
     """A changed source waiting in the batch to be embedded and written."""
 
@@ -284,6 +296,8 @@ class Indexer:
         self.lock = lock or WriteLock(settings.db, wait=wait)
         self._own_lock = lock is None
         self._pending: list[_Update] = []
+        self._ahead: EmbedAhead[_Batch] | None = None  # started by the first batch to embed
+        self._in_flight: set[str] = set()  # text hashes sent to the model, not yet in the cache
         self._seen: set[str] = set()
         self._entries: dict[str, Entry] = {}
         self._adopt = False
@@ -332,6 +346,10 @@ class Indexer:
         return self.collection
 
     def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead.close()  # batches not written are dropped: their ledger entries are not begun
+            self._ahead = None
+            self._in_flight.clear()
         self.ledger.close()
         if self.lexical is not None:
             self.lexical.close()
@@ -365,7 +383,7 @@ class Indexer:
                     self._record(source, item)
                     continue
                 self._add_page(source, item)
-            self._flush()
+            self._drain()
             for source in sources:
                 if source.crawl is not None:
                     self.summary.add_crawl(source.crawl)
@@ -393,7 +411,7 @@ class Indexer:
                 self.summary.unchanged += 1
                 continue
             self._queue(root, Page(source=doc.source, body=b""), None, doc, entry)
-        self._flush()
+        self._drain()
         self._finish()
         return self.summary
 
@@ -465,22 +483,48 @@ class Indexer:
             self._entries[entry.source] = facts
 
     def _flush(self) -> None:
+        """Send the pending batch to the embedding thread; write the batches it has finished.
+
+        Vectors come from the embedding cache where it has them; a text already being embedded
+        for an earlier batch of this run is not embedded twice (the earlier batch, written first,
+        puts its vector in the cache). Batches are written in the order they were made.
+        """
         if not self._pending:
             return
-        collection = self.collection
-        model = self.embedder.name
         chunks = [c for u in self._pending for c in u.chunks]
         hashes = [text_hash(c.embed_text) for c in chunks]
-        vectors = self.ledger.cached_vectors(model, hashes)
-        todo = {h: c.embed_text for h, c in zip(hashes, chunks, strict=True) if h not in vectors}
-        fresh: dict[str, list[float]] = {}
+        cached = self.ledger.cached_vectors(self.embedder.name, hashes)
+        todo = {h: c.embed_text for h, c in zip(hashes, chunks, strict=True)
+                if h not in cached and h not in self._in_flight}
+        self._in_flight.update(todo)
+        batch = _Batch(self._pending, chunks, hashes, cached, list(todo))
+        self._pending = []
         if todo:
             _pause("embed")
-            fresh = dict(zip(todo, self.embedder.embed(list(todo.values())), strict=True))
+        if self._ahead is None:
+            self._ahead = EmbedAhead(self.embedder.embed, depth=1)
+        for done, vectors in self._ahead.submit(batch, list(todo.values())):
+            self._write(done, vectors)
+
+    def _drain(self) -> None:
+        """Flush, then wait for every batch to be embedded and write it."""
+        self._flush()
+        if self._ahead is not None:
+            for done, vectors in self._ahead.drain():
+                self._write(done, vectors)
+
+    def _write(self, batch: _Batch, embedded: Sequence[Sequence[float]]) -> None:
+        collection = self.collection
+        model = self.embedder.name
+        fresh = dict(zip(batch.todo, embedded, strict=True))
+        if fresh:
             self._check_dimension(next(iter(fresh.values())))
-            vectors.update(fresh)
+        vectors = {**batch.cached, **fresh}
+        borrowed = [h for h in batch.hashes if h not in vectors]
+        if borrowed:  # embedded for an earlier batch, which is written and cached by now
+            vectors.update(self.ledger.cached_vectors(model, borrowed))
         updates = []
-        for u in self._pending:
+        for u in batch.updates:
             old = list(u.entry.chunk_ids) if u.entry else []
             if self._adopt:
                 old += [m.id for m in collection.for_source(u.doc.source)]
@@ -495,20 +539,20 @@ class Indexer:
         # Ledger first (dirty, listing old and new ids), then the store, then the ledger again
         # (clean): a crash anywhere in between leaves a dirty entry that the next run rewrites.
         self.ledger.begin(updates, vectors=fresh, model=model)
-        self._write_chunks(chunks, [vectors[h] for h in hashes])
+        self._write_chunks(batch.chunks, [vectors[h] for h in batch.hashes])
         _pause("write")
         stale = [i for entry, old in updates for i in set(old) - set(entry.chunk_ids)]
         self._delete_chunks(stale)
         _pause("commit")
         self.ledger.commit(entry for entry, _ in updates)
+        self._in_flight.difference_update(fresh)
         for entry, _ in updates:
             self._entries[entry.source] = entry
             self.summary.indexed += 1
             self.on_event("indexed", entry.source, f"{len(entry.chunk_ids)} chunks")
-        self.summary.chunks_added += len(chunks)
+        self.summary.chunks_added += len(batch.chunks)
         self.summary.chunks_embedded += len(fresh)
         self.summary.chunks_deleted += len(stale)
-        self._pending = []
 
     def _check_dimension(self, vector: Sequence[float]) -> None:
         if self._dimension_checked:

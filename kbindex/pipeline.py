@@ -1,85 +1,74 @@
-"""Overlap embedding with the work that prepares it: a background embedding thread, bounded queues.
+"""Overlap embedding with the work that prepares it: one background embedding thread, bounded.
 
 An index run spends most of its time in the model. onnxruntime (and torch) release the GIL while
-they compute, so a second thread can fetch, extract and chunk the next documents meanwhile. Two
-bounded queues keep memory flat: the caller blocks once `depth` batches wait to be embedded, and
-finished batches are handed back in the order they were submitted.
+they compute, so while one batch is embedded the indexing thread fetches, extracts and chunks the
+next documents, and writes the batch embedded before. The indexing thread pushes batches in and
+gets finished ones back, in the order it submitted them; it blocks once more than `depth` batches
+are waiting, so memory stays flat:
 
-    for payload, vectors in embed_ahead(batches(), embedder.embed):
-        write(payload, vectors)        # the store is written from the caller's thread only
+    ahead = EmbedAhead(embedder.embed)
+    for batch in batches:                       # prepared in this thread
+        for payload, vectors in ahead.submit(batch, texts):
+            write(payload, vectors)             # the store is written from this thread only
+    for payload, vectors in ahead.drain():
+        write(payload, vectors)
+    ahead.close()
 """
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TypeVar
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Generic, TypeVar
 
 P = TypeVar("P")
 Vectors = list[list[float]]
 
-_STOP = object()
 
+class EmbedAhead(Generic[P]):
+    """Embeds submitted batches in one background thread and hands them back in order.
 
-def embed_ahead(
-    batches: Iterable[tuple[P, Sequence[str]]],
-    embed: Callable[[Sequence[str]], Vectors],
-    depth: int = 2,
-) -> Iterator[tuple[P, Vectors]]:
-    """Yield (payload, vectors) for each (payload, texts) batch, in order.
-
-    The batches iterable is consumed in the caller's thread (that is where fetching, extraction and
-    chunking happen) while a background thread embeds earlier batches. At most `depth` batches wait
-    for the model and at most `depth` finished ones wait for the caller. An exception from embed()
-    is raised here, at the batch it belongs to; closing the generator early stops the thread.
+    submit() queues a batch and returns the earlier batches that are finished: those whose
+    embedding is done, and, oldest first, as many as it must wait for to keep at most `depth`
+    batches queued or in the model. An exception from embed() is raised by the submit() or drain()
+    that hands back its batch. close() discards what was not handed back and stops the thread.
     """
-    if depth < 1:
-        raise ValueError("depth must be at least 1")
-    todo: queue.Queue = queue.Queue(maxsize=depth)
-    done: queue.Queue = queue.Queue()
-    cancelled = threading.Event()
 
-    def worker() -> None:
-        while True:
-            item = todo.get()
-            if item is _STOP or cancelled.is_set():
-                return
-            payload, texts = item
-            try:
-                done.put((payload, embed(texts), None))
-            except BaseException as exc:  # handed to the caller's thread, raised there
-                done.put((payload, None, exc))
+    def __init__(self, embed: Callable[[Sequence[str]], Vectors], depth: int = 1):
+        if depth < 1:
+            raise ValueError("depth must be at least 1")
+        self._embed = embed
+        self.depth = depth
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbindex-embed")
+        self._waiting: deque[tuple[P, Future]] = deque()
 
-    thread = threading.Thread(target=worker, name="kbindex-embed", daemon=True)
-    thread.start()
-    in_flight = 0
+    def submit(self, payload: P, texts: Sequence[str]) -> list[tuple[P, Vectors]]:
+        self._waiting.append((payload, self._pool.submit(self._run, list(texts))))
+        done = []
+        while self._waiting and (len(self._waiting) > self.depth or self._waiting[0][1].done()):
+            done.append(self._take())
+        return done
 
-    def take() -> tuple[P, Vectors]:
-        nonlocal in_flight
-        payload, vectors, error = done.get()
-        in_flight -= 1
-        if error is not None:
-            raise error
-        return payload, vectors
+    def drain(self) -> list[tuple[P, Vectors]]:
+        """Every batch still waiting, in order (blocks until all are embedded)."""
+        return [self._take() for _ in range(len(self._waiting))]
 
-    try:
-        for payload, texts in batches:
-            todo.put((payload, list(texts)))  # blocks while `depth` batches are waiting
-            in_flight += 1
-            while in_flight > depth or (in_flight and not done.empty()):
-                yield take()
-        while in_flight:
-            yield take()
-    finally:
-        cancelled.set()
-        while True:  # make room for the stop marker without blocking on a full queue
-            try:
-                todo.put_nowait(_STOP)
-                break
-            except queue.Full:
-                try:
-                    todo.get_nowait()
-                except queue.Empty:
-                    pass
-        thread.join()
+    def close(self) -> None:
+        for _, future in self._waiting:
+            future.cancel()
+        self._waiting.clear()
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> EmbedAhead[P]:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _run(self, texts: list[str]) -> Vectors:
+        return self._embed(texts) if texts else []
+
+    def _take(self) -> tuple[P, Vectors]:
+        payload, future = self._waiting.popleft()
+        return payload, future.result()

@@ -387,3 +387,28 @@ def test_weights_hash_works_where_the_cache_cannot_be_written(tmp_path):
     import hashlib
 
     assert embed.weights_hash(spec, blocked / "cache") == hashlib.sha256(b"weights").hexdigest()
+
+
+@pytest.mark.model
+def test_torch_backend_counts_tokens_while_it_embeds(real_model):
+    """The index run counts tokens (chunking) while a background thread embeds."""
+    texts = _sample_texts()[:16]
+    expected_vectors = np.array(real_model.embed(texts))
+    expected_counts = real_model.count_tokens(texts)
+    errors: list = []
+    vectors: list = []
+
+    def embed():
+        try:
+            for _ in range(3):
+                vectors.append(np.array(real_model.embed(texts)))
+        except Exception as exc:  # "Already borrowed" from a shared Rust tokenizer
+            errors.append(exc)
+
+    thread = threading.Thread(target=embed)
+    thread.start()
+    counts = [real_model.count_tokens(texts) for _ in range(50)]
+    thread.join()
+    assert not errors
+    assert all(c == expected_counts for c in counts)
+    assert all(np.allclose(v, expected_vectors, atol=1e-5) for v in vectors)
