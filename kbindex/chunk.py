@@ -57,28 +57,36 @@ def context_line(title: str, section: str) -> str:
 
 
 def chunk_document(doc: Document, count_tokens: CountTokens, config: ChunkConfig) -> list[Chunk]:
-    """Split a document at sections, then paragraphs, lines, sentences and words."""
-    specials = count_tokens([""])[0]
+    """Split a document at sections, then paragraphs, lines, sentences and words.
+
+    The tokenizer is called a few times per document, each time on every text it must measure at
+    that step (it costs per call as well as per token): the context lines, then each level of
+    splitting for all sections at once, then every finished chunk.
+    """
+    sections = [s for s in doc.sections if s.text.strip()]
+    if not sections:
+        return []
+    prefixes = [context_line(doc.title, s.heading) for s in sections]
+    counted = count_tokens(["", *prefixes])
+    specials = counted[0]
+    # What a section's text may use: the window less the special tokens and its context line.
+    budgets = [config.chunk_tokens - n for n in counted[1:]]
+    split = _split_many([s.text for s in sections], count_tokens, specials, budgets, config.overlap)
+    # Tokenizers that are not additive over whitespace could overshoot: re-check whole texts.
+    texts = [f"{prefix}\n\n{p}" for prefix, pieces in zip(prefixes, split, strict=True) for p in pieces]
+    counts = iter(count_tokens(texts))
     doc_hash = doc.content_hash
     sid = source_id(doc.source)
     chunks: list[Chunk] = []
-    for section in doc.sections:
-        if not section.text.strip():
-            continue
-        heading = section.heading
-        prefix = context_line(doc.title, heading)
-        prefix_tokens = count_tokens([prefix])[0] - specials
-        budget = config.chunk_tokens - specials - prefix_tokens
-        pieces = _split(section.text, count_tokens, specials, budget, config.overlap)
-        # Tokenizers that are not additive over whitespace could overshoot: re-check whole texts.
-        texts = [f"{prefix}\n\n{p}" for p in pieces]
-        counts = count_tokens(texts)
+    for section, prefix, budget, pieces in zip(sections, prefixes, budgets, split, strict=True):
         final: list[str] = []
-        for piece, n in zip(pieces, counts, strict=False):
+        for piece in pieces:
+            n = next(counts)
             if n <= config.chunk_tokens:
                 final.append(piece)
             else:
-                final.extend(_split(piece, count_tokens, specials, budget - (n - config.chunk_tokens) - 4, 0))
+                final.extend(_split_many([piece], count_tokens, specials,
+                                         [budget - (n - config.chunk_tokens) - 4], 0)[0])
         for piece in final:
             position = len(chunks)
             chunks.append(
@@ -86,7 +94,7 @@ def chunk_document(doc: Document, count_tokens: CountTokens, config: ChunkConfig
                     id=f"{sid}-{position:05d}",
                     source=doc.source,
                     title=doc.title,
-                    section=heading,
+                    section=section.heading,
                     position=position,
                     text=piece,
                     embed_text=f"{prefix}\n\n{piece}",
@@ -98,45 +106,80 @@ def chunk_document(doc: Document, count_tokens: CountTokens, config: ChunkConfig
     return chunks
 
 
-def _split(text: str, count_tokens: CountTokens, specials: int, budget: int, overlap: int) -> list[str]:
-    budget = max(budget, 8)
-    units = _units(text, count_tokens, specials, budget)
-    return _pack(units, budget, overlap)
+def _split_many(texts: Sequence[str], count_tokens: CountTokens, specials: int, budgets: Sequence[int],
+                overlap: int) -> list[list[str]]:
+    """Each text cut into pieces of at most its budget of tokens, overlapping by about `overlap`."""
+    budgets = [max(b, 8) for b in budgets]
+    return [_pack(units, budget, overlap)
+            for units, budget in zip(_units_many(texts, count_tokens, specials, budgets), budgets, strict=True)]
 
 
-def _units(text: str, count_tokens: CountTokens, specials: int, budget: int) -> list[tuple[str, int, str]]:
-    """(text, tokens, joiner) pieces each within budget, coarsest split that fits."""
-    levels: list[tuple[Callable[[str], list[str]], str]] = [
-        (lambda t: [p for p in _PARAGRAPHS.split(t) if p.strip()], "\n\n"),
-        (lambda t: [p for p in t.split("\n") if p.strip()], "\n"),
-        (lambda t: [p for p in _SENTENCES.split(t) if p.strip()], " "),
-        (lambda t: t.split(), " "),
-    ]
+# Finer and finer ways to cut a text that is over budget, each with the joiner that puts the
+# pieces back together.
+_LEVELS: list[tuple[Callable[[str], list[str]], str]] = [
+    (lambda t: [p for p in _PARAGRAPHS.split(t) if p.strip()], "\n\n"),
+    (lambda t: [p for p in t.split("\n") if p.strip()], "\n"),
+    (lambda t: [p for p in _SENTENCES.split(t) if p.strip()], " "),
+    (lambda t: t.split(), " "),
+]
 
-    def descend(pieces: list[str], joiner: str, level: int) -> list[tuple[str, int, str]]:
-        counts = [n - specials for n in count_tokens(pieces)] if pieces else []
-        out: list[tuple[str, int, str]] = []
-        for piece, n in zip(pieces, counts, strict=False):
-            if n <= budget:
-                out.append((piece.strip("\n") if joiner != " " else piece.strip(), n, joiner))
-            elif level < len(levels):
-                split, sub_joiner = levels[level]
-                parts = split(piece)
-                if len(parts) <= 1:  # this level cannot split it: try a finer one
-                    out.extend(descend([piece], joiner, level + 1))
-                    continue
-                sub = descend(parts, sub_joiner, level + 1)
-                if sub:
-                    sub[0] = (sub[0][0], sub[0][1], joiner)
-                out.extend(sub)
-            else:
-                out.extend(_hard_split(piece, count_tokens, specials, budget, joiner))
-        return out
-
-    return descend([text], "\n\n", 0)
+Unit = tuple[str, int, str]  # (text, tokens, joiner to the unit before it)
 
 
-def _hard_split(word: str, count_tokens: CountTokens, specials: int, budget: int, joiner: str):
+@dataclass
+class _Piece:
+    text: str
+    joiner: str
+    level: int  # the first of _LEVELS to try if it is over budget
+    budget: int
+    units: list[Unit] | None = None  # when it is kept whole or cut by characters
+    parts: list[_Piece] | None = None  # when it is cut at a level
+
+
+def _units_many(texts: Sequence[str], count_tokens: CountTokens, specials: int,
+                budgets: Sequence[int]) -> list[list[Unit]]:
+    """Each text as units within its budget: the coarsest cut that fits, piece by piece.
+
+    Breadth first, so that each level is one tokenizer call for all texts. A piece with more
+    words than its budget has tokens cannot fit (every tokenizer makes at least one token of a
+    word) and is cut without being measured.
+    """
+    roots = [_Piece(t, "\n\n", 0, b) for t, b in zip(texts, budgets, strict=True)]
+    todo = roots
+    while todo:
+        measure = [p for p in todo if len(p.text.split()) <= p.budget]
+        sizes = {id(p): n - specials for p, n in zip(measure, count_tokens([p.text for p in measure])
+                                                        if measure else [], strict=True)}
+        after: list[_Piece] = []
+        for piece in todo:
+            n = sizes.get(id(piece))
+            if n is not None and n <= piece.budget:
+                text = piece.text.strip("\n") if piece.joiner != " " else piece.text.strip()
+                piece.units = [(text, n, piece.joiner)]
+                continue
+            for level in range(piece.level, len(_LEVELS)):
+                cut, joiner = _LEVELS[level]
+                parts = cut(piece.text)
+                if len(parts) > 1:
+                    piece.parts = [_Piece(p, joiner, level + 1, piece.budget) for p in parts]
+                    after.extend(piece.parts)
+                    break
+            else:  # one "word" longer than the budget
+                piece.units = _hard_split(piece.text, count_tokens, specials, piece.budget, piece.joiner)
+        todo = after
+    return [_flatten(root) for root in roots]
+
+
+def _flatten(piece: _Piece) -> list[Unit]:
+    if piece.units is not None:
+        return piece.units
+    out = [unit for part in piece.parts for unit in _flatten(part)]
+    if out:  # the first unit is joined to what came before this piece as the piece was
+        out[0] = (out[0][0], out[0][1], piece.joiner)
+    return out
+
+
+def _hard_split(word: str, count_tokens: CountTokens, specials: int, budget: int, joiner: str) -> list[Unit]:
     """A single "word" longer than the budget (a base64 blob, a long URL): cut by characters."""
     out = []
     rest = word
@@ -150,14 +193,14 @@ def _hard_split(word: str, count_tokens: CountTokens, specials: int, budget: int
     return out
 
 
-def _pack(units: list[tuple[str, int, str]], budget: int, overlap: int) -> list[str]:
-    chunks: list[list[tuple[str, int, str]]] = []
-    current: list[tuple[str, int, str]] = []
+def _pack(units: list[Unit], budget: int, overlap: int) -> list[str]:
+    chunks: list[list[Unit]] = []
+    current: list[Unit] = []
     size = 0
     for unit in units:
         if current and size + unit[1] > budget:
             chunks.append(current)
-            carry: list[tuple[str, int, str]] = []
+            carry: list[Unit] = []
             carried = 0
             for prev in reversed(current[1:] if len(current) > 1 else []):
                 if carried + prev[1] > overlap or carried + prev[1] + unit[1] > budget:
@@ -172,7 +215,7 @@ def _pack(units: list[tuple[str, int, str]], budget: int, overlap: int) -> list[
     return [_join(c) for c in chunks]
 
 
-def _join(units: list[tuple[str, int, str]]) -> str:
+def _join(units: list[Unit]) -> str:
     text = units[0][0]
     for piece, _, joiner in units[1:]:
         text += joiner + piece
