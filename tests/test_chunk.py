@@ -68,3 +68,21 @@ def test_overlap_repeats_the_end_of_the_previous_chunk(count_tokens):
 def test_bad_sizes_are_refused(size, overlap, message):
     with pytest.raises(UsageError, match=message):
         check_config(size, overlap, 256)
+
+
+def test_the_tokenizer_is_called_per_level_not_per_section(count_tokens):
+    """The tokenizer costs per call: a long document is measured in a handful of calls."""
+    calls = []
+
+    def counting(texts):
+        calls.append(len(texts))
+        return count_tokens(texts)
+
+    sections = [Section(("Part", f"Topic {i}"), "\n\n".join(
+        f"Paragraph {j} of topic {i} explains one more detail of the setting." for j in range(3 + i % 40)))
+        for i in range(80)]
+    chunks = chunk_document(_doc(*sections), counting, check_config(128, 16, 256))
+    assert len(chunks) > 80
+    assert max(count_tokens([c.embed_text for c in chunks])) <= 128
+    # context lines, sections, paragraphs of the long sections, finished chunks
+    assert len(calls) <= 5, calls
