@@ -1,6 +1,7 @@
 """`kbindex index` against the LangChain recipe a user would otherwise copy (issue 6, item 3):
 BeautifulSoup loader, RecursiveCharacterTextSplitter 1000/200, HuggingFaceEmbeddings with the same
-model folder, Chroma. Both run in fresh processes on the same folder of 400 HTML pages."""
+model folder, Chroma. Both run in fresh processes on the same folder of 400 HTML pages; then both
+stores answer the SciFact test queries judged on those pages (nDCG@10)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 from benchmarks.bench_embed import SCIFACT, _html_folder, _seed_cache, load_scifact
 from benchmarks.common import ROOT, WORK, run_kbindex
@@ -31,6 +33,18 @@ splits = RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=200).spli
 embeddings = HuggingFaceEmbeddings(model_name=model, model_kwargs={"device": "cpu"})
 Chroma.from_documents(splits, embeddings, persist_directory=db)
 print(len(docs), len(splits))
+"""
+
+# The recipe's retrieval: similarity_search on the store it made, with the same embeddings.
+SEARCH = """
+import json, sys
+from langchain_chroma import Chroma
+from langchain_community.embeddings import HuggingFaceEmbeddings
+model, db, queries = sys.argv[1:4]
+store = Chroma(persist_directory=db, embedding_function=HuggingFaceEmbeddings(model_name=model, model_kwargs={"device": "cpu"}))
+for line in open(queries, encoding="utf-8"):
+    hits = store.similarity_search(line.strip(), k=30)
+    print(json.dumps([h.metadata["source"] for h in hits]))
 """
 
 _WRAPPER = (
@@ -67,7 +81,7 @@ def run() -> Iterator[str]:
         return
     from kbindex.embed import packaged_model_path
 
-    corpus, _, _ = load_scifact()
+    corpus, queries, qrels = load_scifact()
     titles = {}
     with (SCIFACT / "corpus.jsonl").open(encoding="utf-8") as handle:
         for line in handle:
@@ -101,3 +115,35 @@ def run() -> Iterator[str]:
     for name, (seconds, rss, what) in rows:
         yield (f"{name:<42} {seconds:6.1f} s  peak RSS {rss:5.0f} MiB  {what}  "
                      f"speed-up vs LangChain {base / seconds:.2f}x")
+    yield from _retrieval(folder, model, queries, qrels)
+
+
+def _retrieval(folder, model, queries, qrels) -> Iterator[str]:
+    """nDCG@10 of both stores just built, on the SciFact test queries whose relevant abstracts are
+    among the pages indexed (judgements limited to those pages), ranking distinct documents."""
+    from benchmarks.bench_embed import ndcg_at_10
+
+    pages = {p.stem for p in folder.glob("*.html")}
+    judged = {q: {d: g for d, g in rel.items() if d in pages} for q, rel in qrels.items()}
+    judged = {q: rel for q, rel in judged.items() if rel}
+    qids = sorted(judged)
+    path = WORK / "lc-queries.txt"
+    path.write_text("".join(" ".join(queries[q].split()) + "\n" for q in qids), encoding="utf-8")
+
+    def docs(sources) -> list[str]:
+        return list(dict.fromkeys(Path(s).stem for s in sources))[:10]
+
+    _, _, out = run_kbindex("query", "--queries", str(path), "--db", str(WORK / "lc-kbindex"), "-k", "10",
+                            "--per-doc", "1", "--json")
+    ours = {q: docs(h["source"] for h in json.loads(line)["hits"])
+            for q, line in zip(qids, out.splitlines(), strict=True)}
+    proc = subprocess.run([sys.executable, "-c", SEARCH, str(model), str(WORK / "lc-chroma"), str(path)],
+                          capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False"})
+    if proc.returncode != 0:
+        raise RuntimeError(f"LangChain search failed:\n{proc.stderr[-2000:]}")
+    theirs = {q: docs(json.loads(line)) for q, line in zip(qids, proc.stdout.splitlines(), strict=True)}
+    a, b = ndcg_at_10(ours, judged), ndcg_at_10(theirs, judged)
+    yield (f"retrieval, {len(qids)} SciFact test queries judged on these pages, nDCG@10 over documents: "
+           f"kbindex (hybrid, default) {a:.4f}, LangChain recipe (similarity_search) {b:.4f}, "
+           f"difference {a - b:+.4f}")
