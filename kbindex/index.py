@@ -28,7 +28,11 @@ from kbindex.pipeline import EmbedAhead
 from kbindex.records import Chunk, Document, Page, text_hash
 from kbindex.store import Collection, Store
 
-EMBED_BATCH = 64  # chunks embedded together; large enough to keep the model busy
+# Chunks embedded (and written) together. Large enough that sorting a batch by length leaves
+# little padding and that store writes come in few calls; small enough that the first batch is
+# ready soon and the last one, which nothing overlaps, is short.
+EMBED_BATCH = 256
+IMPORT_BATCH = 256  # exported rows written together by import
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]+:")
 
 
@@ -634,7 +638,7 @@ class Indexer:
 
         for row in rows:
             batch.append(row)
-            if len(batch) >= EMBED_BATCH * 4:
+            if len(batch) >= IMPORT_BATCH:
                 flush()
         if batch:
             flush()
