@@ -153,9 +153,10 @@ class DynamicRoutes(dict):
         return default
 
 
-def blog(robots: str | None = None) -> FixtureServer:
-    """The Blogger-style site; start it with `with blog() as server:`."""
-    server = FixtureServer()
+def blog(robots: str | None = None, validators: str | None = None) -> FixtureServer:
+    """The Blogger-style site; start it with `with blog() as server:`. validators: see
+    FixtureServer (None: the server sends no ETag or Last-Modified)."""
+    server = FixtureServer(validators=validators)
     base = server.base
     routes: dict = {}
     routes["/robots.txt"] = Response(
@@ -216,7 +217,7 @@ def _doc(title: str, text: str) -> bytes:
     ).encode()
 
 
-def docs(slow_delay: float = 3.0) -> FixtureServer:
+def docs(slow_delay: float = 3.0, validators: str | None = None) -> FixtureServer:
     """The documentation site, under /docs/ (the start URL is /docs/index.html)."""
     toc = "".join(f'<li><a href="{path}">{title}</a></li>' for path, (title, _) in DOC_PAGES.items())
     toc += (
@@ -250,4 +251,4 @@ def docs(slow_delay: float = 3.0) -> FixtureServer:
     }
     for path, (title, text) in DOC_PAGES.items():
         routes[path] = Response(body=_doc(title, text))
-    return FixtureServer(routes)
+    return FixtureServer(routes, validators=validators)
