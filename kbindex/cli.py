@@ -234,7 +234,8 @@ def index(ctx, sources, urls_file, dry_run, no_prune, rebuild, wait, quiet, verb
         )
         if total.discovered:
             by = ", ".join(f"{k} {v}" for k, v in total.as_dict()["skipped_by"].items())
-            click.echo(f"crawl: discovered {total.discovered}  fetched {total.fetched}"
+            unmodified = f" ({total.not_modified} not modified)" if total.not_modified else ""
+            click.echo(f"crawl: discovered {total.discovered}  fetched {total.fetched}{unmodified}"
                        + (f"  skipped: {by}" if by else ""))
     if total.failed:
         sys.exit(1)
