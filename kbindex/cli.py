@@ -145,6 +145,9 @@ def crawl_options(func):
                      show_default=True,
                      help="Retries after a timeout, connection error, 429 or 5xx (exponential backoff)."),
         click.option("--ignore-robots", is_flag=True, help="Do not read or obey robots.txt."),
+        click.option("--trust-lastmod", is_flag=True,
+                     help="Do not request a page whose sitemap <lastmod> is not newer than the "
+                          "copy indexed."),
         click.option("--user-agent", default=cfg.USER_AGENT, show_default="kbindex/VERSION (+URL)",
                      help="User-Agent header; its first word is matched against robots.txt."),
         click.option("--allow-private", is_flag=True,
@@ -261,6 +264,7 @@ def _index_run(run, embedder, *, dry_run, prune, rebuild, wait, quiet, verbose, 
         scope=o["scope"], include=tuple(o["include"]), exclude=tuple(o["exclude"]), depth=o["depth"],
         max_pages=o["max_pages"], max_time=o["max_time"], robots=not o["ignore_robots"],
         concurrency=o["concurrency"], allow_private=o["allow_private"], on_progress=progress.crawl,
+        trust_lastmod=o["trust_lastmod"],
     )
     parsed = parse_sources(run.sources, crawl) if run.sources else None
     config = check_config(o["chunk_tokens"], o["overlap"], embedder.max_tokens)  # no model load

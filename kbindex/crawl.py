@@ -21,6 +21,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -366,6 +367,12 @@ def read_sitemap(body: bytes, max_bytes: int) -> tuple[list[str], list[str]] | N
     bypass the fetcher's size caps, delays and address checks. Entities are not resolved and
     nothing is loaded from the network (no XXE).
     """
+    parsed = read_sitemap_entries(body, max_bytes)
+    return None if parsed is None else ([loc for loc, _ in parsed[0]], parsed[1])
+
+
+def read_sitemap_entries(body: bytes, max_bytes: int) -> tuple[list[tuple[str, str | None]], list[str]] | None:
+    """Like read_sitemap, with each page's <lastmod> (as written, or None)."""
     import lxml.etree
 
     body = gunzip(body, max_bytes)
@@ -381,11 +388,49 @@ def read_sitemap(body: bytes, max_bytes: int) -> tuple[list[str], list[str]] | N
     kind = lxml.etree.QName(root).localname
     if kind not in ("urlset", "sitemapindex"):
         return None
-    locs = []
-    for el in root.iter("{*}loc", "loc"):
-        if el.text and el.text.strip():
-            locs.append(el.text.strip())
-    return (locs, []) if kind == "urlset" else ([], locs)
+    entries: list[tuple[str, str | None]] = []
+    for el in root.iter("{*}url", "url", "{*}sitemap", "sitemap"):
+        loc = lastmod = None
+        for child in el:
+            if not isinstance(child.tag, str):
+                continue
+            name = lxml.etree.QName(child).localname
+            if name == "loc" and child.text and child.text.strip() and loc is None:
+                loc = child.text.strip()
+            elif name == "lastmod" and child.text and child.text.strip():
+                lastmod = child.text.strip()
+        if loc:
+            entries.append((loc, lastmod))
+    if kind == "urlset":
+        return entries, []
+    return [], [loc for loc, _ in entries]
+
+
+def parse_lastmod(value: str | None) -> datetime | None:
+    """A sitemap <lastmod> (W3C datetime) as an aware UTC datetime; None if unreadable.
+
+    A date without a time may be any hour of that day in any time zone: it stands for the latest
+    moment it can mean (the end of the day at UTC-12), so that it never hides a change.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        if len(value) <= 10:  # YYYY, YYYY-MM or YYYY-MM-DD: up to the start of the next one
+            parts = [int(x) for x in value.split("-")]
+            if len(parts) == 1:
+                end = datetime(parts[0] + 1, 1, 1, tzinfo=UTC)
+            elif len(parts) == 2:
+                end = (datetime(parts[0], parts[1], 1, tzinfo=UTC) + timedelta(days=32)).replace(day=1)
+            else:
+                end = datetime(parts[0], parts[1], parts[2], tzinfo=UTC) + timedelta(days=1)
+            return end + timedelta(hours=12)
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC)
 
 
 def read_feed(body: bytes, base: str) -> list[str] | None:
@@ -446,6 +491,7 @@ class CrawlOptions:
     robots: bool = True  # obey robots.txt (and meta robots)
     concurrency: int = DEFAULT_CONCURRENCY
     allow_private: bool = False  # allow non-public addresses even when the start host is public
+    trust_lastmod: bool = False  # a sitemap lastmod not newer than the stored visit: not requested
     on_progress: Callable[[CrawlResult], None] | None = field(default=None, compare=False)
 
     def __post_init__(self):
@@ -499,6 +545,7 @@ class _Item:
     streak: int = 0  # chained barren listing pages of this URL's pattern before it
     follow: bool = True  # follow its links (not for sitemap and feed entries)
     visit: Visit | None = None  # what the last run learned from it, when it is fetched conditionally
+    unrequested: bool = False  # known unchanged from the sitemap's lastmod: handled without a request
 
 
 _DISALLOW_ALL = object()  # robots.txt answered 5xx or not at all: RFC 9309 says assume disallow
@@ -624,6 +671,7 @@ class Crawler:
         self._query_variants: Counter = Counter()
         self._frontier: deque[_Item] = deque()
         self._sitemaps_read = 0
+        self._lastmods: dict[str, datetime] = {}  # canonical URL -> sitemap lastmod (--trust-lastmod)
         self._transient = False
         started = time.monotonic()
         deadline = started + options.max_time if options.max_time else None
@@ -694,6 +742,14 @@ class Crawler:
                         break
                     item = self._frontier.popleft()
                     item.visit = self._recall(item)
+                    if self._unchanged_by_lastmod(item):
+                        item.unrequested = True  # handled as a 304 that was never asked for
+                        future: Future = Future()
+                        future.set_result((Page(item.url, b"", url=item.visit.final, status=304,
+                                                etag=item.visit.etag,
+                                                last_modified=item.visit.last_modified), None))
+                        inflight.append((future, item))
+                        continue
                     inflight.append((pool.submit(self._fetch, item.url, allow_private, not item.follow,
                                                  item.visit), item))
                     requested += 1
@@ -787,7 +843,7 @@ class Crawler:
 
     def _read_sitemap_body(self, body: bytes, url: str, result: CrawlResult, allow_private: bool,
                            level: int = 0) -> None:
-        parsed = read_sitemap(body, self.fetcher.max_bytes)
+        parsed = read_sitemap_entries(body, self.fetcher.max_bytes)
         if parsed is None:
             result.skipped["sitemap_failed"] += 1
             return
@@ -796,7 +852,11 @@ class Crawler:
         # the source is a site, not followed when the source is the sitemap itself.
         follow = result.kind == "site"
         parent = _Item(url, 0 if follow else -1, follow=follow)
-        for link in pages:
+        for link, lastmod in pages:
+            if self.options.trust_lastmod and (when := parse_lastmod(lastmod)) is not None:
+                canonical = canonicalize(link, url)
+                if canonical:
+                    self._lastmods[canonical] = when
             self._enqueue(link, None, parent, barren=False, result=result, allow_private=allow_private,
                           follow=follow)
         for child in children:
@@ -805,13 +865,20 @@ class Crawler:
                 self._read_sitemap(child_url, result, allow_private, level + 1)
 
     def _recall(self, item: _Item) -> Visit | None:
-        """The last run's visit of a page whose links are followed, if its validators can be used."""
-        if not item.follow:
-            return None
+        """The last run's visit of a page, if its validators can be used."""
         visit = self.memory.recall(item.url)
         if visit is None or visit.parser != ANALYSIS_VERSION or not (visit.etag or visit.last_modified):
             return None
         return visit
+
+    def _unchanged_by_lastmod(self, item: _Item) -> bool:
+        """--trust-lastmod: the sitemap says the page changed no later than the stored visit was
+        made (a sitemap that lies about lastmod hides changes: hence an option)."""
+        if not self.options.trust_lastmod or item.visit is None:
+            return False
+        lastmod = self._lastmods.get(item.url)
+        seen = parse_lastmod(item.visit.seen)
+        return lastmod is not None and seen is not None and lastmod <= seen
 
     def _fetch(self, url: str, allow_private: bool, conditional: bool = False,
                visit: Visit | None = None) -> tuple[Page, Analysis | None]:
@@ -847,7 +914,7 @@ class Crawler:
             self._transient = self._transient or exc.transient
             yield exc
             return
-        result.fetched += 1
+        result.fetched += not item.unrequested
         visit = item.visit
         if page.status == 304:
             result.not_modified += 1

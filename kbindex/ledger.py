@@ -66,7 +66,7 @@ CREATE TABLE IF NOT EXISTS visits (
     etag TEXT,
     last_modified TEXT,
     analysis TEXT NOT NULL,       -- JSON: links, canonical, noindex, nofollow, listing, thin, parser
-    visited_at TEXT,
+    visited_at TEXT,              -- when the page was read with what is recorded (run start)
     PRIMARY KEY (scope, url)
 );
 CREATE INDEX IF NOT EXISTS visits_name ON visits (scope, name);
@@ -209,16 +209,16 @@ class Ledger:
 
     def visit(self, url: str) -> Visit | None:
         row = self.db.execute(
-            "SELECT url, final, name, outcome, etag, last_modified, analysis FROM visits "
+            "SELECT url, final, name, outcome, etag, last_modified, analysis, visited_at FROM visits "
             "WHERE scope = ? AND url = ?", (self.scope, url),
         ).fetchone()
         if row is None:
             return None
-        url, final, name, outcome, etag, last_modified, analysis = row
+        url, final, name, outcome, etag, last_modified, analysis, visited_at = row
         data = json.loads(analysis)
         return Visit(url, final, name, outcome, etag, last_modified, tuple(data["links"]),
                      data["canonical"], data["noindex"], data["nofollow"], data["listing"],
-                     data["thin"], data["parser"])
+                     data["thin"], data["parser"], visited_at)
 
     def remember(self, visit: Visit, root: str, when: str | None = None) -> None:
         analysis = json.dumps({

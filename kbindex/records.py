@@ -114,3 +114,5 @@ class Visit:
     listing: bool = False
     thin: bool = False
     parser: int = 0  # the version of the crawler's page analysis that made it
+    seen: str | None = field(default=None, compare=False)  # when (UTC, ISO 8601) the page was
+    #                                                         read with what is recorded here

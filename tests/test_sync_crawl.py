@@ -7,16 +7,24 @@ The fixture server's request log (status and Content-Type of each answer) is wha
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from kbindex.crawl import ANALYSIS_VERSION, Crawler, CrawlOptions, CrawlResult
+from kbindex.crawl import (
+    ANALYSIS_VERSION,
+    Crawler,
+    CrawlOptions,
+    CrawlResult,
+    parse_lastmod,
+    read_sitemap_entries,
+)
 from kbindex.errors import FetchError
 from kbindex.fetch import Fetcher
 from kbindex.ledger import Ledger
 from kbindex.records import Page, Visit
 from tests.server import FixtureServer, Request, Response
-from tests.sites import ALL_POSTS, POSTS, blog
+from tests.sites import ALL_POSTS, OLD_POST, POSTS, blog
 from tests.sync_helpers import assert_consistent, snapshot
 
 FAST = ("--delay", "0")
@@ -328,3 +336,72 @@ def test_visits_of_another_analysis_version_are_ignored():
         _crawl(server, memory)
         statuses = {r.path: (r.status, r.conditional) for r in server.log if r.path != "/robots.txt"}
     assert statuses == {"/": (200, False), "/a": (200, False), "/b": (200, False)}
+
+
+# -- sitemap lastmod (--trust-lastmod) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("2026-11-24", "2026-11-25T12:00:00+00:00"),  # a bare date: its latest possible moment
+    ("2026-11", "2026-12-01T12:00:00+00:00"),
+    ("2026", "2027-01-01T12:00:00+00:00"),
+    ("2026-11-24T10:00:00+02:00", "2026-11-24T08:00:00+00:00"),
+    ("2026-11-24T10:00:00Z", "2026-11-24T10:00:00+00:00"),
+    ("2026-11-24T10:00:00", "2026-11-24T10:00:00+00:00"),
+    ("yesterday", None), ("", None), (None, None), ("2026-13-01", None),
+])
+def test_parse_lastmod(value, expected):
+    when = parse_lastmod(value)
+    assert (when.isoformat() if when else None) == expected
+
+
+def test_read_sitemap_entries_keeps_lastmod():
+    body = (b'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9" '
+            b'xmlns:image="http://www.google.com/schemas/sitemap-image/1.1">'
+            b"<url><loc>https://x.example/a</loc><lastmod>2026-01-02</lastmod>"
+            b"<image:image><image:loc>https://x.example/a.png</image:loc></image:image></url>"
+            b"<url><loc> https://x.example/b </loc></url></urlset>")
+    assert read_sitemap_entries(body, 10_000) == (
+        [("https://x.example/a", "2026-01-02"), ("https://x.example/b", None)], [])
+
+
+def test_trust_lastmod_skips_pages_the_sitemap_says_are_unchanged(kb, db):
+    posts = {p.path for p in ALL_POSTS}
+    with blog(validators="etag") as site:
+        site.lastmods.update({path: "2020-01-01" for path in posts})
+        kb("index", site.url("/"), *FAST, "--trust-lastmod")  # nothing stored yet: all read
+        site.log.clear()
+        again = kb.json("index", site.url("/"), *FAST, "--trust-lastmod")
+        requested = {r.path for r in site.log}
+        listings = html_requests(site)
+        assert not requested & posts  # not even asked
+        assert listings and all(r.status == 304 for r in listings)  # listing pages: no lastmod
+        assert again["unchanged"] == len(ALL_POSTS) and again["chunks_added"] == 0
+        assert again["fetched"] == len(listings)
+        assert again["not_modified"] == len(listings) + len(ALL_POSTS)
+        # An edit the sitemap announces is read and indexed; the rest stays unrequested.
+        edited = POSTS[1].path
+        post_changed(site, edited, b"corrupted OST cache file", b"damaged offline cache file")
+        site.lastmods[edited] = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+        site.log.clear()
+        third = kb.json("index", site.url("/"), *FAST, "--trust-lastmod")
+        assert {r.path for r in site.log} & posts == {edited}
+        assert downloaded(site) == [edited] and third["indexed"] == 1
+        # Without the option every page is asked, and answers 304.
+        site.log.clear()
+        kb.json("index", site.url("/"), *FAST)
+        assert posts <= {r.path for r in html_requests(site) if r.status == 304}
+    assert_consistent(db)
+
+
+def test_trust_lastmod_for_a_sitemap_source(kb):
+    with blog(validators="last-modified") as site:
+        site.lastmods.update({p.path: "2020-01-01T00:00:00Z" for p in ALL_POSTS})
+        first = kb.json("index", site.url("/sitemap.xml"), *FAST, "--trust-lastmod")
+        assert first["indexed"] == len(ALL_POSTS)
+        site.lastmods[OLD_POST.path] = "2999-01-01"  # says it changed: asked (and answers 304)
+        site.log.clear()
+        again = kb.json("index", site.url("/sitemap.xml"), *FAST, "--trust-lastmod")
+        requests = [(r.path, r.status) for r in site.log]
+    assert requests == [("/robots.txt", 200), ("/sitemap.xml", 200), (OLD_POST.path, 304)]
+    assert again["unchanged"] == len(ALL_POSTS) and again["not_modified"] == len(ALL_POSTS)
