@@ -522,7 +522,8 @@ class CrawlResult:
     kind: str = "site"  # "site" (crawled), "sitemap", "feed" or "page" (a non-HTML start)
     discovered: int = 0  # distinct canonical URLs seen (links, sitemap and feed entries)
     fetched: int = 0  # pages received (HTTP 2xx or 304), robots.txt, sitemaps and feeds not counted
-    not_modified: int = 0  # of those, pages that answered 304 Not Modified (nothing downloaded)
+    not_modified: int = 0  # pages known unchanged without a download: answers 304 (also counted in
+    #                        fetched) and, with trust_lastmod, pages not requested at all
     queued: int = 0  # in the frontier or being fetched
     errors: int = 0  # pages that failed
     skipped: Counter = field(default_factory=Counter)  # URLs never requested, by reason
@@ -533,7 +534,8 @@ class CrawlResult:
     def as_dict(self) -> dict:
         return {
             "source": self.start, "kind": self.kind, "discovered": self.discovered,
-            "fetched": self.fetched, "not_modified": self.not_modified, "errors": self.errors, "skipped": dict(self.skipped),
+            "fetched": self.fetched, "not_modified": self.not_modified, "errors": self.errors,
+            "skipped": dict(self.skipped),
             "complete": bool(self.complete), "stopped": self.stopped,
         }
 
@@ -603,6 +605,11 @@ class Crawler:
     noindex pages and duplicates come out as SkipSource so that they are counted and reported;
     URLs never requested (out of scope, robots.txt, depth, traps) are only counted, in
     `result.skipped`.
+
+    With a `memory` (CrawlMemory), what each HTML page was and linked to is remembered; on the
+    next crawl such a page is fetched conditionally, and a 304 is handled exactly like the page it
+    stands for, from what was remembered: its links followed, an article yielded as a Page with
+    status 304 and no body, a listing page followed and skipped.
     """
 
     def __init__(self, fetcher: Fetcher, options: CrawlOptions | None = None, user_agent_token: str = "kbindex",

@@ -51,7 +51,7 @@ class Summary:
     chunks_deleted: int = 0
     discovered: int = 0  # distinct URLs crawls found
     fetched: int = 0  # pages crawls received
-    not_modified: int = 0  # of those, pages that answered 304 Not Modified
+    not_modified: int = 0  # pages known unchanged without a download (304, or sitemap lastmod)
     failures: list[dict] = field(default_factory=list)
     skips: list[dict] = field(default_factory=list)
     crawl_skipped: Counter = field(default_factory=Counter)
