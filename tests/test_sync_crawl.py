@@ -6,6 +6,8 @@ The fixture server's request log (status and Content-Type of each answer) is wha
 
 from __future__ import annotations
 
+import json
+import signal
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -25,7 +27,7 @@ from kbindex.ledger import Ledger
 from kbindex.records import Page, Visit
 from tests.server import FixtureServer, Request, Response
 from tests.sites import ALL_POSTS, OLD_POST, POSTS, blog
-from tests.sync_helpers import assert_consistent, snapshot
+from tests.sync_helpers import assert_consistent, run, snapshot, spawn, summary, wait_for
 
 FAST = ("--delay", "0")
 
@@ -405,3 +407,32 @@ def test_trust_lastmod_for_a_sitemap_source(kb):
         requests = [(r.path, r.status) for r in site.log]
     assert requests == [("/robots.txt", 200), ("/sitemap.xml", 200), (OLD_POST.path, 304)]
     assert again["unchanged"] == len(ALL_POSTS) and again["not_modified"] == len(ALL_POSTS)
+
+
+# -- crash safety ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", ["page:4", "commit"])
+def test_a_crawl_killed_midway_heals_and_then_revalidates(tmp_path, stage):
+    """Killed while pages are being fetched (visits of some pages stored, nothing indexed), or
+    after the store was written and before the ledger (visits stored, entries still dirty): the
+    next run re-reads what it cannot trust, and the one after downloads nothing."""
+    db = tmp_path / "index"
+    with blog(validators="etag") as site:
+        args = ("index", site.url("/"), "--delay", "0", "--db", str(db), "--json")
+        err = tmp_path / "killed.txt"
+        proc = spawn(*args, env={"KBINDEX_TEST_PAUSE": stage}, stderr_path=err)
+        wait_for(err, f"paused at {stage.partition(':')[0]}", proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert visits(db)  # the killed run had stored some
+        code, out, stderr = run(*args, tmp=tmp_path)
+        assert code == 0, stderr
+        assert summary(out)["indexed"] == len(ALL_POSTS)  # nothing trusted from the killed run
+        assert_consistent(db)
+        site.log.clear()
+        code, out, stderr = run(*args, tmp=tmp_path)
+        assert code == 0, stderr
+        assert downloaded(site) == [] and summary(out)["chunks_added"] == 0
+    code, out, _ = run("verify", "--db", str(db), "--json", tmp=tmp_path)
+    assert code == 0 and json.loads(out)["ok"]
