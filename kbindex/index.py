@@ -746,7 +746,9 @@ class _LedgerMemory:
     def remember(self, visit: Visit) -> None:
         self.touched.add(visit.url)
         if self._recalled.pop(visit.url, None) != visit:
-            self.indexer.ledger.remember(visit, self.root, self.indexer._indexed_at)
+            # verify --repair re-reads single pages: their visits stay with the crawl that made them.
+            self.indexer.ledger.remember(visit, self.root, self.indexer._indexed_at,
+                                         keep_root=self.indexer.keep_roots)
 
 
 def _matching(target: str, entries: dict[str, Entry]) -> list[Entry]:

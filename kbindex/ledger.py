@@ -220,7 +220,8 @@ class Ledger:
                      data["canonical"], data["noindex"], data["nofollow"], data["listing"],
                      data["thin"], data["parser"], visited_at)
 
-    def remember(self, visit: Visit, root: str, when: str | None = None) -> None:
+    def remember(self, visit: Visit, root: str, when: str | None = None, keep_root: bool = False) -> None:
+        """Record a visit under root (with keep_root, a visit already recorded keeps its root)."""
         analysis = json.dumps({
             "links": list(visit.links), "canonical": visit.canonical, "noindex": visit.noindex,
             "nofollow": visit.nofollow, "listing": visit.listing, "thin": visit.thin,
@@ -228,7 +229,12 @@ class Ledger:
         })
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO visits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO visits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (scope, url) DO UPDATE SET "
+                f"root = {'visits.root' if keep_root else 'excluded.root'}, final = excluded.final, "
+                "name = excluded.name, outcome = excluded.outcome, etag = excluded.etag, "
+                "last_modified = excluded.last_modified, analysis = excluded.analysis, "
+                "visited_at = excluded.visited_at",
                 (self.scope, visit.url, root, visit.final, visit.name, visit.outcome, visit.etag,
                  visit.last_modified, analysis, when),
             )

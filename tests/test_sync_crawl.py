@@ -25,6 +25,7 @@ from kbindex.errors import FetchError
 from kbindex.fetch import Fetcher
 from kbindex.ledger import Ledger
 from kbindex.records import Page, Visit
+from kbindex.store import Store
 from tests.server import FixtureServer, Request, Response
 from tests.sites import ALL_POSTS, OLD_POST, POSTS, blog
 from tests.sync_helpers import assert_consistent, run, snapshot, spawn, summary, wait_for
@@ -191,6 +192,24 @@ def test_rebuild_and_delete_keep_the_visits_in_step(kb, db):
         assert sorted(downloaded(site)) == sorted(november + ["/2026/11/"])
         assert again["indexed"] == len(november)
     assert_consistent(db)
+
+
+def test_verify_repair_of_a_crawled_page_keeps_its_visit_with_the_crawl(kb, db):
+    post = POSTS[2]
+    with blog(validators="etag") as site:
+        kb("index", site.url("/"), *FAST)
+        Store(db).collection("kbindex").delete(snapshot(db)["store"][site.url(post.path)][:1])
+        out = kb("verify", "--repair")
+        assert out.exit_code == 0 and "re-indexed 1 sources" in out.stdout, out.output
+        assert visits(db)[site.url(post.path)] is not None
+        site.log.clear()
+        again = kb.json("index", site.url("/"), *FAST)
+        assert downloaded(site) == [] and again["chunks_added"] == 0
+    ledger = Ledger(db, "kbindex")
+    roots = {r for (r,) in ledger.db.execute("SELECT root FROM visits")}
+    ledger.close()
+    assert roots == {site.url("/")}
+    assert kb("verify").exit_code == 0
 
 
 # -- the crawler's side of it, with a memory of its own ----------------------------------------------
