@@ -145,6 +145,9 @@ def crawl_options(func):
                      show_default=True,
                      help="Retries after a timeout, connection error, 429 or 5xx (exponential backoff)."),
         click.option("--ignore-robots", is_flag=True, help="Do not read or obey robots.txt."),
+        click.option("--trust-lastmod", is_flag=True,
+                     help="Do not request a page whose sitemap <lastmod> is not newer than the "
+                          "copy indexed."),
         click.option("--user-agent", default=cfg.USER_AGENT, show_default="kbindex/VERSION (+URL)",
                      help="User-Agent header; its first word is matched against robots.txt."),
         click.option("--allow-private", is_flag=True,
@@ -234,7 +237,8 @@ def index(ctx, sources, urls_file, dry_run, no_prune, rebuild, wait, quiet, verb
         )
         if total.discovered:
             by = ", ".join(f"{k} {v}" for k, v in total.as_dict()["skipped_by"].items())
-            click.echo(f"crawl: discovered {total.discovered}  fetched {total.fetched}"
+            unmodified = f" ({total.not_modified} not modified)" if total.not_modified else ""
+            click.echo(f"crawl: discovered {total.discovered}  fetched {total.fetched}{unmodified}"
                        + (f"  skipped: {by}" if by else ""))
     if total.failed:
         sys.exit(1)
@@ -260,6 +264,7 @@ def _index_run(run, embedder, *, dry_run, prune, rebuild, wait, quiet, verbose, 
         scope=o["scope"], include=tuple(o["include"]), exclude=tuple(o["exclude"]), depth=o["depth"],
         max_pages=o["max_pages"], max_time=o["max_time"], robots=not o["ignore_robots"],
         concurrency=o["concurrency"], allow_private=o["allow_private"], on_progress=progress.crawl,
+        trust_lastmod=o["trust_lastmod"],
     )
     parsed = parse_sources(run.sources, crawl) if run.sources else None
     config = check_config(o["chunk_tokens"], o["overlap"], embedder.max_tokens)  # no model load

@@ -21,12 +21,14 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
 from kbindex.config import DEFAULT_CONCURRENCY, DEFAULT_MAX_PAGES, MAX_CRAWL_DELAY
 from kbindex.errors import FetchError, SkipSource, SourceError, UsageError
 from kbindex.fetch import TEXT_TYPES, Fetcher, host_key
-from kbindex.records import Page
+from kbindex.records import Page, Visit
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 # Media types read for a discovered link; the ones that are not HTML are sniffed.
@@ -66,6 +68,9 @@ MAX_QUERY_VARIANTS = 1000  # distinct query strings on one path
 TRAP_STREAK = 5  # chained listing pages of one URL pattern that found nothing new: an endless
 #                  calendar or an archive paginated past its end
 MAX_SITEMAPS = 200  # sitemap files read per crawl (an index may name many)
+# The version of `analyze` and of what a Visit records. Raise it whenever either changes: stored
+# visits of another version are ignored, so every page is read again once.
+ANALYSIS_VERSION = 1
 
 LISTING_LINK_DENSITY = 0.5  # share of the main text's words inside links
 THIN_WORDS = 50  # fewer words of non-link text: not an article on its own
@@ -362,6 +367,12 @@ def read_sitemap(body: bytes, max_bytes: int) -> tuple[list[str], list[str]] | N
     bypass the fetcher's size caps, delays and address checks. Entities are not resolved and
     nothing is loaded from the network (no XXE).
     """
+    parsed = read_sitemap_entries(body, max_bytes)
+    return None if parsed is None else ([loc for loc, _ in parsed[0]], parsed[1])
+
+
+def read_sitemap_entries(body: bytes, max_bytes: int) -> tuple[list[tuple[str, str | None]], list[str]] | None:
+    """Like read_sitemap, with each page's <lastmod> (as written, or None)."""
     import lxml.etree
 
     body = gunzip(body, max_bytes)
@@ -377,11 +388,49 @@ def read_sitemap(body: bytes, max_bytes: int) -> tuple[list[str], list[str]] | N
     kind = lxml.etree.QName(root).localname
     if kind not in ("urlset", "sitemapindex"):
         return None
-    locs = []
-    for el in root.iter("{*}loc", "loc"):
-        if el.text and el.text.strip():
-            locs.append(el.text.strip())
-    return (locs, []) if kind == "urlset" else ([], locs)
+    entries: list[tuple[str, str | None]] = []
+    for el in root.iter("{*}url", "url", "{*}sitemap", "sitemap"):
+        loc = lastmod = None
+        for child in el:
+            if not isinstance(child.tag, str):
+                continue
+            name = lxml.etree.QName(child).localname
+            if name == "loc" and child.text and child.text.strip() and loc is None:
+                loc = child.text.strip()
+            elif name == "lastmod" and child.text and child.text.strip():
+                lastmod = child.text.strip()
+        if loc:
+            entries.append((loc, lastmod))
+    if kind == "urlset":
+        return entries, []
+    return [], [loc for loc, _ in entries]
+
+
+def parse_lastmod(value: str | None) -> datetime | None:
+    """A sitemap <lastmod> (W3C datetime) as an aware UTC datetime; None if unreadable.
+
+    A date without a time may be any hour of that day in any time zone: it stands for the latest
+    moment it can mean (the end of the day at UTC-12), so that it never hides a change.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        if len(value) <= 10:  # YYYY, YYYY-MM or YYYY-MM-DD: up to the start of the next one
+            parts = [int(x) for x in value.split("-")]
+            if len(parts) == 1:
+                end = datetime(parts[0] + 1, 1, 1, tzinfo=UTC)
+            elif len(parts) == 2:
+                end = (datetime(parts[0], parts[1], 1, tzinfo=UTC) + timedelta(days=32)).replace(day=1)
+            else:
+                end = datetime(parts[0], parts[1], parts[2], tzinfo=UTC) + timedelta(days=1)
+            return end + timedelta(hours=12)
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC)
 
 
 def read_feed(body: bytes, base: str) -> list[str] | None:
@@ -442,6 +491,7 @@ class CrawlOptions:
     robots: bool = True  # obey robots.txt (and meta robots)
     concurrency: int = DEFAULT_CONCURRENCY
     allow_private: bool = False  # allow non-public addresses even when the start host is public
+    trust_lastmod: bool = False  # a sitemap lastmod not newer than the stored visit: not requested
     on_progress: Callable[[CrawlResult], None] | None = field(default=None, compare=False)
 
     def __post_init__(self):
@@ -471,7 +521,9 @@ class CrawlResult:
     start: str
     kind: str = "site"  # "site" (crawled), "sitemap", "feed" or "page" (a non-HTML start)
     discovered: int = 0  # distinct canonical URLs seen (links, sitemap and feed entries)
-    fetched: int = 0  # pages received (HTTP 2xx), robots.txt, sitemaps and feeds not counted
+    fetched: int = 0  # pages received (HTTP 2xx or 304), robots.txt, sitemaps and feeds not counted
+    not_modified: int = 0  # pages known unchanged without a download: answers 304 (also counted in
+    #                        fetched) and, with trust_lastmod, pages not requested at all
     queued: int = 0  # in the frontier or being fetched
     errors: int = 0  # pages that failed
     skipped: Counter = field(default_factory=Counter)  # URLs never requested, by reason
@@ -482,7 +534,8 @@ class CrawlResult:
     def as_dict(self) -> dict:
         return {
             "source": self.start, "kind": self.kind, "discovered": self.discovered,
-            "fetched": self.fetched, "errors": self.errors, "skipped": dict(self.skipped),
+            "fetched": self.fetched, "not_modified": self.not_modified, "errors": self.errors,
+            "skipped": dict(self.skipped),
             "complete": bool(self.complete), "stopped": self.stopped,
         }
 
@@ -493,9 +546,55 @@ class _Item:
     depth: int
     streak: int = 0  # chained barren listing pages of this URL's pattern before it
     follow: bool = True  # follow its links (not for sitemap and feed entries)
+    visit: Visit | None = None  # what the last run learned from it, when it is fetched conditionally
+    unrequested: bool = False  # known unchanged from the sitemap's lastmod: handled without a request
 
 
 _DISALLOW_ALL = object()  # robots.txt answered 5xx or not at all: RFC 9309 says assume disallow
+
+
+class CrawlMemory(Protocol):
+    """What the crawler keeps between runs (the index keeps it in its ledger).
+
+    Called from the crawl's own thread only, never from the fetch workers.
+    """
+
+    def recall(self, url: str) -> Visit | None:
+        """The visit recorded for a requested URL, when its validators may be used."""
+
+    def remember(self, visit: Visit) -> None:
+        """Record what this run learned from a page (called for every HTML page handled)."""
+
+
+class _Forgetful:
+    def recall(self, url: str) -> Visit | None:
+        return None
+
+    def remember(self, visit: Visit) -> None:
+        pass
+
+
+def _analysis(visit: Visit) -> Analysis:
+    return Analysis(visit.links, visit.canonical, visit.noindex, visit.nofollow, visit.listing,
+                    visit.thin)
+
+
+def _visit(url: str, final: str, name: str, outcome: str, page: Page, analysis: Analysis) -> Visit:
+    return Visit(url, final, name, outcome, page.etag, page.last_modified,
+                 tuple(dict.fromkeys(analysis.links)), analysis.canonical, analysis.noindex,
+                 analysis.nofollow, analysis.listing, analysis.thin, ANALYSIS_VERSION)
+
+
+def _article(name: str, page: Page) -> Page:
+    """A page handed on to be indexed, under its canonical name (a 304 without a body)."""
+    if page.status == 304:
+        return Page(source=name, body=b"", url=page.url, status=304, etag=page.etag,
+                    last_modified=page.last_modified)
+    media = page.content_type or "text/html"
+    if not media.lower().startswith(HTML_TYPES):
+        media = "text/html"  # sniffed as HTML: let the extractor treat it so
+    return Page(source=name, body=page.body, content_type=media, url=page.url,
+                status=page.status, etag=page.etag, last_modified=page.last_modified)
 
 
 class Crawler:
@@ -506,15 +605,23 @@ class Crawler:
     noindex pages and duplicates come out as SkipSource so that they are counted and reported;
     URLs never requested (out of scope, robots.txt, depth, traps) are only counted, in
     `result.skipped`.
+
+    With a `memory` (CrawlMemory), what each HTML page was and linked to is remembered; on the
+    next crawl such a page is fetched conditionally, and a 304 is handled exactly like the page it
+    stands for, from what was remembered: its links followed, an article yielded as a Page with
+    status 304 and no body, a listing page followed and skipped.
     """
 
     def __init__(self, fetcher: Fetcher, options: CrawlOptions | None = None, user_agent_token: str = "kbindex",
-                 validators: Callable[[str], tuple[str | None, str | None]] | None = None):
+                 validators: Callable[[str], tuple[str | None, str | None]] | None = None,
+                 memory: CrawlMemory | None = None):
         self.fetcher = fetcher
         # ETag / Last-Modified from the last run, for conditional GETs of pages whose links are
-        # not needed (sitemap and feed entries, a start page with depth 0): a 304 has no body,
-        # so a page that must be read for links is always fetched in full.
+        # not needed (sitemap and feed entries, a start page with depth 0).
         self.validators = validators or (lambda url: (None, None))
+        # Pages whose links are needed (a site's pages) are fetched conditionally only when the
+        # last run's Visit is known: a 304 has no body, so its stored links are followed instead.
+        self.memory: CrawlMemory = memory or _Forgetful()
         self.options = options or CrawlOptions()
         self.token = user_agent_token
         self._include = compile_patterns(self.options.include, "--include")
@@ -571,6 +678,7 @@ class Crawler:
         self._query_variants: Counter = Counter()
         self._frontier: deque[_Item] = deque()
         self._sitemaps_read = 0
+        self._lastmods: dict[str, datetime] = {}  # canonical URL -> sitemap lastmod (--trust-lastmod)
         self._transient = False
         started = time.monotonic()
         deadline = started + options.max_time if options.max_time else None
@@ -592,7 +700,13 @@ class Crawler:
             else:
                 yield SkipSource(start, "disallowed by robots.txt", kind="robots")
             return
-        etag, modified = self.validators(canonical_start) if options.depth == 0 else (None, None)
+        # A site's start page is fetched conditionally when the last run read it as a site's page
+        # (its links are then known); a start URL crawled with --depth 0 needs no links.
+        visit = self._recall(_Item(canonical_start, 0)) if options.depth != 0 else None
+        if visit is not None:
+            etag, modified = visit.etag, visit.last_modified
+        else:
+            etag, modified = self.validators(canonical_start) if options.depth == 0 else (None, None)
         try:
             page = self.fetcher.fetch(start, accept=START_TYPES, allow_private=allow_private,
                                       etag=etag, last_modified=modified)
@@ -601,9 +715,10 @@ class Crawler:
             result.errors += isinstance(exc, FetchError)
             yield exc
             return
-        if page.status == 304:  # unchanged since the last run: nothing to read or follow
+        if page.status == 304 and visit is None:  # unchanged since the last run: nothing to follow
             result.kind, result.complete = "page", True
             result.fetched += 1
+            result.not_modified += 1
             yield replace(page, source=canonical_start)
             return
         final = canonicalize(page.url or start) or canonical_start
@@ -611,7 +726,11 @@ class Crawler:
         if final != canonical_start and not self.scope.in_roots(final):
             # The start URL redirected (http -> https, / -> /en/): crawl where it led.
             self.scope = self.scope.widen(final, options.scope)
-        yield from self._start(page, start, final, result, allow_private)
+        if page.status == 304:  # a site's start page, unchanged: followed by its stored links
+            result.kind = "site"
+            yield from self._site(_Item(canonical_start, 0, visit=visit), page, None, result, allow_private)
+        else:
+            yield from self._start(page, start, final, result, allow_private)
 
         pool = ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="kbindex-fetch")
         # Results are handled in the order requests were made (breadth-first, deterministic: the
@@ -629,7 +748,17 @@ class Crawler:
                     if options.max_pages is not None and requested >= options.max_pages:
                         break
                     item = self._frontier.popleft()
-                    inflight.append((pool.submit(self._fetch, item.url, allow_private, not item.follow), item))
+                    item.visit = self._recall(item)
+                    if self._unchanged_by_lastmod(item):
+                        item.unrequested = True  # handled as a 304 that was never asked for
+                        future: Future = Future()
+                        future.set_result((Page(item.url, b"", url=item.visit.final, status=304,
+                                                etag=item.visit.etag,
+                                                last_modified=item.visit.last_modified), None))
+                        inflight.append((future, item))
+                        continue
+                    inflight.append((pool.submit(self._fetch, item.url, allow_private, not item.follow,
+                                                 item.visit), item))
                     requested += 1
                 result.queued = len(self._frontier) + len(inflight)
                 if not inflight:
@@ -688,14 +817,19 @@ class Crawler:
                        status=page.status, etag=page.etag, last_modified=page.last_modified)
             return
         result.kind = "site"
-        item = _Item(canonicalize(start) or start, 0)
         analysis = analyze(page, page.url or start)
         if analysis.nesting > MAX_NESTING:
             yield SkipSource(start, f"markup nested more than {MAX_NESTING} elements deep", kind="too_deep")
             return
+        yield from self._site(_Item(canonicalize(start) or start, 0), page, analysis, result, allow_private)
+
+    def _site(self, item: _Item, page: Page, analysis: Analysis | None, result: CrawlResult,
+              allow_private: bool):
+        """A site's start page (read, or a 304 to follow by its stored links), then its sitemaps."""
         future: Future = Future()
         future.set_result((page, analysis))
         yield from self._handle(item, future, result, allow_private)
+        final = canonicalize(page.url or item.url) or item.url
         if self.options.robots:
             rules = self._robots(final, result, allow_private)
             if rules is not None and rules is not _DISALLOW_ALL:
@@ -716,7 +850,7 @@ class Crawler:
 
     def _read_sitemap_body(self, body: bytes, url: str, result: CrawlResult, allow_private: bool,
                            level: int = 0) -> None:
-        parsed = read_sitemap(body, self.fetcher.max_bytes)
+        parsed = read_sitemap_entries(body, self.fetcher.max_bytes)
         if parsed is None:
             result.skipped["sitemap_failed"] += 1
             return
@@ -725,7 +859,11 @@ class Crawler:
         # the source is a site, not followed when the source is the sitemap itself.
         follow = result.kind == "site"
         parent = _Item(url, 0 if follow else -1, follow=follow)
-        for link in pages:
+        for link, lastmod in pages:
+            if self.options.trust_lastmod and (when := parse_lastmod(lastmod)) is not None:
+                canonical = canonicalize(link, url)
+                if canonical:
+                    self._lastmods[canonical] = when
             self._enqueue(link, None, parent, barren=False, result=result, allow_private=allow_private,
                           follow=follow)
         for child in children:
@@ -733,9 +871,33 @@ class Crawler:
             if child_url and urlsplit(child_url).netloc == urlsplit(url).netloc:
                 self._read_sitemap(child_url, result, allow_private, level + 1)
 
-    def _fetch(self, url: str, allow_private: bool, conditional: bool = False) -> tuple[Page, Analysis | None]:
-        """Runs in a worker thread: download and parse."""
-        etag, modified = self.validators(url) if conditional else (None, None)
+    def _recall(self, item: _Item) -> Visit | None:
+        """The last run's visit of a page, if its validators can be used."""
+        visit = self.memory.recall(item.url)
+        if visit is None or visit.parser != ANALYSIS_VERSION or not (visit.etag or visit.last_modified):
+            return None
+        return visit
+
+    def _unchanged_by_lastmod(self, item: _Item) -> bool:
+        """--trust-lastmod: the sitemap says the page changed no later than the stored visit was
+        made (a sitemap that lies about lastmod hides changes: hence an option)."""
+        if not self.options.trust_lastmod or item.visit is None:
+            return False
+        lastmod = self._lastmods.get(item.url)
+        seen = parse_lastmod(item.visit.seen)
+        return lastmod is not None and seen is not None and lastmod <= seen
+
+    def _fetch(self, url: str, allow_private: bool, conditional: bool = False,
+               visit: Visit | None = None) -> tuple[Page, Analysis | None]:
+        """Runs in a worker thread: download and parse.
+
+        Conditional with the visit's validators when there is one (a page whose links are
+        followed), else with `validators` when `conditional` (a sitemap or feed entry).
+        """
+        if visit is not None:
+            etag, modified = visit.etag, visit.last_modified
+        else:
+            etag, modified = self.validators(url) if conditional else (None, None)
         page = self.fetcher.fetch(url, accept=PAGE_TYPES, allow_private=allow_private,
                                   etag=etag, last_modified=modified)
         if page.status == 304:
@@ -759,17 +921,35 @@ class Crawler:
             self._transient = self._transient or exc.transient
             yield exc
             return
-        result.fetched += 1
-        if page.status == 304:  # a sitemap or feed entry unchanged since the last run
-            self._done.add(item.url)
-            yield replace(page, source=item.url)
-            return
+        result.fetched += not item.unrequested
+        visit = item.visit
+        if page.status == 304:
+            result.not_modified += 1
+            if visit is None:  # a sitemap or feed entry unchanged since the last run
+                self._done.add(item.url)
+                yield replace(page, source=item.url)
+                return
+            if (canonicalize(page.url or item.url) or item.url) != visit.final:
+                # It redirects somewhere else now: what was stored is about another page.
+                yield from self._handle(_Item(item.url, item.depth, item.streak, item.follow),
+                                        self._fetch_now(item.url, allow_private), result, allow_private)
+                return
+            # Unchanged: followed exactly as if it had been read, by what the last run stored.
+            analysis = _analysis(visit)
+            page = replace(page, etag=page.etag or visit.etag,
+                           last_modified=page.last_modified or visit.last_modified)
         final = canonicalize(page.url or item.url) or item.url
+
+        def remember(outcome: str, name: str) -> None:
+            self.memory.remember(_visit(item.url, final, name, outcome, page, analysis))
+
         if final != item.url:
             if final in self._done:
+                remember("duplicate", final)
                 yield SkipSource(item.url, f"redirects to {final}, already seen", kind="duplicate")
                 return
             if not self.scope.contains(final) and item.depth > 0:
+                remember("out_of_scope", final)
                 yield SkipSource(item.url, f"redirects out of scope to {final}", kind="out_of_scope")
                 return
             self._seen.add(final)
@@ -779,6 +959,7 @@ class Crawler:
             canonical = canonicalize(analysis.canonical)
             if canonical and canonical != final and self.scope.contains(canonical):
                 if canonical in self._done:
+                    remember("duplicate", canonical)
                     yield SkipSource(final, f"same page as {canonical} (rel=canonical)", kind="duplicate")
                     self._follow(item, final, analysis, result, allow_private)
                     return
@@ -789,16 +970,41 @@ class Crawler:
             result.start_names.update({final, name})
         self._follow(item, final, analysis, result, allow_private)
         if analysis.noindex and self.options.robots:
+            remember("noindex", name)
             yield SkipSource(name, "meta robots noindex", kind="noindex")
         elif analysis.listing:
+            remember("listing", name)
             yield SkipSource(name, "listing page: its links were followed, it is not indexed",
                              kind="listing")
+        elif page.status == 304 and (visit.outcome, visit.name) != ("page", name):
+            # The last run did not hand this page on under this name (it was a duplicate then, or
+            # noindex under --no-robots...), so the index has nothing to compare a 304 with: the
+            # body is needed. Its links were followed above; it is read in full now.
+            try:
+                page, analysis = self._fetch(item.url, allow_private)
+            except SkipSource as exc:
+                yield exc
+                return
+            except FetchError as exc:
+                result.errors += 1
+                self._transient = self._transient or exc.transient
+                yield exc
+                return
+            if page.status != 304:  # a 304 to an unconditional request is the index's error
+                remember("page", name)
+            yield _article(name, page)
         else:
-            media = page.content_type or "text/html"
-            if not media.lower().startswith(HTML_TYPES):
-                media = "text/html"  # sniffed as HTML: let the extractor treat it so
-            yield Page(source=name, body=page.body, content_type=media, url=page.url,
-                       status=page.status, etag=page.etag, last_modified=page.last_modified)
+            remember("page", name)
+            yield _article(name, page)
+
+    def _fetch_now(self, url: str, allow_private: bool) -> Future:
+        """An unconditional fetch in this thread, as a finished future for _handle."""
+        future: Future = Future()
+        try:
+            future.set_result(self._fetch(url, allow_private))
+        except SourceError as exc:
+            future.set_exception(exc)
+        return future
 
     def _follow(self, item: _Item, final: str, analysis: Analysis, result: CrawlResult,
                 allow_private: bool) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kbindex.chunk import ChunkConfig, chunk_document
 from kbindex.config import DEFAULT_MAX_BYTES, Settings
-from kbindex.crawl import Crawler, CrawlOptions, CrawlResult
+from kbindex.crawl import Crawler, CrawlMemory, CrawlOptions, CrawlResult
 from kbindex.embed import Embedder
 from kbindex.errors import FetchError, ModelMismatchError, SkipSource, SourceError, UsageError
 from kbindex.extract import extract
@@ -25,7 +25,7 @@ from kbindex.ledger import Entry, Ledger
 from kbindex.lexical import LexicalIndex
 from kbindex.lock import WriteLock
 from kbindex.pipeline import EmbedAhead
-from kbindex.records import Chunk, Document, Page, text_hash
+from kbindex.records import Chunk, Document, Page, Visit, text_hash
 from kbindex.store import Collection, Store
 
 # Chunks embedded (and written) together. Large enough that sorting a batch by length leaves
@@ -56,6 +56,7 @@ class Summary:
     chunks_deleted: int = 0
     discovered: int = 0  # distinct URLs crawls found
     fetched: int = 0  # pages crawls received
+    not_modified: int = 0  # pages known unchanged without a download (304, or sitemap lastmod)
     failures: list[dict] = field(default_factory=list)
     skips: list[dict] = field(default_factory=list)
     crawl_skipped: Counter = field(default_factory=Counter)
@@ -65,6 +66,7 @@ class Summary:
         """Fold one crawl's counts of URLs it never requested into the summary."""
         self.discovered += result.discovered
         self.fetched += result.fetched
+        self.not_modified += result.not_modified
         self.crawl_skipped.update(result.skipped)
         self.skipped += sum(result.skipped.values())
         self.crawls.append(result.as_dict())
@@ -91,6 +93,7 @@ class Summary:
             "chunks_deleted": self.chunks_deleted,
             "discovered": self.discovered,
             "fetched": self.fetched,
+            "not_modified": self.not_modified,
             "skipped_by": dict(sorted(skipped_by.items())),
             "failed_by": dict(sorted(Counter(f["kind"] for f in self.failures).items())),
             "crawls": self.crawls,
@@ -174,7 +177,7 @@ Validators = Callable[[str], tuple[str | None, str | None]]  # url -> (etag, las
 
 def iter_pages(
     sources: Sequence[Source], fetcher: Fetcher, max_bytes: int = DEFAULT_MAX_BYTES,
-    validators: Validators | None = None,
+    validators: Validators | None = None, memory: Callable[[Source], CrawlMemory] | None = None,
 ) -> Iterator[tuple[Source, str, Page | SourceError]]:
     """Each source's pages (or the error that replaced one), with the root source they came from.
 
@@ -183,7 +186,8 @@ def iter_pages(
     exhausted, `source.complete` tells whether all of it was seen. validators gives the ETag and
     Last-Modified seen last time for a URL; pages whose links are not needed (sitemap and feed
     entries, a start URL with --depth 0) are then fetched conditionally (a 304 comes back as a
-    Page with status 304 and no body).
+    Page with status 304 and no body). memory gives each crawl what the last run learned from the
+    site's pages (crawl.CrawlMemory), so that those are fetched conditionally too.
     """
     for source in sources:
         if source.kind == "folder":
@@ -193,7 +197,7 @@ def iter_pages(
             yield source, source.value, _read(Path(source.value), max_bytes)
         else:
             crawler = Crawler(fetcher, source.options or CrawlOptions(), _agent_token(fetcher),
-                              validators=validators)
+                              validators=validators, memory=memory(source) if memory else None)
             result = source.crawl if source.crawl is not None else CrawlResult(source.value)
             for item in crawler.crawl(source.value, result):
                 yield source, item.source, item
@@ -307,6 +311,7 @@ class Indexer:
         self._adopt = False
         self._dimension_checked = False
         self._texts: dict[str, str] = {}  # content hash -> first source with that text
+        self._memories: dict[str, _LedgerMemory] = {}  # crawl root -> its memory (this run)
         self.collection: Collection | None = None
         self.lexical: LexicalIndex | None = None
         self._lexical_flagged = False
@@ -377,7 +382,8 @@ class Indexer:
             self.open()
         fetcher = self.fetcher or Fetcher()
         try:
-            for source, name, item in iter_pages(sources, fetcher, self.max_bytes, self._validators):
+            for source, name, item in iter_pages(sources, fetcher, self.max_bytes, self._validators,
+                                                 self._memory):
                 _pause("page")
                 if name in self._seen:
                     continue
@@ -393,6 +399,11 @@ class Indexer:
                     self.summary.add_crawl(source.crawl)
             if self.prune:
                 self._prune_roots(sources)
+            for source in sources:
+                memory = self._memories.pop(source.value, None)
+                if memory is not None and source.complete:
+                    # Visits of pages the finished crawl no longer reached are of no use now.
+                    self.ledger.prune_visits(source.value, memory.touched)
             self._finish()
             if self.summary.chunks_added or self.summary.chunks_deleted:
                 self.ledger.collect_garbage()
@@ -431,6 +442,10 @@ class Indexer:
         if not self._current(entry):
             return None, None  # must be fetched in full: nothing (valid) to compare with
         return entry.etag, entry.last_modified
+
+    def _memory(self, source: Source) -> _LedgerMemory:
+        memory = self._memories[source.value] = _LedgerMemory(self, source.value)
+        return memory
 
     def _add_page(self, source: Source, page: Page) -> None:
         entry = self._entries.get(page.source)
@@ -740,8 +755,48 @@ class Indexer:
                 self.summary.pruned += 1
         if chosen:
             self._remove(list(chosen.values()), reason="deleted")
+        for target in targets:
+            if _SCHEME.match(target):  # what the crawler stored about pages under it too
+                self.ledger.forget_visits_under(target)
         self._finish()
         return sorted(chosen)
+
+
+class _LedgerMemory:
+    """A crawl's memory (crawl.CrawlMemory) of one root, kept in the ledger's visits table.
+
+    A visit is given back to the crawler, which then fetches the page conditionally and on a 304
+    follows the stored links, only when that is safe: a page that was handed on to be indexed
+    needs a current ledger entry (same model and chunk settings, clean) with the same validators,
+    since a 304 makes the index keep what it has. Listing, noindex and duplicate pages have no
+    entry and nothing embedded: their stored analysis stands as long as the page is unchanged
+    (the crawler ignores visits made by another version of its page analysis).
+    """
+
+    def __init__(self, indexer: Indexer, root: str):
+        self.indexer = indexer
+        self.root = root
+        self.touched: set[str] = set()  # URLs this crawl handled
+        self._recalled: dict[str, Visit] = {}  # in flight: given to the crawler, not yet handled
+
+    def recall(self, url: str) -> Visit | None:
+        visit = self.indexer.ledger.visit(url)
+        if visit is None:
+            return None
+        if visit.outcome == "page":
+            entry = self.indexer._entries.get(visit.name)
+            if not self.indexer._current(entry) or (entry.etag, entry.last_modified) != (
+                    visit.etag, visit.last_modified):
+                return None
+        self._recalled[url] = visit
+        return visit
+
+    def remember(self, visit: Visit) -> None:
+        self.touched.add(visit.url)
+        if self._recalled.pop(visit.url, None) != visit:
+            # verify --repair re-reads single pages: their visits stay with the crawl that made them.
+            self.indexer.ledger.remember(visit, self.root, self.indexer._indexed_at,
+                                         keep_root=self.indexer.keep_roots)
 
 
 def _matching(target: str, entries: dict[str, Entry]) -> list[Entry]:

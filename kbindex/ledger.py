@@ -4,7 +4,10 @@ One row per source (URL or file) per collection: the root it was found under, HT
 (URLs), size and mtime (files), hashes of the raw bytes and of the extracted text, the chunk ids in
 the store, the model and chunk settings, when it was indexed and its last error. A second table
 caches embeddings by (model, hash of the embedded text), so text that did not change is never
-embedded twice.
+embedded twice. A third keeps what crawls learned from each HTML page they read (records.Visit:
+validators, links, canonical URL, meta robots, whether it was a listing page), so that a re-crawl
+fetches every page conditionally and follows the links of a page that answers 304 without
+downloading it.
 
 Crash safety comes from the order of writes (see Ledger.begin / Ledger.commit): a source's row is
 marked dirty, listing every chunk id the store may hold for it, *before* the store is written, and
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from kbindex.errors import StoreError
+from kbindex.records import Visit
 
 LEDGER_NAME = "kbindex.sqlite"
 SCHEMA_VERSION = 1
@@ -52,9 +56,24 @@ CREATE TABLE IF NOT EXISTS embeddings (
     vector BLOB NOT NULL,         -- float32
     PRIMARY KEY (model, text_hash)
 );
+CREATE TABLE IF NOT EXISTS visits (
+    scope TEXT NOT NULL,
+    url TEXT NOT NULL,            -- the URL requested (canonical)
+    root TEXT NOT NULL,           -- the SOURCE argument whose crawl reached it
+    final TEXT NOT NULL,          -- after redirects
+    name TEXT NOT NULL,           -- the name it went by (sources.source when outcome is 'page')
+    outcome TEXT NOT NULL,        -- page, listing, noindex, duplicate, out_of_scope
+    etag TEXT,
+    last_modified TEXT,
+    analysis TEXT NOT NULL,       -- JSON: links, canonical, noindex, nofollow, listing, thin, parser
+    visited_at TEXT,              -- when the page was read with what is recorded (run start)
+    PRIMARY KEY (scope, url)
+);
+CREATE INDEX IF NOT EXISTS visits_name ON visits (scope, name);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 
+_SCOPED = ("sources", "visits")  # the tables with a row per scope
 _COLUMNS = ("source", "root", "etag", "last_modified", "size", "mtime", "body_hash", "content_hash",
             "chunking", "model", "chunk_ids", "text_hashes", "indexed_at", "last_error")
 
@@ -166,20 +185,80 @@ class Ledger:
         self.commit([entry])
 
     def remove(self, sources: Iterable[str]) -> None:
+        """Forget sources, and the crawl visits that handed them on to be indexed."""
+        rows = [(self.scope, s) for s in sources]
         with self._tx() as db:
-            db.executemany("DELETE FROM sources WHERE scope = ? AND source = ?",
-                           [(self.scope, s) for s in sources])
+            db.executemany("DELETE FROM sources WHERE scope = ? AND source = ?", rows)
+            db.executemany("DELETE FROM visits WHERE scope = ? AND name = ? AND outcome = 'page'", rows)
 
     def drop_scope(self) -> None:
-        """Forget every entry of this scope."""
+        """Forget every entry and visit of this scope."""
         with self._tx() as db:
-            db.execute("DELETE FROM sources WHERE scope = ?", (self.scope,))
+            for table in _SCOPED:
+                db.execute(f"DELETE FROM {table} WHERE scope = ?", (self.scope,))
 
     def move_scope(self, to: str) -> None:
-        """Give this scope's entries to another scope, replacing what it had (one transaction)."""
+        """Give this scope's entries and visits to another scope, replacing what it had (one
+        transaction)."""
         with self._tx() as db:
-            db.execute("DELETE FROM sources WHERE scope = ?", (to,))
-            db.execute("UPDATE sources SET scope = ? WHERE scope = ?", (to, self.scope))
+            for table in _SCOPED:
+                db.execute(f"DELETE FROM {table} WHERE scope = ?", (to,))
+                db.execute(f"UPDATE {table} SET scope = ? WHERE scope = ?", (to, self.scope))
+
+    # -- what crawls learned from pages ---------------------------------------------------------
+
+    def visit(self, url: str) -> Visit | None:
+        row = self.db.execute(
+            "SELECT url, final, name, outcome, etag, last_modified, analysis, visited_at FROM visits "
+            "WHERE scope = ? AND url = ?", (self.scope, url),
+        ).fetchone()
+        if row is None:
+            return None
+        url, final, name, outcome, etag, last_modified, analysis, visited_at = row
+        data = json.loads(analysis)
+        return Visit(url, final, name, outcome, etag, last_modified, tuple(data["links"]),
+                     data["canonical"], data["noindex"], data["nofollow"], data["listing"],
+                     data["thin"], data["parser"], visited_at)
+
+    def remember(self, visit: Visit, root: str, when: str | None = None, keep_root: bool = False) -> None:
+        """Record a visit under root (with keep_root, a visit already recorded keeps its root)."""
+        analysis = json.dumps({
+            "links": list(visit.links), "canonical": visit.canonical, "noindex": visit.noindex,
+            "nofollow": visit.nofollow, "listing": visit.listing, "thin": visit.thin,
+            "parser": visit.parser,
+        })
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO visits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (scope, url) DO UPDATE SET "
+                f"root = {'visits.root' if keep_root else 'excluded.root'}, final = excluded.final, "
+                "name = excluded.name, outcome = excluded.outcome, etag = excluded.etag, "
+                "last_modified = excluded.last_modified, analysis = excluded.analysis, "
+                "visited_at = excluded.visited_at",
+                (self.scope, visit.url, root, visit.final, visit.name, visit.outcome, visit.etag,
+                 visit.last_modified, analysis, when),
+            )
+
+    def visits(self) -> dict[str, Visit]:
+        """Every visit of this scope, by URL requested."""
+        urls = [u for (u,) in self.db.execute("SELECT url FROM visits WHERE scope = ?", (self.scope,))]
+        return {u: self.visit(u) for u in urls}
+
+    def prune_visits(self, root: str, keep: set[str]) -> int:
+        """Forget the visits a finished crawl of root did not make again; return how many."""
+        urls = [u for (u,) in self.db.execute(
+            "SELECT url FROM visits WHERE scope = ? AND root = ?", (self.scope, root)) if u not in keep]
+        if urls:
+            with self._tx() as db:
+                db.executemany("DELETE FROM visits WHERE scope = ? AND url = ?",
+                               [(self.scope, u) for u in urls])
+        return len(urls)
+
+    def forget_visits_under(self, prefix: str) -> None:
+        """Forget the visits of every URL that starts with prefix."""
+        with self._tx() as db:
+            db.execute("DELETE FROM visits WHERE scope = ? AND substr(url, 1, ?) = ?",
+                       (self.scope, len(prefix), prefix))
 
     # -- the embedding cache --------------------------------------------------------------------
 

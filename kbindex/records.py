@@ -91,3 +91,28 @@ class Hit:
     metadata: dict[str, str | int | float | bool] = field(default_factory=dict)
     vector_rank: int | None = None
     keyword_rank: int | None = None
+
+
+@dataclass(frozen=True)
+class Visit:
+    """What a crawl learned from one HTML page, kept between runs (in the ledger).
+
+    With it a page that answers 304 Not Modified is followed as if it had been read again: its
+    links, canonical URL, meta robots and listing test are those stored here.
+    """
+
+    url: str  # the URL requested (canonical)
+    final: str  # where it led after redirects (canonical)
+    name: str  # the name the page went by: final, or its in-scope rel=canonical
+    outcome: str  # "page" (handed on to be indexed), "listing", "noindex", "duplicate", "out_of_scope"
+    etag: str | None = None
+    last_modified: str | None = None
+    links: tuple[str, ...] = ()  # absolute, as written, before scope filtering
+    canonical: str | None = None
+    noindex: bool = False
+    nofollow: bool = False
+    listing: bool = False
+    thin: bool = False
+    parser: int = 0  # the version of the crawler's page analysis that made it
+    seen: str | None = field(default=None, compare=False)  # when (UTC, ISO 8601) the page was
+    #                                                         read with what is recorded here

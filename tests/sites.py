@@ -153,9 +153,10 @@ class DynamicRoutes(dict):
         return default
 
 
-def blog(robots: str | None = None) -> FixtureServer:
-    """The Blogger-style site; start it with `with blog() as server:`."""
-    server = FixtureServer()
+def blog(robots: str | None = None, validators: str | None = None) -> FixtureServer:
+    """The Blogger-style site; start it with `with blog() as server:`. validators: see
+    FixtureServer (None: the server sends no ETag or Last-Modified)."""
+    server = FixtureServer(validators=validators)
     base = server.base
     routes: dict = {}
     routes["/robots.txt"] = Response(
@@ -176,11 +177,19 @@ def blog(robots: str | None = None) -> FixtureServer:
     for name in ("Windows", "Office", "Network"):
         listed = "".join(_snippet(p) for p in POSTS if name in p.labels)
         routes[f"/search/label/{name}"] = Response(body=_page(name, listed))
-    urls = "".join(f"<url><loc>{base}{p.path}</loc></url>" for p in ALL_POSTS)
-    routes["/sitemap.xml"] = Response(
-        body=f'<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{urls}</urlset>'.encode(),
-        headers={"Content-Type": "application/xml"},
-    )
+    server.lastmods = {}  # path -> <lastmod> the sitemap gives it (none by default)
+
+    def sitemap(request: Request) -> Response:
+        urls = "".join(
+            f"<url><loc>{base}{p.path}</loc>"
+            + (f"<lastmod>{server.lastmods[p.path]}</lastmod>" if p.path in server.lastmods else "")
+            + "</url>" for p in ALL_POSTS)
+        return Response(
+            body=f'<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{urls}</urlset>'.encode(),
+            headers={"Content-Type": "application/xml"},
+        )
+
+    routes["/sitemap.xml"] = sitemap
     entries = "".join(
         f"<entry><title>{p.title}</title><link rel='alternate' type='text/html' href='{base}{p.path}'/>"
         f"<id>{base}{p.path}</id><updated>2026-11-01T00:00:00Z</updated></entry>" for p in POSTS
@@ -216,7 +225,7 @@ def _doc(title: str, text: str) -> bytes:
     ).encode()
 
 
-def docs(slow_delay: float = 3.0) -> FixtureServer:
+def docs(slow_delay: float = 3.0, validators: str | None = None) -> FixtureServer:
     """The documentation site, under /docs/ (the start URL is /docs/index.html)."""
     toc = "".join(f'<li><a href="{path}">{title}</a></li>' for path, (title, _) in DOC_PAGES.items())
     toc += (
@@ -250,4 +259,4 @@ def docs(slow_delay: float = 3.0) -> FixtureServer:
     }
     for path, (title, text) in DOC_PAGES.items():
         routes[path] = Response(body=_doc(title, text))
-    return FixtureServer(routes)
+    return FixtureServer(routes, validators=validators)
