@@ -259,7 +259,7 @@ def _index_run(run, embedder, *, dry_run, prune, rebuild, wait, quiet, verbose, 
 
     o = run.options
     settings = run.settings
-    progress = Progress(live=False if (as_json or quiet or verbose) else None)
+    progress = Progress(live=False if (as_json or verbose) else None, quiet=quiet)
     crawl = CrawlOptions(
         scope=o["scope"], include=tuple(o["include"]), exclude=tuple(o["exclude"]), depth=o["depth"],
         max_pages=o["max_pages"], max_time=o["max_time"], robots=not o["ignore_robots"],

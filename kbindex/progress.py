@@ -17,9 +17,10 @@ class Progress:
     """Counts pages fetched, queue size, chunks embedded and errors, and shows them."""
 
     def __init__(self, stream: TextIO | None = None, live: bool | None = None,
-                 interval: float = LOG_INTERVAL, clock=time.monotonic):
+                 interval: float = LOG_INTERVAL, clock=time.monotonic, quiet: bool = False):
         self.stream = stream or sys.stderr
-        self.live = self.stream.isatty() if live is None else live
+        self.quiet = quiet  # no status at all, live or periodic; messages still go out
+        self.live = False if quiet else self.stream.isatty() if live is None else live
         self.interval = interval
         self.clock = clock
         self.fetched = 0
@@ -89,6 +90,6 @@ class Progress:
             self._live.update(self.render())
             return
         now = self.clock()
-        if now - self._last_log >= self.interval:
+        if not self.quiet and now - self._last_log >= self.interval:
             self._last_log = now
             print("kbindex: " + self.line(), file=self.stream, flush=True)

@@ -509,6 +509,17 @@ def test_progress_logs_plain_lines_when_not_a_terminal():
     assert stream.getvalue() == "kbindex: fetched 3  queue 7  indexed 1  chunks 4  errors 1  11s\n"
 
 
+def test_quiet_progress_shows_no_status_but_keeps_messages():
+    stream = io.StringIO()
+    now = [0.0]
+    with Progress(stream, live=None, interval=10, clock=lambda: now[0], quiet=True) as progress:
+        progress.event("indexed", "http://x/a", "4 chunks")
+        now[0] = 60
+        progress.event("indexed", "http://x/c", "1 chunks")
+        progress.message("failed: http://x/b: HTTP 500")
+    assert stream.getvalue() == "failed: http://x/b: HTTP 500\n"
+
+
 def test_progress_live_display_renders():
     stream = io.StringIO()
     with Progress(stream, live=True) as progress:
