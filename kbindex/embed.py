@@ -613,7 +613,7 @@ class OnnxEmbedder:
     """
 
     def __init__(self, identity: str, spec: ModelSpec, cache_dir: Path, quantize: str = "none",
-                 batch_size: int = 32, threads: int | None = None):
+                 batch_size: int | None = None, threads: int | None = None):
         self.model_id = identity
         self.spec = spec
         self.quantize = quantize
@@ -621,8 +621,12 @@ class OnnxEmbedder:
         # collection from mixing them.
         self.name = identity if quantize == "none" else f"{identity}#{quantize}"
         self.cache_dir = Path(cache_dir)
-        self.batch_size = batch_size
         self.threads = threads or available_cores()
+        # Texts per inference call. Small batches are faster on a CPU: on 2 cores, SciFact chunks
+        # ran at 81 chunks/s (int8) and 53 (fp32) in batches of 4, against 65 and 43 in batches
+        # of 32 (less padding, and the activations stay in cache). Two per thread keeps each
+        # thread's share of a matrix product from getting too small on larger machines.
+        self.batch_size = batch_size or min(32, max(4, 2 * self.threads))
         self.dimension = spec.dimension
         self.max_tokens = spec.max_tokens
         self._lock = threading.Lock()
