@@ -19,7 +19,8 @@ PIPELINE_PAGES = int(os.environ.get("BENCH_PIPELINE_PAGES", "2000"))
 ROUNDS = 3  # timings are interleaved and the best round of each path is kept: the machine is shared
 CACHE = WORK / "onnx-cache"
 # "all"; "index" for only the index, memory and cold-query figures; "throughput" for only the
-# chunks/s table (SciFact nDCG@10 over the whole corpus takes long).
+# chunks/s table (SciFact nDCG@10 over the whole corpus takes long); "batch" for chunks/s by
+# texts per inference call.
 PARTS = os.environ.get("BENCH_EMBED_PARTS", "all")
 
 
@@ -125,6 +126,28 @@ def run() -> Iterator[str]:
         yield from _throughput_and_quality(corpus, queries, qrels, fp32, int8, PARTS == "all")
     if PARTS in ("all", "index"):
         yield from _index_and_query(corpus, titles, int8)
+    if PARTS in ("all", "batch"):
+        yield from _batch_sizes(corpus)
+
+
+def _batch_sizes(corpus) -> Iterator[str]:
+    """Texts per inference call against chunks/s, and how many cores the model keeps busy."""
+    import time
+
+    from kbindex.embed import load_embedder
+
+    texts = list(corpus.values())[:400]
+    for quantize in ("int8", "none"):
+        model = load_embedder("all-MiniLM-L6-v2", "cpu", "onnx", quantize, CACHE)
+        model.embed(texts[:8])
+        rates = []
+        for size in (2, 4, 8, 32):
+            model.batch_size = size
+            wall, cpu = time.perf_counter(), time.process_time()
+            model.embed(texts)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            rates.append(f"{size}: {len(texts) / wall:.1f} chunks/s ({cpu / wall:.2f} cores)")
+        yield f"onnx {quantize}, 400 SciFact abstracts, texts per call -> " + "; ".join(rates)
 
 
 def _throughput_and_quality(corpus, queries, qrels, fp32, int8, quality: bool) -> Iterator[str]:
