@@ -910,17 +910,23 @@ class Crawler:
             raise SkipSource(url, f"markup nested more than {MAX_NESTING} elements deep", kind="too_deep")
         return page, analysis
 
-    def _handle(self, item: _Item, future: Future, result: CrawlResult, allow_private: bool):
+    def _settle(self, fetch: Callable[[], tuple[Page, Analysis]], result: CrawlResult):
+        """(page, analysis) from a fetch, or the error that replaced them (a failure counted)."""
         try:
-            page, analysis = future.result()
+            return fetch()
         except SkipSource as exc:
-            yield exc
-            return
+            return exc
         except FetchError as exc:
             result.errors += 1
             self._transient = self._transient or exc.transient
-            yield exc
+            return exc
+
+    def _handle(self, item: _Item, future: Future, result: CrawlResult, allow_private: bool):
+        outcome = self._settle(future.result, result)
+        if isinstance(outcome, SourceError):
+            yield outcome
             return
+        page, analysis = outcome
         result.fetched += not item.unrequested
         visit = item.visit
         if page.status == 304:
@@ -980,16 +986,11 @@ class Crawler:
             # The last run did not hand this page on under this name (it was a duplicate then, or
             # noindex under --no-robots...), so the index has nothing to compare a 304 with: the
             # body is needed. Its links were followed above; it is read in full now.
-            try:
-                page, analysis = self._fetch(item.url, allow_private)
-            except SkipSource as exc:
-                yield exc
+            outcome = self._settle(lambda: self._fetch(item.url, allow_private), result)
+            if isinstance(outcome, SourceError):
+                yield outcome
                 return
-            except FetchError as exc:
-                result.errors += 1
-                self._transient = self._transient or exc.transient
-                yield exc
-                return
+            page, analysis = outcome
             if page.status != 304:  # a 304 to an unconditional request is the index's error
                 remember("page", name)
             yield _article(name, page)
