@@ -24,12 +24,13 @@ CACHE = WORK / "onnx-cache"
 PARTS = os.environ.get("BENCH_EMBED_PARTS", "all")
 
 
-def load_scifact() -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
-    """(corpus id -> "title text", test query id -> text, qrels) in BEIR layout."""
-    corpus = {}
+def load_scifact() -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]], dict[str, str]]:
+    """(corpus id -> "title text", test query id -> text, qrels, corpus id -> title), BEIR layout."""
+    corpus, titles = {}, {}
     with (SCIFACT / "corpus.jsonl").open(encoding="utf-8") as handle:
         for line in handle:
             doc = json.loads(line)
+            titles[str(doc["_id"])] = doc.get("title", "")
             corpus[str(doc["_id"])] = f"{doc.get('title', '')} {doc['text']}".strip()
     qrels: dict[str, dict[str, int]] = {}
     with (SCIFACT / "qrels" / "test.tsv").open(encoding="utf-8") as handle:
@@ -44,7 +45,7 @@ def load_scifact() -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, 
             q = json.loads(line)
             if str(q["_id"]) in qrels:
                 queries[str(q["_id"])] = q["text"]
-    return corpus, queries, qrels
+    return corpus, queries, qrels, titles
 
 
 def ndcg_at_10(ranked: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> float:
@@ -111,12 +112,7 @@ def run() -> Iterator[str]:
 
     from kbindex.embed import load_embedder
 
-    corpus, queries, qrels = load_scifact()
-    titles = {}
-    with (SCIFACT / "corpus.jsonl").open(encoding="utf-8") as handle:
-        for line in handle:
-            doc = json.loads(line)
-            titles[str(doc["_id"])] = doc.get("title", "")
+    corpus, queries, qrels, titles = load_scifact()
 
     fp32 = load_embedder("all-MiniLM-L6-v2", "cpu", "onnx", "none", CACHE)
     int8 = load_embedder("all-MiniLM-L6-v2", "cpu", "onnx", "int8", CACHE)

@@ -81,12 +81,7 @@ def run() -> Iterator[str]:
         return
     from kbindex.embed import packaged_model_path
 
-    corpus, queries, qrels = load_scifact()
-    titles = {}
-    with (SCIFACT / "corpus.jsonl").open(encoding="utf-8") as handle:
-        for line in handle:
-            doc = json.loads(line)
-            titles[str(doc["_id"])] = doc.get("title", "")
+    corpus, queries, qrels, titles = load_scifact()
     folder = _html_folder(corpus, titles, PAGES)
     model = packaged_model_path()
 

@@ -543,6 +543,7 @@ class Indexer:
         if borrowed:  # embedded for an earlier batch, which is written and cached by now
             vectors.update(self.ledger.cached_vectors(model, borrowed))
         updates = []
+        hashes = iter(batch.hashes)  # the batch's chunks are its updates' chunks, in order
         for u in batch.updates:
             old = list(u.entry.chunk_ids) if u.entry else []
             if self._adopt:
@@ -551,7 +552,7 @@ class Indexer:
                 source=u.doc.source, root=u.root, body_hash=u.body_hash,
                 content_hash=u.doc.content_hash, chunking=self.config.signature(), model=model,
                 chunk_ids=tuple(c.id for c in u.chunks),
-                text_hashes=tuple(text_hash(c.embed_text) for c in u.chunks),
+                text_hashes=tuple(next(hashes) for _ in u.chunks),
                 indexed_at=self._indexed_at, **_page_facts(u.page, u.entry),
             )
             updates.append((entry, old))

@@ -277,11 +277,15 @@ def test_a_304_listing_page_is_followed_by_its_stored_links():
     assert result.not_modified == 3 and result.fetched == 4 and result.complete
 
 
+def _listing_and_two_articles() -> FixtureServer:
+    return FixtureServer({"/": Response(body=_listing("/a", "/b")),
+                          "/a": Response(body=_article("Alpha")),
+                          "/b": Response(body=_article("Beta"))}, validators="etag")
+
+
 def test_scope_and_depth_still_apply_to_stored_links():
     memory = DictMemory()
-    server = FixtureServer({"/": Response(body=_listing("/a", "/b")),
-                            "/a": Response(body=_article("Alpha")),
-                            "/b": Response(body=_article("Beta"))}, validators="etag")
+    server = _listing_and_two_articles()
     with server:
         _crawl(server, memory)
         server.log.clear()
@@ -346,9 +350,7 @@ def test_a_304_that_must_now_be_indexed_is_read_in_full():
 
 def test_visits_of_another_analysis_version_are_ignored():
     memory = DictMemory()
-    server = FixtureServer({"/": Response(body=_listing("/a", "/b")),
-                            "/a": Response(body=_article("Alpha")),
-                            "/b": Response(body=_article("Beta"))}, validators="etag")
+    server = _listing_and_two_articles()
     with server:
         _crawl(server, memory)
         memory.visits = {u: Visit(**{**v.__dict__, "parser": ANALYSIS_VERSION - 1})
