@@ -81,6 +81,7 @@ def run() -> list[str]:
     from kbindex.embed import load_embedder
     from kbindex.fetch import Fetcher
     from kbindex.index import Summary, dry_run, parse_sources
+    from kbindex.pipeline import default_workers
     from kbindex.records import Page
 
     server, base = serve(HTML)
@@ -106,10 +107,17 @@ def run() -> list[str]:
         from kbindex.config import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP
 
         config = check_config(DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP, embedder.max_tokens)
-        summary = Summary()
-        with Fetcher(delay=0) as fetcher, Timer() as plan_t:
-            sources = parse_sources([start], CrawlOptions())
-            entries = list(dry_run(sources, fetcher, embedder.count_tokens, config, summary))
+        # Extraction in this process (--workers 1, the baseline) and in the default worker pool.
+        plans = {}
+        for workers in (1, default_workers()):
+            summary = Summary()
+            with Fetcher(delay=0) as fetcher, Timer() as plan_t:
+                sources = parse_sources([start], CrawlOptions())
+                entries = list(dry_run(sources, fetcher, embedder.count_tokens, config, summary,
+                                       workers=workers))
+            plans[workers] = (summary, entries, plan_t.seconds)
+        summary, entries, plan_s = plans[default_workers()]
+        one_summary, one_entries, one_s = plans[1]
         indexed = sum(e.action == "index" for e in entries)
         # 3. A whole index run, real model, fresh process.
         db = WORK / "index-crawl"
@@ -127,10 +135,14 @@ def run() -> list[str]:
         f"{len(urls) / get_t.seconds:.1f} pages/s",
         f"crawl only (fetch + links, concurrency 4): {crawl_t.seconds:.2f} s, {fetched / crawl_t.seconds:.1f} pages/s, "
         f"ratio to baseline {(fetched / crawl_t.seconds) / (len(urls) / get_t.seconds):.2f}",
-        f"fetch + extract + chunk (dry run, real tokenizer): {plan_t.seconds:.2f} s, "
-        f"{summary.fetched / plan_t.seconds:.1f} pages/s fetched ({indexed / plan_t.seconds:.1f} indexed pages/s)",
+        f"fetch + extract + chunk (dry run, real tokenizer), --workers 1: {one_s:.2f} s, "
+        f"{one_summary.fetched / one_s:.1f} pages/s fetched ({indexed / one_s:.1f} indexed pages/s)",
+        f"fetch + extract + chunk, --workers {default_workers()} (default here): {plan_s:.2f} s, "
+        f"{summary.fetched / plan_s:.1f} pages/s fetched ({indexed / plan_s:.1f} indexed pages/s), "
+        f"ratio to --workers 1 {one_s / plan_s:.2f}; same plan: {one_entries == entries} "
+        f"(target 50 pages/s)",
         f"whole index run, real model, --max-pages {FULL_RUN_PAGES} (fresh process, model load included): "
         f"{seconds:.1f} s, {full['fetched'] / seconds:.1f} pages/s, {full['chunks_added']} chunks, "
-        f"peak RSS {rss:.0f} MiB",
+        f"peak RSS (all processes) {rss:.0f} MiB",
     ]
     return lines

@@ -208,7 +208,7 @@ def _index_and_query(corpus, titles, int8) -> Iterator[str]:
         seconds, rss, out = run_kbindex("index", str(folder), "--db", str(db), "--quantize", "int8", "--json")
         results[count] = (seconds, rss, json.loads(out)["chunks_added"], db)
         yield (f"kbindex index {count} pages (onnx int8, export cached, fresh process): {seconds:.1f} s, "
-                     f"{results[count][2]} chunks, peak RSS {rss:.0f} MiB")
+                     f"{results[count][2]} chunks, peak RSS (all processes) {rss:.0f} MiB")
     yield (f"peak RSS 400 / 100 pages: {results[400][1] / results[100][1]:.2f}")
 
     # 2. The pipeline's overhead: `kbindex index` (fresh process, export cached) of a larger folder
@@ -233,7 +233,7 @@ def _index_and_query(corpus, titles, int8) -> Iterator[str]:
         int8.embed(probe)
     encode = enc.seconds
     yield (f"kbindex index {PIPELINE_PAGES} pages (fresh process, export cached): {seconds:.1f} s, "
-           f"{chunks} chunks, {chunks / seconds:.1f} chunks/s, peak RSS {rss:.0f} MiB "
+           f"{chunks} chunks, {chunks / seconds:.1f} chunks/s, peak RSS (all processes) {rss:.0f} MiB "
            f"({rss / results[100][1]:.2f}x the 100-page run)")
     yield (f"int8 embedding alone of the same {len(embed_texts)} chunks in-process: {encode:.1f} s "
            f"({len(embed_texts) / encode:.1f} chunks/s; 200-abstract load probe {before.seconds:.1f} s "

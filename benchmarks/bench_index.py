@@ -34,7 +34,7 @@ def run() -> list[str]:
     return [
         f"sample-kb: {summary['indexed']} documents, {chunks} chunks",
         f"kbindex index (fresh process, model load included): {seconds:.2f} s, "
-        f"{chunks / seconds:.1f} chunks/s, peak RSS {rss:.0f} MiB",
+        f"{chunks / seconds:.1f} chunks/s, peak RSS (all processes) {rss:.0f} MiB",
         f"re-index unchanged: {again:.2f} s, chunks_added {json.loads(out2)['chunks_added']}",
         f"baseline: model load {load.seconds:.2f} s + encode only {enc.seconds:.2f} s "
         f"({chunks / enc.seconds:.1f} chunks/s)",

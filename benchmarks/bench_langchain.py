@@ -108,7 +108,7 @@ def run() -> Iterator[str]:
     rows = [("LangChain recipe", best["langchain"]), ("kbindex index (export cached)", best["kbindex"]),
             ("kbindex index (first run, exports model)", first)]
     for name, (seconds, rss, what) in rows:
-        yield (f"{name:<42} {seconds:6.1f} s  peak RSS {rss:5.0f} MiB  {what}  "
+        yield (f"{name:<42} {seconds:6.1f} s  peak RSS (all processes) {rss:5.0f} MiB  {what}  "
                      f"speed-up vs LangChain {base / seconds:.2f}x")
     yield from _retrieval(folder, model, queries, qrels)
 

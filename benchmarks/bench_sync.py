@@ -62,8 +62,8 @@ def run() -> list[str]:
     return [
         f"corpus: {len(pages)} pages of Python 3.11's library reference ({PACKAGE}), "
         f"{first['chunks_added']} chunks, model all-MiniLM-L6-v2 on CPU",
-        f"first index: {first_s:.1f} s (peak RSS {first_rss:.0f} MiB)",
-        f"re-index unchanged: {same_s:.2f} s (peak RSS {same_rss:.0f} MiB), "
+        f"first index: {first_s:.1f} s (peak RSS (all processes) {first_rss:.0f} MiB)",
+        f"re-index unchanged: {same_s:.2f} s (peak RSS (all processes) {same_rss:.0f} MiB), "
         f"unchanged {same['unchanged']}, chunks_added {same['chunks_added']}",
         f"ratio unchanged / first: {same_s / first_s:.3f} ({first_s / same_s:.0f}x faster; target <= 0.05)",
         f"re-index after {len(changed)} pages ({len(changed) / len(pages):.1%}) changed: {edit_s:.2f} s, "

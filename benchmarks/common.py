@@ -17,18 +17,14 @@ KBINDEX = [sys.executable, "-m", "kbindex"]
 
 
 def run_kbindex(*args: str, env: dict | None = None) -> tuple[float, float, str]:
-    """Run kbindex in a fresh process; return (seconds, peak RSS in MiB of that process, stdout)."""
+    """Run kbindex in a fresh process; return (seconds, peak memory in MiB, stdout).
+
+    Peak memory is that of all its processes together (the extraction workers included), as
+    benchmarks/measure.py measures it.
+    """
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    # time + max RSS of this one child, measured by a wrapper process so that children of
-    # earlier runs do not mix in (RUSAGE_CHILDREN keeps the maximum over all of them).
-    wrapper = (
-        "import resource,subprocess,sys,time,json;t=time.perf_counter();"
-        "p=subprocess.run(sys.argv[1:],capture_output=True,text=True);"
-        "d=time.perf_counter()-t;r=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss;"
-        "sys.stderr.write(p.stderr);print(json.dumps({'s':d,'rss':r,'rc':p.returncode,'out':p.stdout}))"
-    )
-    proc = subprocess.run([sys.executable, "-c", wrapper, *KBINDEX, *args], capture_output=True,
-                          text=True, env=full_env, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.measure", *KBINDEX, *args],
+                          capture_output=True, text=True, env=full_env, cwd=ROOT)
     if proc.returncode != 0 or not proc.stdout.strip():
         raise RuntimeError(f"kbindex {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
     data = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -177,13 +177,16 @@ def crawl_options(func):
               help="Re-embed everything into a new collection (e.g. with a new --model), then swap "
                    "it in; without SOURCE, the sources in the config file or the ledger.")
 @wait_option
+@click.option("--workers", type=click.IntRange(1, 64), default=None, envvar="KBINDEX_WORKERS",
+              help="Processes that extract article text (1: in the indexing process). "
+                   "[default: one per core, at most 8] [env var: KBINDEX_WORKERS]")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display; only problems and the summary.")
 @click.option("-v", "--verbose", is_flag=True, help="Log each page's fate (indexed, unchanged, skipped...).")
 @common_options
 @json_option
 @click.pass_context
-def index(ctx, sources, urls_file, dry_run, no_prune, rebuild, wait, quiet, verbose, as_json,
-          settings, **options):
+def index(ctx, sources, urls_file, dry_run, no_prune, rebuild, wait, workers, quiet, verbose,
+          as_json, settings, **options):
     """Index folders, files, sites, sitemaps or feeds into the collection, keeping it in sync.
 
     SOURCE is a folder (searched recursively for .html .htm .md .markdown .txt .rst .pdf
@@ -223,7 +226,7 @@ def index(ctx, sources, urls_file, dry_run, no_prune, rebuild, wait, quiet, verb
         if embedder is None:
             embedder = embedders[key] = _embedder(run.settings, recorded)
         summary = _index_run(run, embedder, dry_run=dry_run, prune=not no_prune, rebuild=rebuild,
-                             wait=wait, quiet=quiet, verbose=verbose, as_json=as_json)
+                             wait=wait, workers=workers, quiet=quiet, verbose=verbose, as_json=as_json)
         total = summary if total is None else total.merge(summary)
     if as_json:
         click.echo(json.dumps(total.as_dict()))
@@ -247,7 +250,7 @@ def index(ctx, sources, urls_file, dry_run, no_prune, rebuild, wait, quiet, verb
 _EXPLICIT = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
 
 
-def _index_run(run, embedder, *, dry_run, prune, rebuild, wait, quiet, verbose, as_json):
+def _index_run(run, embedder, *, dry_run, prune, rebuild, wait, workers, quiet, verbose, as_json):
     """One `index` over some sources with one set of options; returns its Summary."""
     from kbindex.chunk import check_config
     from kbindex.crawl import CrawlOptions
@@ -280,7 +283,8 @@ def _index_run(run, embedder, *, dry_run, prune, rebuild, wait, quiet, verbose, 
         if dry_run:
             summary = Summary()
             with progress:
-                for entry in plan(parsed, fetcher, embedder.count_tokens, config, summary, o["max_bytes"]):
+                for entry in plan(parsed, fetcher, embedder.count_tokens, config, summary, o["max_bytes"],
+                                  workers):
                     if as_json:
                         click.echo(json.dumps({"action": entry.action, "source": entry.source,
                                                "detail": entry.detail, "chunks": entry.chunks,
@@ -289,7 +293,8 @@ def _index_run(run, embedder, *, dry_run, prune, rebuild, wait, quiet, verbose, 
                         extra = f"  ({entry.chunks} chunks)" if entry.action == "index" else ""
                         click.echo(f"{entry.action:<5}  {entry.source}  {entry.detail}{extra}")
             return summary
-        common = dict(fetcher=fetcher, max_bytes=o["max_bytes"], prune=prune, on_event=on_event)
+        common = dict(fetcher=fetcher, max_bytes=o["max_bytes"], prune=prune, on_event=on_event,
+                      workers=workers)
         with progress:
             if rebuild:
                 return rebuild_collection(settings, embedder, config, run.sources, wait=wait,

@@ -22,6 +22,11 @@ class SourceError(KbindexError):
         self.reason = reason
         self.kind = kind  # short machine-readable reason, e.g. "http_404", "timeout"
 
+    def __reduce__(self):
+        # Rebuilt from its fields (args holds only the message): it crosses from the extraction
+        # worker processes as a pickle.
+        return self.__class__, (self.source, self.reason, self.kind), self.__dict__
+
 
 class FetchError(SourceError):
     """An HTTP fetch failed (network, status, limits)."""

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
-from kbindex.errors import SkipSource
+from kbindex.errors import SkipSource, SourceError
 from kbindex.records import Document, Page, Section
 
 DOCX_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -62,6 +62,14 @@ def extract(page: Page) -> Document:
     if not doc.text.strip():
         raise SkipSource(page.source, "no text to index (empty document)", kind="empty")
     return doc
+
+
+def extract_or_error(page: Page) -> Document | SourceError:
+    """extract() as a function of its page alone, for worker processes: a SourceError is returned."""
+    try:
+        return extract(page)
+    except SourceError as exc:
+        return exc
 
 
 def _kind(page: Page) -> str:

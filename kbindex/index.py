@@ -18,13 +18,13 @@ from kbindex.config import DEFAULT_MAX_BYTES, Settings
 from kbindex.crawl import Crawler, CrawlMemory, CrawlOptions, CrawlResult
 from kbindex.embed import Embedder
 from kbindex.errors import FetchError, ModelMismatchError, SkipSource, SourceError, UsageError
-from kbindex.extract import extract
+from kbindex.extract import extract, extract_or_error
 from kbindex.fetch import Fetcher, check_scheme
 from kbindex.files import read_file, walk
 from kbindex.ledger import Entry, Ledger
 from kbindex.lexical import LexicalIndex
 from kbindex.lock import WriteLock
-from kbindex.pipeline import EmbedAhead
+from kbindex.pipeline import EmbedAhead, ExtractAhead, default_workers
 from kbindex.records import Chunk, Document, Page, Visit, text_hash
 from kbindex.store import Collection, Store
 
@@ -289,8 +289,10 @@ class Indexer:
         prune: bool = True,
         wait: bool = False,
         lock: WriteLock | None = None,
+        workers: int | None = None,
     ):
         self.max_bytes = max_bytes
+        self.workers = workers or default_workers()  # extraction processes (1: in this process)
         self.settings = settings
         self.embedder = embedder
         self.config = config
@@ -381,18 +383,20 @@ class Indexer:
         if self.collection is None:
             self.open()
         fetcher = self.fetcher or Fetcher()
+        # Pages that must be extracted go to worker processes as they arrive; every page is then
+        # taken in the order it arrived, as if it had been extracted here.
+        extractor = ExtractAhead(extract_or_error, self.workers)
         try:
             for source, name, item in iter_pages(sources, fetcher, self.max_bytes, self._validators,
                                                  self._memory):
-                _pause("page")
                 if name in self._seen:
                     continue
                 self._seen.add(name)
-                self.summary.sources += 1
-                if isinstance(item, SourceError):
-                    self._record(source, item)
-                    continue
-                self._add_page(source, item)
+                wanted = isinstance(item, Page) and self._triage(item)[0]
+                for (src, got), extracted in extractor.submit((source, item), item if wanted else None):
+                    self._take(src, got, extracted)
+            for (src, got), extracted in extractor.drain():
+                self._take(src, got, extracted)
             self._drain()
             for source in sources:
                 if source.crawl is not None:
@@ -408,6 +412,7 @@ class Indexer:
             if self.summary.chunks_added or self.summary.chunks_deleted:
                 self.ledger.collect_garbage()
         finally:
+            extractor.close()
             if self.fetcher is None:
                 fetcher.close()
         return self.summary
@@ -447,28 +452,42 @@ class Indexer:
         memory = self._memories[source.value] = _LedgerMemory(self, source.value)
         return memory
 
-    def _add_page(self, source: Source, page: Page) -> None:
+    def _take(self, source: Source, item: Page | SourceError, extracted: Document | SourceError | None) -> None:
+        """One page (or the error that replaced it) of the run, in arrival order."""
+        _pause("page")
+        self.summary.sources += 1
+        if isinstance(item, SourceError):
+            self._record(source, item)
+        else:
+            self._add_page(source, item, extracted)
+
+    def _triage(self, page: Page) -> tuple[bool, str | None]:
+        """Whether the page must be extracted (it is not known unchanged), and its body's hash."""
         entry = self._entries.get(page.source)
         current = self._current(entry)
         if page.status == 304:
-            if current:
-                self._unchanged(source, entry, page, entry.body_hash)
-            else:
-                self._record(source, FetchError(page.source, "HTTP 304 to an unconditional request",
-                                                kind="http_304", status=304))
-            return
+            return False, None
         if current and page.size is not None and entry.mtime is not None and (
             entry.size, entry.mtime) == (page.size, page.mtime):
+            return False, None
+        body_hash = hashlib.sha256(page.body).hexdigest()[:32]
+        return not (current and body_hash == entry.body_hash), body_hash
+
+    def _add_page(self, source: Source, page: Page, extracted: Document | SourceError | None = None) -> None:
+        """Index a page unless it is unchanged; `extracted` is its extract() result if known."""
+        entry = self._entries.get(page.source)
+        current = self._current(entry)
+        if page.status == 304 and not current:
+            self._record(source, FetchError(page.source, "HTTP 304 to an unconditional request",
+                                            kind="http_304", status=304))
+            return
+        wanted, body_hash = self._triage(page)
+        if not wanted:
             self._unchanged(source, entry, page, entry.body_hash)
             return
-        body_hash = hashlib.sha256(page.body).hexdigest()[:32]
-        if current and body_hash == entry.body_hash:
-            self._unchanged(source, entry, page, body_hash)
-            return
-        try:
-            doc = extract(page)
-        except SourceError as exc:
-            self._record(source, exc)
+        doc = extracted if extracted is not None else extract_or_error(page)
+        if isinstance(doc, SourceError):
+            self._record(source, doc)
             return
         if current and doc.content_hash == entry.content_hash:
             self._unchanged(source, entry, page, body_hash)
@@ -954,6 +973,7 @@ def dry_run(
     config: ChunkConfig,
     summary: Summary | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    workers: int | None = None,
 ) -> Iterator[PlanEntry]:
     """What `Indexer.run` would index, skip or fail, without embedding or writing anything.
 
@@ -974,18 +994,21 @@ def dry_run(
         summary.failures.append(entry)
         return PlanEntry("fail", entry["source"], error.reason, kind=error.kind)
 
-    for source, name, item in iter_pages(sources, fetcher, max_bytes):
-        if name in seen:
-            continue
-        seen.add(name)
+    def pages() -> Iterator[tuple[tuple[Source, str, Page | SourceError], Document | SourceError | None]]:
+        with ExtractAhead(extract_or_error, workers or default_workers()) as extractor:
+            for source, name, item in iter_pages(sources, fetcher, max_bytes):
+                if name not in seen:
+                    seen.add(name)
+                    yield from extractor.submit((source, name, item), item if isinstance(item, Page) else None)
+            yield from extractor.drain()
+
+    for (source, name, item), doc in pages():
         summary.sources += 1
         if isinstance(item, SourceError):
             yield problem(source, name, item)
             continue
-        try:
-            doc = extract(item)
-        except SourceError as exc:
-            yield problem(source, name, exc)
+        if isinstance(doc, SourceError):
+            yield problem(source, name, doc)
             continue
         first = texts.setdefault(doc.content_hash, doc.source)
         if first != doc.source:

@@ -1,4 +1,4 @@
-"""Overlap embedding with the work that prepares it: one background embedding thread, bounded.
+"""Overlap the stages of an index run: embedding in a background thread, extraction in processes.
 
 An index run spends most of its time in the model. onnxruntime (and torch) release the GIL while
 they compute, so while one batch is embedded the indexing thread fetches, extracts and chunks the
@@ -13,6 +13,10 @@ are waiting, so memory stays flat:
     for payload, vectors in ahead.drain():
         write(payload, vectors)
     ahead.close()
+
+Extraction (trafilatura's analysis of a page's HTML) is pure Python and holds the GIL, so threads
+cannot spread it over cores: ExtractAhead runs it in worker processes, with the same push-style,
+ordered, bounded interface.
 """
 
 from __future__ import annotations
@@ -20,9 +24,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Generic, TypeVar
 
+from kbindex.errors import SourceError
+
 P = TypeVar("P")
+R = TypeVar("R")
 Vectors = list[list[float]]
 
 
@@ -72,3 +80,166 @@ class EmbedAhead(Generic[P]):
     def _take(self) -> tuple[P, Vectors]:
         payload, future = self._waiting.popleft()
         return payload, future.result()
+
+
+# Pages extracted in the indexing process before the worker pool is started: a run of a few pages
+# never pays for starting processes (about half a second each, to import trafilatura).
+INLINE_PAGES = 4
+MAX_WORKERS = 8  # each worker holds its own copy of trafilatura and lxml (about 60 MiB)
+# Imported once by the fork server, so that each worker starts with them loaded.
+PRELOAD = ["kbindex.extract", "trafilatura", "htmldate", "justext", "lxml.html"]
+
+
+def default_workers() -> int:
+    """One extraction process per core available to us, at most MAX_WORKERS."""
+    from kbindex.embed import available_cores
+
+    return max(1, min(MAX_WORKERS, available_cores()))
+
+
+class _Job(Generic[P, R]):
+    __slots__ = ("payload", "page", "future", "pool", "result")
+
+    def __init__(self, payload, page, future=None, pool=None, result=None):
+        self.payload, self.page, self.future, self.pool, self.result = payload, page, future, pool, result
+
+
+class ExtractAhead(Generic[P, R]):
+    """Runs `work(page)` in worker processes; hands the results back in submission order.
+
+    submit(payload, page) queues a page (None: nothing to run, the payload just keeps its place in
+    the order) and returns the earlier payloads whose turn has come, each with its result: all
+    finished ones at the head of the queue, and as many as it must wait for to keep at most
+    `depth` queued. With `workers` 1, or for the first `inline` pages, work runs here, in this
+    process. `work` must be a module-level function (it is pickled by name), and so must be its
+    argument and result.
+
+    A worker that dies (a crash in a C library, the kernel's out-of-memory killer) breaks the whole
+    pool; the pool is started again and the page at the head of the queue is retried alone: if
+    it breaks that pool too, its result is a SourceError of kind "crash" and the run goes on.
+    """
+
+    def __init__(self, work: Callable[[object], R], workers: int, depth: int | None = None,
+                 inline: int = INLINE_PAGES):
+        self._work = work
+        self.workers = max(1, workers)
+        self.depth = depth or 4 * self.workers
+        self._inline = inline
+        self._pool = None
+        self._waiting: deque[_Job] = deque()
+        self.restarts = 0  # pools started again after a worker died
+
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
+    def submit(self, payload: P, page) -> list[tuple[P, R | None]]:
+        if page is None:
+            job = _Job(payload, None)
+        elif self.workers == 1 or (self._pool is None and self._inline > 0):
+            self._inline -= 1
+            job = _Job(payload, None, result=self._work(page))
+        else:
+            if self._pool is None:
+                self._pool = self._start()
+            job = _Job(payload, page, self._submit(page), self._pool)
+        self._waiting.append(job)
+        done = []
+        while self._waiting and (len(self._waiting) > self.depth or _ready(self._waiting[0])):
+            done.append(self._take())
+        return done
+
+    def drain(self) -> list[tuple[P, R | None]]:
+        """Every payload still queued, in order (blocks until their pages are done)."""
+        return [self._take() for _ in range(len(self._waiting))]
+
+    def close(self) -> None:
+        """Stop the workers; what was not handed back is discarded."""
+        pending = bool(self._waiting)
+        for job in self._waiting:
+            if job.future is not None:
+                job.future.cancel()
+        self._waiting.clear()
+        if self._pool is not None:
+            # After an interruption, do not wait for pages in progress (the workers end once done).
+            self._pool.shutdown(wait=not pending, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> ExtractAhead[P, R]:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _start(self):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # Not fork: this process runs threads (HTTP fetches, the model) that a fork would copy
+        # mid-flight. The fork server starts clean, imports PRELOAD once, then forks each worker.
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        context = multiprocessing.get_context(method)
+        if method == "forkserver":
+            context.set_forkserver_preload(PRELOAD)
+        pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_ignore_interrupts)
+        # Start every worker now, from this thread. The executor starts one per submit() until it
+        # has them all; a worker killed while another was being started could leave the new one
+        # out of the executor's clean-up, and its exit would then wait for that worker forever.
+        for _ in range(self.workers):
+            pool.submit(_nothing)
+        return pool
+
+    def _restart(self) -> None:
+        self.restarts += 1
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._start()
+
+    def _submit(self, page) -> Future:
+        """The page's future; one that fails with BrokenProcessPool if the pool broke already."""
+        try:
+            return self._pool.submit(self._work, page)
+        except BrokenProcessPool as exc:  # a page submitted before this one killed a worker
+            future: Future = Future()
+            future.set_exception(exc)
+            return future
+
+    def _take(self) -> tuple[P, R | None]:
+        job = self._waiting.popleft()
+        if job.future is None:
+            return job.payload, job.result
+        try:
+            return job.payload, job.future.result()
+        except BrokenProcessPool:
+            pass
+        # Retry this page alone in a new pool, so that a page that kills its worker is found out
+        # without failing the pages that happened to be in the pool with it.
+        self._restart()
+        try:
+            result = self._submit(job.page).result()
+        except BrokenProcessPool:
+            self._restart()
+            result = SourceError(job.page.source, "extraction crashed its worker process", kind="crash")
+        for other in self._waiting:  # pages queued in the broken pool go to the new one
+            if other.future is not None and other.pool is not self._pool and not _succeeded(other.future):
+                other.future, other.pool = self._submit(other.page), self._pool
+        return job.payload, result
+
+
+def _ready(job: _Job) -> bool:
+    return job.future is None or job.future.done()
+
+
+def _succeeded(future: Future) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
+def _nothing() -> None:
+    pass
+
+
+def _ignore_interrupts() -> None:
+    """Ctrl-C reaches the whole process group: the indexing process handles it for the workers."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

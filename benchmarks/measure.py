@@ -1,0 +1,82 @@
+"""Run one command; print its wall time, peak memory and output as one JSON line.
+
+    python -m benchmarks.measure CMD [ARG...]
+
+Peak memory counts every process of the command: kbindex starts extraction workers and a fork
+server, whose memory a single process's peak RSS would leave out. The resident sizes of the
+command and all its descendants are summed every 20 ms; the figure is the largest sum, or the
+command's own peak RSS (exact, from the kernel) if that is larger. A separate process, so that
+the children of earlier runs do not mix in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def tree_rss_kib(root: int) -> int:
+    """Sum of the resident sizes of `root` and its descendants (Linux /proc), in KiB."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(name))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE_KIB
+        except OSError:
+            pass
+    return total
+
+
+def main(argv: list[str]) -> None:
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, tree_rss_kib(proc.pid))
+            done.wait(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out = []
+    readers = [threading.Thread(target=lambda s=s: out.append((s.name, s.read())), daemon=True)
+               for s in (proc.stdout, proc.stderr)]
+    for r in readers:
+        r.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    for r in readers:
+        r.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    streams = {name: text for name, text in out}
+    sys.stderr.write(streams.get(proc.stderr.name, ""))
+    print(json.dumps({"s": seconds, "rss": max(peak, usage.ru_maxrss), "own": usage.ru_maxrss,
+                      "rc": proc.returncode, "out": streams.get(proc.stdout.name, "")}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
