@@ -21,6 +21,7 @@ ordered, bounded interface.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -181,7 +182,8 @@ class ExtractAhead(Generic[P, R]):
         context = multiprocessing.get_context(method)
         if method == "forkserver":
             context.set_forkserver_preload(PRELOAD)
-        pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_ignore_interrupts)
+        pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_worker_setup,
+                                   initargs=(os.getpid(),))
         # Start every worker now, from this thread. The executor starts one per submit() until it
         # has them all; a worker killed while another was being started could leave the new one
         # out of the executor's clean-up, and its exit would then wait for that worker forever.
@@ -238,8 +240,40 @@ def _nothing() -> None:
     pass
 
 
-def _ignore_interrupts() -> None:
-    """Ctrl-C reaches the whole process group: the indexing process handles it for the workers."""
+def _worker_setup(indexer: int) -> None:
+    """In each worker: leave Ctrl-C to the indexing process; end when that process is gone.
+
+    Ctrl-C reaches the whole process group, and the indexing process stops the workers itself.
+    A worker waits for pages on a pipe that it holds both ends of, so it would never notice that
+    the indexing process died (kill -9, the out-of-memory killer), and the fork server lives as
+    long as a worker does: a thread watches the indexing process and ends the worker with it.
+    """
     import signal
+    import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(indexer,), daemon=True, name="kbindex-watch").start()
+
+
+def _exit_with(pid: int) -> None:
+    import select
+    import time
+
+    try:
+        handle = os.pidfd_open(pid)  # Linux 5.3+: readable once the process has exited
+    except ProcessLookupError:
+        os._exit(0)
+    except (AttributeError, OSError):
+        handle = None
+    if handle is not None:
+        select.select([handle], [], [])
+    else:
+        while True:
+            time.sleep(1)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                pass
+    os._exit(0)

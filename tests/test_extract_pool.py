@@ -216,3 +216,52 @@ def test_the_cli_takes_workers_from_the_option_or_the_environment(tmp_path, kb, 
     assert [pool.was_started for pool in counted_pools] == [True, False]
     bad = kb("index", str(folder), "--workers", "0")
     assert bad.exit_code == 2 and "--workers" in bad.output
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = Path(f"/proc/{name}/stat").read_bytes()
+            except OSError:
+                continue
+            children.setdefault(int(stat[stat.rindex(b")") + 2:].split()[1]), []).append(int(name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return state[state.rindex(b")") + 2:state.rindex(b")") + 3] != b"Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
+def test_workers_end_when_the_indexing_process_is_killed(tmp_path):
+    import signal
+
+    from tests.sync_helpers import spawn, wait_for
+
+    folder = _kb_folder(tmp_path)
+    err = tmp_path / "stderr.txt"
+    proc = spawn("index", str(folder), "--db", str(tmp_path / "db"), "--workers", "2",
+                 env={"KBINDEX_TEST_PAUSE": "page:8"}, stderr_path=err)
+    try:
+        wait_for(err, "paused at page", proc)
+        helpers = _descendants(proc.pid)
+        workers = [p for p in helpers if b"forkserver" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert len(workers) >= 3, "no fork server and workers were started"  # the server + 2 workers
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_alive(p) for p in helpers):
+        time.sleep(0.1)
+    assert not [p for p in helpers if _alive(p)], "processes outlived the killed indexing process"
