@@ -86,7 +86,7 @@ class EmbedAhead(Generic[P]):
 # Pages extracted in the indexing process before the worker pool is started: a run of a few pages
 # never pays for starting processes (about half a second each, to import trafilatura).
 INLINE_PAGES = 4
-MAX_WORKERS = 8  # each worker holds its own copy of trafilatura and lxml (about 60 MiB)
+MAX_WORKERS = 8  # each worker holds its own trafilatura and lxml: 2 workers and the fork server add ~110 MiB
 # Imported once by the fork server, so that each worker starts with them loaded.
 PRELOAD = ["kbindex.extract", "trafilatura", "htmldate", "justext", "lxml.html"]
 
