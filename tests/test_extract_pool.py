@@ -265,3 +265,36 @@ def test_workers_end_when_the_indexing_process_is_killed(tmp_path):
     while time.monotonic() < deadline and any(_alive(p) for p in helpers):
         time.sleep(0.1)
     assert not [p for p in helpers if _alive(p)], "processes outlived the killed indexing process"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
+def test_ctrl_c_stops_the_run_and_its_workers(tmp_path):
+    """Ctrl-C on a terminal signals the whole process group: workers included."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.sync_helpers import ROOT, wait_for
+
+    folder = _kb_folder(tmp_path)
+    err = tmp_path / "stderr.txt"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "KBINDEX_MODEL": "fake:hash", "KBINDEX_TEST_PAUSE": "page:8"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_kbindex", "index", str(folder), "--db", str(tmp_path / "db"),
+         "--workers", "2"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err.open("w"),
+        start_new_session=True)
+    try:
+        wait_for(err, "paused at page", proc)
+        helpers = _descendants(proc.pid)
+        assert len(helpers) >= 3
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_alive(p) for p in helpers):
+        time.sleep(0.1)
+    assert not [p for p in helpers if _alive(p)], "processes outlived the interrupted run"
+    output = err.read_text()
+    assert "interrupted" in output and "Traceback" not in output, output
