@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -55,22 +56,13 @@ def main(argv: list[str]) -> None:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    out = []
-    readers = [threading.Thread(target=lambda s=s: out.append((s.name, s.read())), daemon=True)
-               for s in (proc.stdout, proc.stderr)]
-    for r in readers:
-        r.start()
-    _, status, usage = os.wait4(proc.pid, 0)
+    out, err = proc.communicate()
     seconds = time.perf_counter() - start
     done.set()
     sampler.join()
-    for r in readers:
-        r.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    streams = {name: text for name, text in out}
-    sys.stderr.write(streams.get(proc.stderr.name, ""))
-    print(json.dumps({"s": seconds, "rss": max(peak, usage.ru_maxrss), "own": usage.ru_maxrss,
-                      "rc": proc.returncode, "out": streams.get(proc.stdout.name, "")}))
+    own = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the command is our only child
+    sys.stderr.write(err)
+    print(json.dumps({"s": seconds, "rss": max(peak, own), "own": own, "rc": proc.returncode, "out": out}))
 
 
 if __name__ == "__main__":

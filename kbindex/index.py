@@ -392,11 +392,11 @@ class Indexer:
                 if name in self._seen:
                     continue
                 self._seen.add(name)
-                wanted = isinstance(item, Page) and self._triage(item)[0]
-                for (src, got), extracted in extractor.submit((source, item), item if wanted else None):
-                    self._take(src, got, extracted)
-            for (src, got), extracted in extractor.drain():
-                self._take(src, got, extracted)
+                wanted, body_hash = self._triage(item) if isinstance(item, Page) else (False, None)
+                for payload, extracted in extractor.submit((source, item, body_hash), item if wanted else None):
+                    self._take(*payload, extracted)
+            for payload, extracted in extractor.drain():
+                self._take(*payload, extracted)
             self._drain()
             for source in sources:
                 if source.crawl is not None:
@@ -452,14 +452,15 @@ class Indexer:
         memory = self._memories[source.value] = _LedgerMemory(self, source.value)
         return memory
 
-    def _take(self, source: Source, item: Page | SourceError, extracted: Document | SourceError | None) -> None:
+    def _take(self, source: Source, item: Page | SourceError, body_hash: str | None,
+              extracted: Document | SourceError | None) -> None:
         """One page (or the error that replaced it) of the run, in arrival order."""
         _pause("page")
         self.summary.sources += 1
         if isinstance(item, SourceError):
             self._record(source, item)
         else:
-            self._add_page(source, item, extracted)
+            self._add_page(source, item, body_hash, extracted)
 
     def _triage(self, page: Page) -> tuple[bool, str | None]:
         """Whether the page must be extracted (it is not known unchanged), and its body's hash."""
@@ -473,19 +474,20 @@ class Indexer:
         body_hash = hashlib.sha256(page.body).hexdigest()[:32]
         return not (current and body_hash == entry.body_hash), body_hash
 
-    def _add_page(self, source: Source, page: Page, extracted: Document | SourceError | None = None) -> None:
-        """Index a page unless it is unchanged; `extracted` is its extract() result if known."""
+    def _add_page(self, source: Source, page: Page, body_hash: str | None,
+                  doc: Document | SourceError | None) -> None:
+        """Index a page unless it is unchanged. `body_hash` and `doc` (its extract() result, None
+        where _triage found it unchanged) were worked out when the page arrived: its ledger entry
+        cannot change before its turn, as each source is taken once a run."""
         entry = self._entries.get(page.source)
         current = self._current(entry)
         if page.status == 304 and not current:
             self._record(source, FetchError(page.source, "HTTP 304 to an unconditional request",
                                             kind="http_304", status=304))
             return
-        wanted, body_hash = self._triage(page)
-        if not wanted:
+        if doc is None:
             self._unchanged(source, entry, page, entry.body_hash)
             return
-        doc = extracted if extracted is not None else extract_or_error(page)
         if isinstance(doc, SourceError):
             self._record(source, doc)
             return

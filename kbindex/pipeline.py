@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from kbindex.errors import SourceError
@@ -98,11 +99,13 @@ def default_workers() -> int:
     return max(1, min(MAX_WORKERS, available_cores()))
 
 
-class _Job(Generic[P, R]):
-    __slots__ = ("payload", "page", "future", "pool", "result")
-
-    def __init__(self, payload, page, future=None, pool=None, result=None):
-        self.payload, self.page, self.future, self.pool, self.result = payload, page, future, pool, result
+@dataclass(slots=True)
+class _Job:
+    payload: object
+    page: object  # None once there is nothing (more) to run for it
+    future: Future | None = None
+    pool: object = None  # the pool the future belongs to
+    result: object = None
 
 
 class ExtractAhead(Generic[P, R]):
