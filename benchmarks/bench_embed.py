@@ -1,5 +1,6 @@
-"""The ONNX embedding path (issue 6): throughput against plain SentenceTransformer.encode, int8
-quality on SciFact (nDCG@10), cold `kbindex query` per backend, index overhead and peak RSS."""
+"""The fast CPU embedding paths (issue 6): throughput of kbindex's onnxruntime and OpenVINO paths,
+fp32 and int8, against plain SentenceTransformer.encode; int8 quality on SciFact (nDCG@10); cold
+`kbindex query` per backend; the default index run's overhead over pure encoding and its peak RSS."""
 
 from __future__ import annotations
 
@@ -114,14 +115,16 @@ def run() -> Iterator[str]:
 
     corpus, queries, qrels, titles = load_scifact()
 
-    fp32 = load_embedder("all-MiniLM-L6-v2", "cpu", "onnx", "none", CACHE)
-    int8 = load_embedder("all-MiniLM-L6-v2", "cpu", "onnx", "int8", CACHE)
-    fp32.embed(["export"])
-    int8.embed(["and quantize once"])
+    paths = {f"{runtime}-{kind}": load_embedder("all-MiniLM-L6-v2", "cpu", runtime, quantize, CACHE)
+             for runtime in ("onnx", "openvino") for kind, quantize in (("fp32", "none"), ("int8", "int8"))}
+    default = load_embedder("all-MiniLM-L6-v2", "cpu", cache_dir=CACHE)  # what a new user gets
+    yield f"default for a new collection on this machine: {default.runtime}, {default.name}"
+    for embedder in paths.values():
+        embedder.embed(["export and quantize once"])
     if PARTS in ("all", "throughput"):
-        yield from _throughput_and_quality(corpus, queries, qrels, fp32, int8, PARTS == "all")
+        yield from _throughput_and_quality(corpus, queries, qrels, paths, PARTS == "all")
     if PARTS in ("all", "index"):
-        yield from _index_and_query(corpus, titles, int8)
+        yield from _index_and_query(corpus, titles, default)
     if PARTS in ("all", "batch"):
         yield from _batch_sizes(corpus)
 
@@ -133,8 +136,8 @@ def _batch_sizes(corpus) -> Iterator[str]:
     from kbindex.embed import load_embedder
 
     texts = list(corpus.values())[:400]
-    for quantize in ("int8", "none"):
-        model = load_embedder("all-MiniLM-L6-v2", "cpu", "onnx", quantize, CACHE)
+    for runtime, quantize in (("onnx", "int8"), ("onnx", "none"), ("openvino", "int8"), ("openvino", "none")):
+        model = load_embedder("all-MiniLM-L6-v2", "cpu", runtime, quantize, CACHE)
         model.embed(texts[:8])
         rates = []
         for size in (2, 4, 8, 32):
@@ -143,71 +146,69 @@ def _batch_sizes(corpus) -> Iterator[str]:
             model.embed(texts)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             rates.append(f"{size}: {len(texts) / wall:.1f} chunks/s ({cpu / wall:.2f} cores)")
-        yield f"onnx {quantize}, 400 SciFact abstracts, texts per call -> " + "; ".join(rates)
+        yield f"{runtime} {quantize}, 400 SciFact abstracts, texts per call -> " + "; ".join(rates)
 
 
-def _throughput_and_quality(corpus, queries, qrels, fp32, int8, quality: bool) -> Iterator[str]:
+def _throughput_and_quality(corpus, queries, qrels, paths, quality: bool) -> Iterator[str]:
     from sentence_transformers import SentenceTransformer
 
     from kbindex.embed import available_cores, packaged_model_path
 
-    # 1. Throughput, chunks/s, the three paths interleaved.
+    # 1. Throughput, chunks/s, all paths interleaved.
     texts = list(corpus.values())[:THROUGHPUT_DOCS]
     model = SentenceTransformer(str(packaged_model_path()), device="cpu")
-    paths = {
-        "torch": lambda: model.encode(texts, batch_size=32, normalize_embeddings=True),
-        "onnx-fp32": lambda: fp32.embed(texts),
-        "onnx-int8": lambda: int8.embed(texts),
-    }
-    for run_path in (lambda: model.encode(texts[:32]), lambda: fp32.embed(texts[:32]),
-                     lambda: int8.embed(texts[:32])):
-        run_path()  # warm up (and export and quantize on the first bench run)
-    best = {name: float("inf") for name in paths}
+    runs = {"torch": lambda: model.encode(texts, batch_size=32, normalize_embeddings=True)}
+    runs.update({name: (lambda e=embedder: e.embed(texts)) for name, embedder in paths.items()})
+    model.encode(texts[:32])  # warm up
+    for embedder in paths.values():
+        embedder.embed(texts[:32])
+    best = {name: float("inf") for name in runs}
     for _ in range(ROUNDS):
-        for name, run_path in paths.items():
+        for name, run_path in runs.items():
             with Timer() as t:
                 run_path()
             best[name] = min(best[name], t.seconds)
     rate = {name: len(texts) / s for name, s in best.items()}
     yield (f"throughput on {len(texts)} SciFact abstracts (best of {ROUNDS} interleaved rounds, "
-                 f"{available_cores()} cores):")
-    for name in paths:
-        yield (f"  {name:<10} {rate[name]:7.1f} chunks/s  ratio vs torch {rate[name] / rate['torch']:.2f}x"
-                     + ("  (target 1.4x)" if name == "onnx-fp32" else "  (target 2.5x)" if name == "onnx-int8" else ""))
+           f"{available_cores()} cores):")
+    for name in runs:
+        target = "  (target 1.4x)" if name.endswith("fp32") else "  (target 2.5x)" if name.endswith("int8") else ""
+        yield f"  {name:<14} {rate[name]:7.1f} chunks/s  ratio vs torch {rate[name] / rate['torch']:.2f}x{target}"
     sample = texts[:200]
     ref = model.encode(sample, batch_size=32, normalize_embeddings=True)
-    cos32 = (ref * fp32.embed_array(sample)).sum(axis=1)
-    cos8 = (ref * int8.embed_array(sample)).sum(axis=1)
-    yield (f"cosine to torch on 200 abstracts: fp32 min {cos32.min():.6f}; int8 mean {cos8.mean():.4f} "
-                 f"min {cos8.min():.4f}")
+    cosines = []
+    for name, embedder in paths.items():
+        cos = (ref * embedder.embed_array(sample)).sum(axis=1)
+        cosines.append(f"{name} mean {cos.mean():.4f} min {cos.min():.4f}")
+    yield "cosine to torch on 200 abstracts: " + "; ".join(cosines)
 
     # 2. int8 quality: SciFact nDCG@10 over the 300 test queries, whole corpus.
     if not quality:
         return
-    with Timer() as t32:
-        n32 = ndcg_at_10(retrieve(fp32, corpus, queries), qrels)
-    with Timer() as t8:
-        n8 = ndcg_at_10(retrieve(int8, corpus, queries), qrels)
-    yield (f"SciFact nDCG@10 ({len(corpus)} docs, {len(qrels)} queries): fp32 {n32:.4f} "
-                 f"({t32.seconds:.0f} s), int8 {n8:.4f} ({t8.seconds:.0f} s), loss {n32 - n8:+.4f} "
-                 f"(int8 becomes the default only at <= 0.005)")
+    scores = {}
+    for name in ("onnx-fp32", "onnx-int8", "openvino-int8"):
+        with Timer() as t:
+            scores[name] = ndcg_at_10(retrieve(paths[name], corpus, queries), qrels)
+        yield (f"SciFact nDCG@10 ({len(corpus)} docs, {len(qrels)} queries), {paths[name].name}: "
+               f"{scores[name]:.4f} ({t.seconds:.0f} s)"
+               + ("" if name == "onnx-fp32" else f", loss vs fp32 {scores['onnx-fp32'] - scores[name]:+.4f} "
+                  "(int8 may be the default only at <= 0.005)"))
 
 
-
-def _index_and_query(corpus, titles, int8) -> Iterator[str]:
+def _index_and_query(corpus, titles, default) -> Iterator[str]:
     from kbindex.chunk import context_line
     from kbindex.store import Store
 
-    # 4. Peak RSS of `kbindex index` (default: ONNX int8, export cached) on 100 vs 400 pages.
+    # 4. Peak RSS of `kbindex index` (defaults, models cached) on 100 vs 400 pages.
     results = {}
     for count in (100, 400):
         folder = _html_folder(corpus, titles, count)
         db = WORK / f"embed-index-{count}"
         shutil.rmtree(db, ignore_errors=True)
         _seed_cache(db)
-        seconds, rss, out = run_kbindex("index", str(folder), "--db", str(db), "--quantize", "int8", "--json")
+        seconds, rss, out = run_kbindex("index", str(folder), "--db", str(db), "--json")
         results[count] = (seconds, rss, json.loads(out)["chunks_added"], db)
-        yield (f"kbindex index {count} pages (onnx int8, export cached, fresh process): {seconds:.1f} s, "
+        yield (f"kbindex index {count} pages (defaults, models cached, fresh process): {seconds:.1f} s, "
                      f"{results[count][2]} chunks, peak RSS (all processes) {rss:.0f} MiB")
     yield (f"peak RSS 400 / 100 pages: {results[400][1] / results[100][1]:.2f}")
 
@@ -221,37 +222,39 @@ def _index_and_query(corpus, titles, int8) -> Iterator[str]:
     _seed_cache(db)
     probe = list(corpus.values())[:200]
     with Timer() as before:
-        int8.embed(probe)
-    seconds, rss, out = run_kbindex("index", str(folder), "--db", str(db), "--quantize", "int8", "--json")
+        default.embed(probe)
+    seconds, rss, out = run_kbindex("index", str(folder), "--db", str(db), "--json")
     chunks = json.loads(out)["chunks_added"]
     matches = list(Store(db).collection("kbindex").scan(include_text=True))
     embed_texts = [f"{context_line(m.metadata['title'], m.metadata.get('section', ''))}\n\n{m.text}"
                    for m in matches]
     with Timer() as enc:
-        int8.embed(embed_texts)
+        default.embed(embed_texts)
     with Timer() as after:
-        int8.embed(probe)
+        default.embed(probe)
     encode = enc.seconds
     yield (f"kbindex index {PIPELINE_PAGES} pages (fresh process, export cached): {seconds:.1f} s, "
            f"{chunks} chunks, {chunks / seconds:.1f} chunks/s, peak RSS (all processes) {rss:.0f} MiB "
            f"({rss / results[100][1]:.2f}x the 100-page run)")
-    yield (f"int8 embedding alone of the same {len(embed_texts)} chunks in-process: {encode:.1f} s "
+    yield (f"{default.name} embedding alone of the same {len(embed_texts)} chunks in-process: {encode:.1f} s "
            f"({len(embed_texts) / encode:.1f} chunks/s; 200-abstract load probe {before.seconds:.1f} s "
            f"before, {after.seconds:.1f} s after)")
     yield (f"end to end / pure encoding: {encode / seconds:.2f}x (target 0.9x; includes process "
            "start, imports, opening Chroma and every write)")
 
-    # 5. Cold `kbindex query`, fresh processes, alternating backends, on an fp32 collection (both
-    # backends can query it).
+    # 5. Cold `kbindex query`, fresh processes, alternating backends, on an fp32 collection (every
+    # backend can query it), then on the default collection (static int8, OpenVINO only).
     db = results[100][3]
     run_kbindex("index", str(_html_folder(corpus, titles, 100)), "--db", str(db), "--collection", "fp32",
                 "--quantize", "none", "--json")
-    cold = {"onnx": [], "torch": []}
+    cold = {"openvino": [], "onnx": [], "torch": [], "default": []}
     for _ in range(3):
         for backend in cold:
-            s, _, _ = run_kbindex("query", "cerebral white matter in newborns", "--db", str(db),
-                                  "--collection", "fp32", "--backend", backend, "--json")
+            where = ["--collection", "fp32", "--backend", backend] if backend != "default" else []
+            s, _, _ = run_kbindex("query", "cerebral white matter in newborns", "--db", str(db), *where, "--json")
             cold[backend].append(s)
     med = {b: statistics.median(v) for b, v in cold.items()}
-    yield (f"cold kbindex query (median of 3 fresh processes): onnx {med['onnx']:.2f} s, "
-                 f"torch {med['torch']:.2f} s, ratio torch/onnx {med['torch'] / med['onnx']:.2f}x")
+    yield (f"cold kbindex query, fp32 collection (median of 3 fresh processes): openvino "
+           f"{med['openvino']:.2f} s, onnx {med['onnx']:.2f} s, torch {med['torch']:.2f} s; ratio "
+           f"torch/openvino {med['torch'] / med['openvino']:.2f}x, torch/onnx {med['torch'] / med['onnx']:.2f}x")
+    yield f"cold kbindex query, default collection ({default.name}): {med['default']:.2f} s"

@@ -36,14 +36,15 @@ def common_options(func, collection: bool = True):
     @click.option("--chroma-url", metavar="URL", envvar=cfg.ENV_CHROMA_URL,
                   help="Use the Chroma server at http://HOST:PORT instead of the local store; the "
                        f"ledger and lock stay in --db. [env var: {cfg.ENV_CHROMA_URL}]")
-    @click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default=cfg.DEFAULT_BACKEND,
-                  envvar=cfg.ENV_BACKEND, show_default=True,
-                  help="Embedding runtime; auto is ONNX Runtime on CPU, PyTorch on a GPU. "
-                       f"[env var: {cfg.ENV_BACKEND}]")
+    @click.option("--backend", type=click.Choice(["auto", "torch", "onnx", "openvino"]),
+                  default=cfg.DEFAULT_BACKEND, envvar=cfg.ENV_BACKEND, show_default=True,
+                  help="Embedding runtime; auto is OpenVINO on CPU (onnx, i.e. ONNX Runtime, where "
+                       f"OpenVINO is missing), PyTorch on a GPU. [env var: {cfg.ENV_BACKEND}]")
     @click.option("--quantize", type=click.Choice(["auto", "none", "int8"]), default=cfg.DEFAULT_QUANTIZE,
                   envvar=cfg.ENV_QUANTIZE, show_default=True,
-                  help="int8 ONNX model (faster, slightly different vectors) or none; auto follows the "
-                       f"collection, else int8 on ONNX. [env var: {cfg.ENV_QUANTIZE}]")
+                  help="int8 model (faster, slightly different vectors; static on OpenVINO, dynamic "
+                       "on onnx) or none; auto follows the collection, else int8 except on torch. "
+                       f"[env var: {cfg.ENV_QUANTIZE}]")
     @functools.wraps(func)
     def wrapper(*args, db, model, device, chroma_url, backend, quantize, collection=cfg.DEFAULT_COLLECTION,
                 **kwargs):

@@ -21,10 +21,11 @@ DEFAULT_DB = "data/index"
 DEFAULT_COLLECTION = "kbindex"
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_DEVICE = "auto"
-# auto: ONNX Runtime on CPU (faster, and a query never imports torch), PyTorch on a GPU.
+# auto: OpenVINO on CPU (ONNX Runtime where OpenVINO is not installed; both faster than PyTorch,
+# and a query never imports torch), PyTorch on a GPU.
 DEFAULT_BACKEND = "auto"
-# auto: what an existing collection holds; for a new one int8 on ONNX (SciFact nDCG@10 0.6458
-# against fp32's 0.6451, docs/benchmarks.md) and none on PyTorch.
+# auto: what an existing collection holds; for a new one int8 (static on OpenVINO, dynamic on ONNX
+# Runtime; SciFact nDCG@10 against fp32 in docs/benchmarks.md) and none on PyTorch.
 DEFAULT_QUANTIZE = "auto"
 ONNX_CACHE = "onnx"  # exported models live in <db>/onnx/<weights hash>-v<n>/
 

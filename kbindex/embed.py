@@ -197,10 +197,14 @@ def load_embedder(
     """The embedder for a model name or path (loaded lazily on first use).
 
     Args:
-        backend: "torch", "onnx", or "auto" (ONNX on CPU, PyTorch when a GPU is present).
-        quantize: "none", "int8" (ONNX only; the collection records it in the model identity), or
-            "auto": what the existing collection holds, else int8 on ONNX and none on PyTorch.
-        cache_dir: where exported ONNX models are kept (the CLI uses <--db>/onnx).
+        backend: "torch", "onnx" (onnxruntime), "openvino", or "auto": on CPU OpenVINO where it is
+            installed, else onnxruntime; PyTorch when a GPU is present.
+        quantize: "none", "int8", or "auto": what the existing collection holds, else int8 on
+            OpenVINO and onnxruntime and none on PyTorch. int8 is static (calibrated) on OpenVINO
+            and dynamic on onnxruntime; the vectors differ, so the model identity recorded in the
+            collection names the kind ("model#int8-static", "model#int8") and a collection is only
+            ever extended or queried with the kind it holds.
+        cache_dir: where exported models are kept (the CLI uses <--db>/onnx).
         recorded: the model identity recorded in the collection, when it exists.
     """
     prefix, sep, _ = name.partition(":")
@@ -210,49 +214,76 @@ def load_embedder(
         raise UsageError(f"unknown backend {backend!r}: use {', '.join(BACKENDS)}")
     if quantize not in QUANTIZE:
         raise UsageError(f"unknown quantization {quantize!r}: use {', '.join(QUANTIZE)}")
-    # An identity read back from a collection ("model#int8") loads as what it names.
-    base, hash_sep, suffix = name.rpartition("#")
-    if hash_sep and suffix == "int8":
-        name, quantize = base, suffix
     automatic = quantize == "auto"
-    if automatic:
-        quantize = recorded_quantization(recorded, name) or (
-            "int8" if pick_backend(backend, device) == "onnx" else "none"
-        )
-        if quantize == "int8" and backend == "torch":
-            raise UsageError("this collection holds int8 ONNX vectors: use --backend onnx (or auto)")
+    # An identity read back from a collection ("model#int8-static") loads as what it names.
+    name, kind = split_identity(name)
+    held = recorded_kind(recorded, name)
+    if kind is None and held in INT8_KINDS and quantize in ("auto", "int8"):
+        kind = held
+    elif held == "none" and automatic:
+        quantize = "none"
+    if kind is not None:
+        runtime = INT8_KINDS[kind]
+        if backend not in ("auto", runtime):
+            raise UsageError(f"this collection holds {kind} vectors, which only the {runtime} backend "
+                             f"makes: use --backend {runtime} (or auto)")
+        backend, quantize = runtime, "int8"
+    if quantize == "auto":  # a new collection: the fastest kind the runtime has
+        quantize = "none" if pick_backend(backend, device) == "torch" else "int8"
     chosen = pick_backend(backend, device, quantize)
     if chosen == "torch":
         return SentenceTransformerEmbedder(name, device)
-    fallback = backend == "auto" and (quantize == "none" or (automatic and recorded is None))
+    if chosen == "openvino":
+        from kbindex import ovbackend
+
+        ovbackend.require()
+    fallback = backend == "auto" and kind is None and (quantize == "none" or (automatic and held is None))
     identity, load_from = resolve_model(name)
     folder = model_folder(load_from)
     if folder is None:
         if fallback:
             return SentenceTransformerEmbedder(name, device)  # it reports the missing model
-        raise ModelError(f"cannot find embedding model {name!r} locally for the ONNX backend")
+        raise ModelError(f"cannot find embedding model {name!r} locally for the {chosen} backend")
     try:
         spec = read_spec(folder)
     except ModelError:
         if fallback:
             return SentenceTransformerEmbedder(name, device)
         raise
-    return OnnxEmbedder(identity, spec, cache_dir or default_cache_dir(), quantize)
+    return OnnxEmbedder(identity, spec, cache_dir or default_cache_dir(), quantize, runtime=chosen)
 
 
-def recorded_quantization(recorded: str | None, name: str) -> str | None:
-    """"int8" or "none" as the collection records it for this model; None for another model."""
+# Identity suffix of each int8 kind -> the backend that makes those vectors. fp32 vectors are the
+# same on every backend and carry no suffix.
+INT8_KINDS = {"int8": "onnx", "int8-static": "openvino"}
+
+
+def split_identity(name: str) -> tuple[str, str | None]:
+    """("model", "int8-static") for "model#int8-static"; (name, None) for an fp32 identity."""
+    base, sep, suffix = name.rpartition("#")
+    if sep and suffix in INT8_KINDS:
+        return base, suffix
+    return name, None
+
+
+def identity_suffix(runtime: str, quantize: str) -> str:
+    if quantize == "none":
+        return ""
+    return "#" + next(kind for kind, maker in INT8_KINDS.items() if maker == runtime)
+
+
+def recorded_kind(recorded: str | None, name: str) -> str | None:
+    """"none", "int8" or "int8-static" as the collection records it for this model; None when there
+    is no collection or it holds another model."""
     if not recorded:
         return None
-    base, sep, suffix = recorded.rpartition("#")
-    if not sep or suffix != "int8":
-        base, suffix = recorded, "none"
-    return suffix if base == resolve_model(name)[0] else None
+    base, kind = split_identity(recorded)
+    return (kind or "none") if base == resolve_model(name)[0] else None
 
 
 # --- backend choice ------------------------------------------------------------------------------
 
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "openvino")
 QUANTIZE = ("auto", "none", "int8")
 ONNX_EXPORT_VERSION = 2  # bump when the export recipe changes, so old caches are not reused
 
@@ -268,18 +299,19 @@ def gpu_present() -> bool:
 
 
 def pick_backend(backend: str, device: str, quantize: str = "none") -> str:
-    """Resolve --backend auto: ONNX on CPU, PyTorch on a GPU; int8 exists only on ONNX."""
+    """Resolve --backend auto: on CPU OpenVINO (onnxruntime where OpenVINO is not installed),
+    PyTorch on a GPU; int8 exists only on OpenVINO and onnxruntime."""
     if backend == "torch":
         if quantize == "int8":
-            raise UsageError(f"--quantize {quantize} needs --backend onnx (or auto)")
+            raise UsageError(f"--quantize {quantize} needs --backend openvino, onnx or auto")
         return "torch"
-    if backend == "onnx" or quantize == "int8":
-        return "onnx"
-    if device == "cpu":
-        return "onnx"
-    if device in ("cuda", "mps"):
+    if backend in ("onnx", "openvino"):
+        return backend
+    if quantize != "int8" and (device in ("cuda", "mps") or (device == "auto" and gpu_present())):
         return "torch"
-    return "torch" if gpu_present() else "onnx"
+    from kbindex import ovbackend
+
+    return "openvino" if ovbackend.available() else "onnx"
 
 
 # --- ONNX backend --------------------------------------------------------------------------------
@@ -444,7 +476,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def export_onnx(spec: ModelSpec, target: Path) -> None:
+def export_onnx(spec: ModelSpec, target: Path, fuse: bool = True) -> None:
     """Export the model's transformer (token embeddings out) to ONNX with torch.onnx; once per cache.
 
     Pooling and normalization stay outside the graph, in numpy, exactly as the configs say: the
@@ -452,7 +484,8 @@ def export_onnx(spec: ModelSpec, target: Path) -> None:
     The graph is exported with eager attention so that onnxruntime's transformer optimizer can fuse
     it (Attention, SkipLayerNormalization, BiasGelu: about 1.6x faster on CPU than the plain
     export), and it is checked against PyTorch on a padded batch before it is cached; a fused graph
-    that disagrees is dropped for the plain one.
+    that disagrees is dropped for the plain one. fuse=False keeps the plain graph (for OpenVINO,
+    which does not read onnxruntime's fused operators).
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
@@ -514,7 +547,7 @@ def export_onnx(spec: ModelSpec, target: Path) -> None:
         if not _agrees(plain, feeds, expected, mask.numpy()):
             raise ModelError("the exported graph does not reproduce the model")
         chosen = plain
-        if _fuse(plain, fused, encoder.config) and _agrees(fused, feeds, expected, mask.numpy()):
+        if fuse and _fuse(plain, fused, encoder.config) and _agrees(fused, feeds, expected, mask.numpy()):
             chosen = fused
         os.replace(chosen, target)
     except ModelError as exc:
@@ -605,21 +638,28 @@ def quantize_int8(source: Path, target: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+PAD_MULTIPLE = 16
+
+
 class OnnxEmbedder:
-    """A sentence-transformers model run by ONNX Runtime, tokenized with the `tokenizers` library.
+    """A sentence-transformers model exported to ONNX, run by onnxruntime or OpenVINO and
+    tokenized with the `tokenizers` library.
 
     Thread-safe: embed() may run in a background thread while another thread counts tokens;
-    onnxruntime and tokenizers release the GIL while they work.
+    the runtimes and tokenizers release the GIL while they work.
     """
 
     def __init__(self, identity: str, spec: ModelSpec, cache_dir: Path, quantize: str = "none",
-                 batch_size: int | None = None, threads: int | None = None):
+                 batch_size: int | None = None, threads: int | None = None, runtime: str = "onnx"):
+        if runtime not in ("onnx", "openvino"):
+            raise UsageError(f"unknown runtime {runtime!r}")
         self.model_id = identity
         self.spec = spec
         self.quantize = quantize
-        # int8 vectors differ from fp32 ones (mean cosine ~0.94): a different identity keeps a
-        # collection from mixing them.
-        self.name = identity if quantize == "none" else f"{identity}#{quantize}"
+        self.runtime = runtime
+        # int8 vectors differ from fp32 ones (mean cosine ~0.995), and static from dynamic int8: a
+        # different identity keeps a collection from mixing them.
+        self.name = identity + identity_suffix(runtime, quantize)
         self.cache_dir = Path(cache_dir)
         self.threads = threads or available_cores()
         # Texts per inference call. Small batches are faster on a CPU: on 2 cores, SciFact chunks
@@ -629,11 +669,13 @@ class OnnxEmbedder:
         self.batch_size = batch_size or min(32, max(4, 2 * self.threads))
         self.dimension = spec.dimension
         self.max_tokens = spec.max_tokens
+        # OpenVINO keeps compiled kernels for every input shape it has seen, in caches that grow
+        # with the number of shapes: padding the token dimension to a multiple of 16 bounds them.
+        self.pad_multiple = PAD_MULTIPLE if runtime == "openvino" else 1
         self._lock = threading.Lock()
         self._session = None
         self._counter = None
         self._encoder = None
-        self._input_names: list[str] = []
 
     # Tokenizers: one that only counts (no truncation, no padding: a tokenizer.json may carry
     # both, all-MiniLM-L6-v2's pads and truncates to 128), one that truncates to the window.
@@ -643,7 +685,7 @@ class OnnxEmbedder:
                 if self._encoder is None:
                     # One thread per call: an index run counts tokens while the model embeds in
                     # another thread, and the tokenizer's own thread pool would take cores from
-                    # ONNX Runtime (measured: counting took twice the CPU time, the run 4% longer).
+                    # the runtime (measured: counting took twice the CPU time, the run 4% longer).
                     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
                     from tokenizers import Tokenizer
 
@@ -671,25 +713,41 @@ class OnnxEmbedder:
         encoded = counter.encode_batch(self._prepare(texts), add_special_tokens=True)
         return [len(e.ids) for e in encoded]
 
-    def model_path(self) -> Path:
-        """The cached ONNX file for this model and quantization, exported on first use."""
+    def export_folder(self) -> Path:
         key = weights_hash(self.spec, self.cache_dir)[:16]
-        folder = self.cache_dir / f"{key}-v{ONNX_EXPORT_VERSION}"
-        fp32 = folder / "model.onnx"
-        if not fp32.exists():
-            export_onnx(self.spec, fp32)
+        return self.cache_dir / f"{key}-v{ONNX_EXPORT_VERSION}"
+
+    def model_path(self) -> Path:
+        """The cached model file for this runtime and quantization, made on first use.
+
+        onnxruntime: model.onnx (the fused graph) and model-int8.onnx (dynamic int8) made from it.
+        OpenVINO: plain.onnx (the unfused graph) and the static int8 model made from it.
+        """
+        folder = self.export_folder()
+        source = folder / ("model.onnx" if self.runtime == "onnx" else "plain.onnx")
+        if not source.exists():
+            export_onnx(self.spec, source, fuse=self.runtime == "onnx")
             _write_atomic(folder / "source.json", json.dumps(
-                {"model": self.model_id, "folder": str(self.spec.folder), "weights_sha256": key}
+                {"model": self.model_id, "folder": str(self.spec.folder),
+                 "weights_sha256": folder.name.rsplit("-v", 1)[0]}
             ).encode())
         if self.quantize == "none":
-            return fp32
-        quantized = folder / f"model-{self.quantize}.onnx"
+            return source
+        if self.runtime == "onnx":
+            quantized = folder / f"model-{self.quantize}.onnx"
+            if not quantized.exists():
+                quantize_int8(source, quantized)
+            return quantized
+        from kbindex import ovbackend
+
+        quantized = folder / ovbackend.IR_NAME
         if not quantized.exists():
-            quantize_int8(fp32, quantized)
+            ovbackend.quantize_static(source, quantized, self.spec.folder)
         return quantized
 
     @property
     def session(self):
+        """The runtime's session: input_names, and run(feeds) -> token embeddings."""
         if self._session is None:
             with self._lock:
                 if self._session is None:
@@ -700,20 +758,12 @@ class OnnxEmbedder:
         try:
             path = self.model_path()
         except OSError as exc:
-            raise ModelError(f"cannot write the ONNX cache in {self.cache_dir}: {exc}") from exc
-        import onnxruntime as ort
+            raise ModelError(f"cannot write the model cache in {self.cache_dir}: {exc}") from exc
+        if self.runtime == "openvino":
+            from kbindex import ovbackend
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        try:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise ModelError(f"cannot load {path} (delete it to export again): {exc}") from exc
-        self._input_names = [i.name for i in session.get_inputs()]
-        return session
+            return ovbackend.OpenVinoSession(path, self.threads, path.parent / "openvino-blobs")
+        return _OrtSession(path, self.threads)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         return self.embed_array(texts).tolist()
@@ -733,6 +783,8 @@ class OnnxEmbedder:
         for start in range(0, len(order), self.batch_size):
             picked = order[start:start + self.batch_size]
             width = max(len(encoded[i].ids) for i in picked)
+            if self.pad_multiple > 1:  # few distinct shapes (see __init__); never past the window
+                width = max(width, min(-(-width // self.pad_multiple) * self.pad_multiple, self.max_tokens))
             ids = np.zeros((len(picked), width), dtype=np.int64)
             mask = np.zeros((len(picked), width), dtype=np.int64)
             types = np.zeros((len(picked), width), dtype=np.int64)
@@ -742,10 +794,31 @@ class OnnxEmbedder:
                 mask[row, :len(e.ids)] = e.attention_mask
                 types[row, :len(e.ids)] = e.type_ids
             feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-            tokens = session.run(None, {n: feeds[n] for n in self._input_names})[0]
+            tokens = session.run({n: feeds[n] for n in session.input_names})
             out[picked] = pool(tokens, mask, self.spec.pooling)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.clip(norms, 1e-12, None)
+
+
+class _OrtSession:
+    """An onnxruntime session with as many threads as the process may use."""
+
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelError(f"cannot load {path} (delete it to export again): {exc}") from exc
+        self.input_names = [i.name for i in self._session.get_inputs()]
+
+    def run(self, feeds: dict):
+        return self._session.run(None, feeds)[0]
 
 
 def pool(tokens, mask, modes: Sequence[str]):

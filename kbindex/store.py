@@ -195,6 +195,14 @@ class Collection:
     def check_model(self, model: str, dimension: int | None = None) -> None:
         """Refuse to mix vectors of two models in one collection."""
         if self.model is not None and self.model != model:
+            held, _, held_kind = self.model.partition("#")
+            base, _, kind = model.partition("#")
+            if held == base:  # the same model, quantized another way (identities: embed.py)
+                raise ModelMismatchError(
+                    f"collection {self.name!r} holds {held_kind or 'fp32'} vectors of {held}, and this "
+                    f"run makes {kind or 'fp32'} ones: leave --quantize and --backend on auto to use "
+                    "what it holds, or re-embed it with 'kbindex index --rebuild'"
+                )
             raise ModelMismatchError(
                 f"collection {self.name!r} was built with model {self.model!r}, not {model!r}: "
                 f"use --model {self.model}, or another --collection"

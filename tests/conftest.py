@@ -17,6 +17,29 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_KB = ROOT / "data" / "sample-kb"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
+# Loaded by every Python process started with network_watch's environment (Python imports
+# sitecustomize at start-up): it logs and refuses every connection and name lookup.
+_SITECUSTOMIZE = """
+import os, socket
+_LOG = os.environ["KBINDEX_TEST_NET_LOG"]
+
+def _refuse(*args, **kwargs):
+    with open(_LOG, "a") as handle:
+        handle.write(repr(args[1:] or args) + "\\n")
+    raise OSError("network access refused by the test")
+
+socket.socket.connect = _refuse
+socket.socket.connect_ex = _refuse
+socket.getaddrinfo = _refuse
+"""
+
+
+def network_watch(folder: Path) -> tuple[dict[str, str], Path]:
+    """(environment, log): processes started with the environment log any network access there."""
+    (folder / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    log = folder / "connections.log"
+    return {"PYTHONPATH": str(folder), "KBINDEX_TEST_NET_LOG": str(log)}, log
+
 
 @pytest.fixture
 def db(tmp_path) -> Path:

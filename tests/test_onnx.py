@@ -17,7 +17,7 @@ from kbindex import embed
 from kbindex.cli import cli
 from kbindex.embed import OnnxEmbedder, SentenceTransformerEmbedder, load_embedder, pick_backend, pool
 from kbindex.errors import ModelError, UsageError
-from tests.conftest import ROOT, SAMPLE_KB, SHARED_DATA
+from tests.conftest import ROOT, SAMPLE_KB, SHARED_DATA, network_watch
 
 LONG = " ".join(
     f"Sentence {i} says the write-ahead log grew until the disk was full and the server stopped."
@@ -235,48 +235,72 @@ def test_pool_modes():
 
 
 @pytest.mark.parametrize("backend,device,quantize,gpu,expected", [
-    ("auto", "auto", "none", False, "onnx"),
+    ("auto", "auto", "none", False, "openvino"),
     ("auto", "auto", "none", True, "torch"),
-    ("auto", "cpu", "none", True, "onnx"),
+    ("auto", "cpu", "none", True, "openvino"),
     ("auto", "cuda", "none", False, "torch"),
-    ("auto", "auto", "int8", True, "onnx"),
+    ("auto", "auto", "int8", True, "openvino"),
     ("torch", "cpu", "none", False, "torch"),
     ("onnx", "cuda", "none", True, "onnx"),
+    ("onnx", "auto", "int8", False, "onnx"),
+    ("openvino", "auto", "none", True, "openvino"),
 ])
 def test_pick_backend(monkeypatch, backend, device, quantize, gpu, expected):
     monkeypatch.setattr(embed, "gpu_present", lambda: gpu)
     assert pick_backend(backend, device, quantize) == expected
 
 
-def test_int8_needs_onnx():
-    with pytest.raises(UsageError, match="--quantize int8 needs --backend onnx"):
+def test_auto_uses_onnxruntime_where_openvino_is_missing(monkeypatch, tmp_path):
+    from kbindex import ovbackend
+
+    monkeypatch.setattr(embed, "gpu_present", lambda: False)
+    monkeypatch.setattr(ovbackend, "available", lambda: False)
+    assert pick_backend("auto", "auto", "int8") == "onnx"
+    embedder = load_embedder("all-MiniLM-L6-v2", cache_dir=tmp_path)
+    assert (embedder.runtime, embedder.name) == ("onnx", "sentence-transformers/all-MiniLM-L6-v2#int8")
+    # A collection of static int8 vectors cannot be served without OpenVINO: said, not guessed.
+    with pytest.raises(ModelError, match="needs the openvino and nncf packages"):
+        load_embedder("sentence-transformers/all-MiniLM-L6-v2#int8-static", cache_dir=tmp_path)
+
+
+def test_int8_needs_a_quantizing_backend():
+    with pytest.raises(UsageError, match="--quantize int8 needs --backend openvino, onnx or auto"):
         pick_backend("torch", "cpu", "int8")
 
 
-def test_int8_identity_loads_as_int8(tmp_path):
-    embedder = load_embedder("sentence-transformers/all-MiniLM-L6-v2#int8", "cpu", cache_dir=tmp_path)
+@pytest.mark.parametrize("identity,runtime", [
+    ("sentence-transformers/all-MiniLM-L6-v2#int8", "onnx"),
+    ("sentence-transformers/all-MiniLM-L6-v2#int8-static", "openvino"),
+])
+def test_int8_identity_loads_as_what_it_names(tmp_path, identity, runtime):
+    embedder = load_embedder(identity, "cpu", cache_dir=tmp_path)
     assert isinstance(embedder, OnnxEmbedder)
-    assert embedder.quantize == "int8"
-    assert embedder.name == "sentence-transformers/all-MiniLM-L6-v2#int8"
+    assert (embedder.quantize, embedder.runtime, embedder.name) == ("int8", runtime, identity)
+    other = "onnx" if runtime == "openvino" else "openvino"
+    with pytest.raises(UsageError, match=f"only the {runtime} backend makes: use --backend {runtime}"):
+        load_embedder(identity, "cpu", other, cache_dir=tmp_path)
 
 
-def test_default_is_the_onnx_int8_fast_path(tmp_path, monkeypatch):
+def test_default_is_the_openvino_static_int8_fast_path(tmp_path, monkeypatch):
     monkeypatch.setattr(embed, "gpu_present", lambda: False)
     embedder = load_embedder("all-MiniLM-L6-v2", cache_dir=tmp_path)
     assert isinstance(embedder, OnnxEmbedder)
-    assert embedder.quantize == "int8"
+    assert (embedder.quantize, embedder.runtime) == ("int8", "openvino")
+    assert embedder.name == "sentence-transformers/all-MiniLM-L6-v2#int8-static"
 
 
-@pytest.mark.parametrize("recorded,expected", [
-    ("sentence-transformers/all-MiniLM-L6-v2", "none"),        # an fp32 collection stays fp32
-    ("sentence-transformers/all-MiniLM-L6-v2#int8", "int8"),
-    ("some/other-model", "int8"),                               # another model's: refused later
-    (None, "int8"),
+@pytest.mark.parametrize("recorded,quantize,expected", [
+    ("sentence-transformers/all-MiniLM-L6-v2", "auto", ("none", "openvino")),  # fp32 stays fp32
+    ("sentence-transformers/all-MiniLM-L6-v2#int8", "auto", ("int8", "onnx")),  # dynamic stays dynamic
+    ("sentence-transformers/all-MiniLM-L6-v2#int8", "int8", ("int8", "onnx")),
+    ("sentence-transformers/all-MiniLM-L6-v2#int8-static", "auto", ("int8", "openvino")),
+    ("some/other-model", "auto", ("int8", "openvino")),  # another model's: refused later
+    (None, "auto", ("int8", "openvino")),
 ])
-def test_quantize_auto_follows_the_collection(tmp_path, monkeypatch, recorded, expected):
+def test_quantize_auto_follows_the_collection(tmp_path, monkeypatch, recorded, quantize, expected):
     monkeypatch.setattr(embed, "gpu_present", lambda: False)
-    embedder = load_embedder("all-MiniLM-L6-v2", "cpu", "auto", "auto", tmp_path, recorded)
-    assert embedder.quantize == expected
+    embedder = load_embedder("all-MiniLM-L6-v2", "cpu", "auto", quantize, tmp_path, recorded)
+    assert (embedder.quantize, embedder.runtime) == expected
 
 
 def test_quantize_auto_on_a_gpu_is_torch_fp32(tmp_path, monkeypatch):
@@ -325,18 +349,39 @@ def test_int8_collection_refuses_fp32_vectors_and_queries(store):
     out = store("index", *files, "--collection", "int8-only", "--quantize", "int8")
     assert out.exit_code == 0, out.output
     stats = json.loads(store("stats", "--collection", "int8-only", "--json").stdout)
-    assert stats["model"] == "sentence-transformers/all-MiniLM-L6-v2#int8"
+    assert stats["model"] == "sentence-transformers/all-MiniLM-L6-v2#int8-static"
     refused = store("index", *files, "--collection", "int8-only", "--quantize", "none")
     assert refused.exit_code == 1
-    assert "#int8" in refused.stderr
+    assert "holds int8-static vectors" in refused.stderr and "--rebuild" in refused.stderr
     refused = store("query", "roaming profiles", "--collection", "int8-only", "--quantize", "none")
     assert refused.exit_code == 1
-    assert "#int8" in refused.stderr
+    assert "holds int8-static vectors" in refused.stderr
     # The default (--quantize auto) follows what the collection holds.
     ok = store("query", "roaming profiles", "--collection", "int8-only", "--json")
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout)["hits"][0]["source"].endswith("electron-app-roaming-profiles.html")
     assert store("index", *files, "--collection", "int8-only", "--json").exit_code == 0
+
+
+@pytest.mark.model
+def test_dynamic_int8_collection_keeps_onnxruntime_until_rebuilt(store):
+    """A collection made before OpenVINO was the default (dynamic int8) stays what it is."""
+    files = FILES[:3]
+    made = store("index", *files[:2], "--collection", "dynamic", "--backend", "onnx", "--quantize", "int8")
+    assert made.exit_code == 0, made.output
+    assert store("index", *files, "--collection", "dynamic").exit_code == 0  # defaults follow it
+    stats = json.loads(store("stats", "--collection", "dynamic", "--json").stdout)
+    assert (stats["model"], stats["documents"]) == ("sentence-transformers/all-MiniLM-L6-v2#int8", 3)
+    ok = store("query", "my chat app does not start with roaming profiles", "--collection", "dynamic", "--json")
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["hits"][0]["source"].endswith("electron-app-roaming-profiles.html")
+    refused = store("query", "roaming profiles", "--collection", "dynamic", "--backend", "openvino")
+    assert refused.exit_code == 2 and "use --backend onnx" in refused.stderr
+    # Re-embedding it with the current default turns it into a static int8 collection.
+    rebuilt = store("index", *files, "--collection", "dynamic", "--rebuild", "--quantize", "int8")
+    assert rebuilt.exit_code == 0, rebuilt.output
+    stats = json.loads(store("stats", "--collection", "dynamic", "--json").stdout)
+    assert (stats["model"], stats["documents"]) == ("sentence-transformers/all-MiniLM-L6-v2#int8-static", 3)
 
 
 @pytest.mark.model
@@ -352,30 +397,34 @@ def test_cli_rejects_int8_on_torch(tmp_path):
     out = CliRunner().invoke(cli, ["index", str(SAMPLE_KB), "--db", str(tmp_path / "i"),
                                    "--backend", "torch", "--quantize", "int8"])
     assert out.exit_code == 2
-    assert "--quantize int8 needs --backend onnx" in out.stderr
+    assert "--quantize int8 needs --backend openvino, onnx or auto" in out.stderr
 
 
 @pytest.mark.model
-def test_onnx_query_does_not_import_torch(store):
+def test_default_query_imports_no_torch_and_opens_no_connection(store, tmp_path):
+    """The default backend (OpenVINO): no torch, no NNCF, and none of OpenVINO's telemetry."""
     assert store("index", *FILES[:2], "--collection", "notorch").exit_code == 0
+    watch, log = network_watch(tmp_path)
     # A fresh interpreter runs the query and reports which heavy stacks got imported.
     runner = (
         "import json, sys\n"
         "from kbindex.cli import cli\n"
         "cli(sys.argv[1:], prog_name='kbindex', standalone_mode=False)\n"
-        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'sentence_transformers', 'transformers'})\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules}\n"
+        "               & {'torch', 'sentence_transformers', 'transformers', 'nncf'})\n"
         "print('HEAVY=' + json.dumps(heavy))\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", runner, "query", "roaming profiles", "-k", "1", "--json",
          "--db", str(store.db), "--collection", "notorch", "--backend", "auto", "--device", "cpu"],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **watch},
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert json.loads(lines[0])["hits"]
     assert lines[-1] == "HEAVY=[]"
+    assert not log.exists(), log.read_text()
 
 
 def test_weights_hash_works_where_the_cache_cannot_be_written(tmp_path):
