@@ -107,8 +107,11 @@ def cli(ctx, config_path):
 def _embedder(settings, recorded: str | None = None):
     from kbindex.embed import load_embedder
 
-    return load_embedder(settings.model, settings.device, settings.backend, settings.quantize,
-                         settings.onnx_cache, recorded)
+    embedder = load_embedder(settings.model, settings.device, settings.backend, settings.quantize,
+                             settings.onnx_cache, recorded)
+    if hasattr(embedder, "notice"):  # the once-per-model export and quantization take a while
+        embedder.notice = lambda message: click.echo(f"kbindex: {message}", err=True)
+    return embedder
 
 
 def _recorded_model(settings) -> str | None:

@@ -672,6 +672,9 @@ class OnnxEmbedder:
         # OpenVINO keeps compiled kernels for every input shape it has seen, in caches that grow
         # with the number of shapes: padding the token dimension to a multiple of 16 bounds them.
         self.pad_multiple = PAD_MULTIPLE if runtime == "openvino" else 1
+        # Told of the once-per-model work (export, quantization: tens of seconds) before it starts;
+        # the CLI prints it on stderr.
+        self.notice: Callable[[str], None] | None = None
         self._lock = threading.Lock()
         self._session = None
         self._counter = None
@@ -726,6 +729,7 @@ class OnnxEmbedder:
         folder = self.export_folder()
         source = folder / ("model.onnx" if self.runtime == "onnx" else "plain.onnx")
         if not source.exists():
+            self._say(f"exporting {self.model_id} to ONNX for {self.runtime}, once (cached in {folder})")
             export_onnx(self.spec, source, fuse=self.runtime == "onnx")
             _write_atomic(folder / "source.json", json.dumps(
                 {"model": self.model_id, "folder": str(self.spec.folder),
@@ -736,14 +740,20 @@ class OnnxEmbedder:
         if self.runtime == "onnx":
             quantized = folder / f"model-{self.quantize}.onnx"
             if not quantized.exists():
+                self._say(f"quantizing {self.model_id} to dynamic int8, once")
                 quantize_int8(source, quantized)
             return quantized
         from kbindex import ovbackend
 
         quantized = folder / ovbackend.IR_NAME
         if not quantized.exists():
+            self._say(f"quantizing {self.model_id} to static int8 (calibration with NNCF), once")
             ovbackend.quantize_static(source, quantized, self.spec.folder)
         return quantized
+
+    def _say(self, message: str) -> None:
+        if self.notice is not None:
+            self.notice(message)
 
     @property
     def session(self):

@@ -124,3 +124,37 @@ def test_a_failed_quantization_is_reported_and_leaves_nothing(tmp_path, fp32):
     with pytest.raises(ModelError, match="cannot quantize .* to static int8: "):
         ovbackend.quantize_static(broken, target, fp32.spec.folder)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.onnx"]
+
+
+def test_cli_says_when_it_makes_a_model_and_is_silent_once_cached(int8, tmp_path, monkeypatch):
+    """The once-per-model work takes tens of seconds: the CLI says so on stderr before it starts.
+    (The quantization itself is replaced by a copy of the one already made, to keep this quick.)"""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from kbindex.cli import cli
+    from tests.conftest import SAMPLE_KB
+
+    made = int8.model_path()
+    db = tmp_path / "index"
+    folder = db / "onnx" / made.parent.name
+    folder.mkdir(parents=True)
+    shutil.copy(made.parent / "plain.onnx", folder / "plain.onnx")
+    calls = []
+
+    def copy_quantized(source, target, model_folder):
+        calls.append(target)
+        shutil.copy(made.with_suffix(".bin"), target.with_suffix(".bin"))
+        shutil.copy(made, target)
+
+    monkeypatch.setattr(ovbackend, "quantize_static", copy_quantized)
+    page = str(SAMPLE_KB / "printer-offline-windows.html")
+    first = CliRunner().invoke(cli, ["index", page, "--db", str(db), "--device", "cpu", "--json"])
+    assert first.exit_code == 0, first.output
+    assert calls == [folder / ovbackend.IR_NAME]
+    assert "kbindex: quantizing sentence-transformers/all-MiniLM-L6-v2 to static int8" in first.stderr
+    assert "exporting" not in first.stderr  # plain.onnx was there
+    again = CliRunner().invoke(cli, ["query", "printer offline", "--db", str(db), "--device", "cpu", "--json"])
+    assert again.exit_code == 0, again.output
+    assert "kbindex:" not in again.stderr and len(calls) == 1
