@@ -109,23 +109,28 @@ def test_batch_order_and_size_do_not_change_vectors(onnx_model):
     assert np.allclose(together, one_by_one, atol=1e-5)
 
 
-@pytest.mark.model
-def test_embed_is_thread_safe(onnx_model):
+def assert_thread_safe(embedder) -> None:
+    """Four threads embed at once while the main thread counts tokens, as a pipeline does."""
     texts = _sample_texts()[:16]
-    expected = np.array(onnx_model.embed(texts))
+    expected = np.array(embedder.embed(texts))
     results: list = [None] * 4
 
     def work(slot):
-        results[slot] = np.array(onnx_model.embed(texts))
+        results[slot] = np.array(embedder.embed(texts))
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
-    onnx_model.count_tokens(texts)  # counting in the main thread meanwhile, as a pipeline does
+    embedder.count_tokens(texts)
     for t in threads:
         t.join()
     for got in results:
         assert np.allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.model
+def test_embed_is_thread_safe(onnx_model):
+    assert_thread_safe(onnx_model)
 
 
 @pytest.mark.model

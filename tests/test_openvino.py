@@ -3,8 +3,6 @@ the same in any batch, made once per model without any network access, and failu
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
@@ -12,9 +10,10 @@ from kbindex import embed, ovbackend
 from kbindex.embed import OnnxEmbedder, load_embedder
 from kbindex.errors import ModelError
 from tests.conftest import network_watch
-from tests.test_onnx import MIXED, _sample_texts
+from tests.test_onnx import MIXED, _sample_texts, assert_thread_safe
 
 pytestmark = pytest.mark.model
+
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
@@ -87,21 +86,7 @@ def test_static_int8_vectors_do_not_depend_on_the_batch(int8):
 
 
 def test_embed_is_thread_safe(int8):
-    texts = _sample_texts()[:16]
-    expected = np.array(int8.embed(texts))
-    results: list = [None] * 4
-
-    def work(slot):
-        results[slot] = np.array(int8.embed(texts))
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    int8.count_tokens(texts)
-    for t in threads:
-        t.join()
-    for got in results:
-        assert np.allclose(got, expected, atol=1e-5)
+    assert_thread_safe(int8)  # one infer request per thread
 
 
 def test_models_are_cached_and_reused(int8, cache, monkeypatch):
@@ -115,6 +100,15 @@ def test_models_are_cached_and_reused(int8, cache, monkeypatch):
     again = load_embedder("all-MiniLM-L6-v2", "cpu", "auto", "auto", cache)
     assert again.name == int8.name
     assert np.allclose(again.embed(["same text"]), vector, atol=1e-6)
+
+
+def test_a_model_whose_int8_vectors_drift_is_refused(fp32, tmp_path, monkeypatch):
+    """The child's guard, run in this process with a bar no quantization can pass."""
+    monkeypatch.setattr(ovbackend, "MIN_COSINE", 1.01)
+    target = tmp_path / ovbackend.IR_NAME
+    with pytest.raises(SystemExit, match=r"drift too far from fp32 .*mean cosine 0\.9.*use --quantize none"):
+        ovbackend._quantize_main(str(fp32.model_path()), str(target), str(fp32.spec.folder))
+    assert not target.exists()
 
 
 def test_a_failed_quantization_is_reported_and_leaves_nothing(tmp_path, fp32):
