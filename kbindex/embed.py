@@ -233,10 +233,6 @@ def load_embedder(
     chosen = pick_backend(backend, device, quantize)
     if chosen == "torch":
         return SentenceTransformerEmbedder(name, device)
-    if chosen == "openvino":
-        from kbindex import ovbackend
-
-        ovbackend.require()
     fallback = backend == "auto" and kind is None and (quantize == "none" or (automatic and held is None))
     identity, load_from = resolve_model(name)
     folder = model_folder(load_from)
@@ -653,6 +649,10 @@ class OnnxEmbedder:
                  batch_size: int | None = None, threads: int | None = None, runtime: str = "onnx"):
         if runtime not in ("onnx", "openvino"):
             raise UsageError(f"unknown runtime {runtime!r}")
+        if runtime == "openvino":
+            from kbindex import ovbackend
+
+            ovbackend.require()  # said at once, not at the first text embedded
         self.model_id = identity
         self.spec = spec
         self.quantize = quantize
@@ -716,24 +716,20 @@ class OnnxEmbedder:
         encoded = counter.encode_batch(self._prepare(texts), add_special_tokens=True)
         return [len(e.ids) for e in encoded]
 
-    def export_folder(self) -> Path:
-        key = weights_hash(self.spec, self.cache_dir)[:16]
-        return self.cache_dir / f"{key}-v{ONNX_EXPORT_VERSION}"
-
     def model_path(self) -> Path:
         """The cached model file for this runtime and quantization, made on first use.
 
         onnxruntime: model.onnx (the fused graph) and model-int8.onnx (dynamic int8) made from it.
         OpenVINO: plain.onnx (the unfused graph) and the static int8 model made from it.
         """
-        folder = self.export_folder()
+        key = weights_hash(self.spec, self.cache_dir)[:16]
+        folder = self.cache_dir / f"{key}-v{ONNX_EXPORT_VERSION}"
         source = folder / ("model.onnx" if self.runtime == "onnx" else "plain.onnx")
         if not source.exists():
             self._say(f"exporting {self.model_id} to ONNX for {self.runtime}, once (cached in {folder})")
             export_onnx(self.spec, source, fuse=self.runtime == "onnx")
             _write_atomic(folder / "source.json", json.dumps(
-                {"model": self.model_id, "folder": str(self.spec.folder),
-                 "weights_sha256": folder.name.rsplit("-v", 1)[0]}
+                {"model": self.model_id, "folder": str(self.spec.folder), "weights_sha256": key}
             ).encode())
         if self.quantize == "none":
             return source

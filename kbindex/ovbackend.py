@@ -59,7 +59,6 @@ class OpenVinoSession:
     """A compiled model with what OnnxEmbedder asks of a runtime: input names and run(feeds)."""
 
     def __init__(self, path: Path, threads: int, blob_cache: Path | None = None):
-        require()
         core = import_openvino().Core()
         if blob_cache is not None:
             try:  # compiled blobs: a later process compiles in about a quarter of the time
@@ -97,7 +96,6 @@ def calibration_texts() -> list[str]:
 
 def quantize_static(source: Path, target: Path, model_folder: Path) -> None:
     """Make the static int8 model (target, an OpenVINO .xml with its .bin) from the plain export."""
-    require()
     work = target.with_name(f".{target.stem}.{os.getpid()}.tmp")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -124,14 +122,10 @@ def _quantize_main(source: str, target: str, folder: str) -> None:
 
     ov = import_openvino()
 
-    from kbindex.embed import pool, read_spec
+    from kbindex.embed import _plain_tokenizer, pool, read_spec
 
     spec = read_spec(Path(folder))
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(spec.folder / "tokenizer.json"))
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(spec.max_tokens)
+    tokenizer = _plain_tokenizer(spec)
     texts = calibration_texts()
     if spec.do_lower_case:
         texts = [t.lower() for t in texts]
