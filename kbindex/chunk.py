@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -14,7 +15,17 @@ CountTokens = Callable[[Sequence[str]], list[int]]
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 # A sentence ends at . ! ? followed by space and an upper-case letter, digit or quote.
 _SENTENCES = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
-MAX_PREFIX_WORDS = 24
+MAX_PREFIX_WORDS = 24  # keeps the line readable; the hard bound is CONTEXT_SHARE, in tokens
+# The context line may take at most 1/CONTEXT_SHARE of a chunk's tokens, so the chunk itself always
+# keeps at least three quarters of the window. A long title or heading path (a notice title of 184
+# CJK characters is 185 tokens; a URL is a token per punctuation mark) is shortened to fit.
+CONTEXT_SHARE = 4
+ELLIPSIS = "\u2026"  # marks a shortened context line
+# Rounds of the search for where to shorten a context line (each one tokenizer call for all the
+# lines of a document): interpolation on token counts lands within a character or two in 2-4.
+_CUT_ROUNDS = 8
+# A chunk that is still over the window after this many re-splits is cut by characters.
+_FIT_ROUNDS = 4
 
 
 @dataclass(frozen=True)
@@ -50,14 +61,105 @@ def source_id(source: str) -> str:
 
 
 def context_line(title: str, section: str) -> str:
-    """The "Title > Section > Subsection" line embedded in front of a chunk."""
+    """The "Title > Section > Subsection" line embedded in front of a chunk (not yet shortened
+    to its token budget: chunk_document does that, see fit_context_lines)."""
     line = f"{title} > {section}" if section else title
     words = line.split()
     return " ".join(words[:MAX_PREFIX_WORDS])
 
 
+def context_budget(chunk_tokens: int) -> int:
+    """The most tokens (special tokens not counted) a context line may take in a chunk."""
+    return chunk_tokens // CONTEXT_SHARE
+
+
+def fit_context_lines(lines: Sequence[str], count_tokens: CountTokens,
+                      budget: int) -> tuple[list[str], list[int], int]:
+    """Each line shortened, where needed, to at most `budget` tokens, ending in an ellipsis.
+
+    Returns the lines, their token counts (special tokens included) and the special tokens a
+    text gets. The cut is at a pre-token boundary (whitespace, punctuation or a CJK character,
+    where BERT-style tokenizers always split) when one is near, else between characters (one
+    unbroken run such as a long URL path). The tokenizer is called once for all lines, then once
+    per search round for the lines that are too long.
+    """
+    unique = list(dict.fromkeys(lines))
+    counted = count_tokens(["", *unique])
+    specials = counted[0]
+    fitted = {line: (line, n) for line, n in zip(unique, counted[1:], strict=True)}
+    over = [line for line in unique if fitted[line][1] - specials > budget]
+    if over:
+        for line, result in zip(over, _shorten(over, [fitted[x][1] for x in over], count_tokens,
+                                               specials, budget), strict=True):
+            fitted[line] = result
+    return [fitted[x][0] for x in lines], [fitted[x][1] for x in lines], specials
+
+
+def _shorten(lines: Sequence[str], counts: Sequence[int], count_tokens: CountTokens, specials: int,
+             budget: int) -> list[tuple[str, int]]:
+    """The longest cut of each line (with the ellipsis) within budget, and its token count.
+
+    A bracketing search over character positions, all lines at once: `lo` always fits, `hi`
+    never does; the next guess interpolates the token counts at both ends (a bisection guard
+    keeps the bracket shrinking).
+    """
+    # An empty cut is only the ellipsis, which always fits a budget of at least 8 tokens.
+    empty = count_tokens([ELLIPSIS])[0]
+    state = [[0, len(line), empty, n, (ELLIPSIS, empty)] for line, n in zip(lines, counts, strict=True)]
+    for _ in range(_CUT_ROUNDS):
+        active = [(i, st) for i, st in enumerate(state) if st[1] - st[0] > 1]
+        if not active:
+            break
+        guesses = []
+        for _, (lo, hi, n_lo, n_hi, _best) in active:
+            target = budget + specials
+            guess = lo + (hi - lo) * (target - n_lo) // max(1, n_hi - n_lo)
+            margin = max(1, (hi - lo) // 8)  # never too near an end, so the bracket shrinks
+            guesses.append(min(max(guess, lo + margin), hi - margin) if hi - lo > 2 else lo + 1)
+        texts = [_cut(lines[i], p) for (i, _), p in zip(active, guesses, strict=True)]
+        for (_, st), p, text, n in zip(active, guesses, texts, count_tokens(texts), strict=True):
+            if n - specials <= budget:
+                st[0], st[2] = p, n
+                if len(text) >= len(st[4][0]):
+                    st[4] = (text, n)
+            else:
+                st[1], st[3] = p, n
+    return [st[4] for st in state]
+
+
+def _cut(line: str, end: int) -> str:
+    """line[:end] moved back to a pre-token boundary when one is in its last quarter, + ellipsis."""
+    at = end
+    while at > end * 3 // 4 and at > 0 and not _boundary(line, at):
+        at -= 1
+    if at <= end * 3 // 4:  # one long run of word characters: cut between characters
+        at = end
+    return line[:at].rstrip() + ELLIPSIS
+
+
+def _boundary(text: str, at: int) -> bool:
+    """Whether a BERT-style pre-tokenizer splits between text[at-1] and text[at]."""
+    if at >= len(text):
+        return True
+    return any(c.isspace() or unicodedata.category(c)[0] in "PS" or _is_cjk(c)
+               for c in (text[at - 1], text[at]))
+
+
+def _is_cjk(char: str) -> bool:
+    """CJK ideographs, which BERT's tokenizer makes one token each (its _is_chinese_char ranges)."""
+    cp = ord(char)
+    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF
+            or 0x2A700 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF or 0xF900 <= cp <= 0xFAFF
+            or 0x2F800 <= cp <= 0x2FA1F)
+
+
 def chunk_document(doc: Document, count_tokens: CountTokens, config: ChunkConfig) -> list[Chunk]:
     """Split a document at sections, then paragraphs, lines, sentences and words.
+
+    Every chunk's embedded text (its context line, a blank line, the chunk) is at most
+    `config.chunk_tokens` tokens, special tokens included: the context line is first shortened
+    to its share of the window (context_budget), then every finished text is measured and any
+    that a non-additive tokenizer pushed over is split again.
 
     The tokenizer is called a few times per document, each time on every text it must measure at
     that step (it costs per call as well as per token): the context lines, then each level of
@@ -66,28 +168,18 @@ def chunk_document(doc: Document, count_tokens: CountTokens, config: ChunkConfig
     sections = [s for s in doc.sections if s.text.strip()]
     if not sections:
         return []
-    prefixes = [context_line(doc.title, s.heading) for s in sections]
-    counted = count_tokens(["", *prefixes])
-    specials = counted[0]
+    prefixes, counted, specials = fit_context_lines(
+        [context_line(doc.title, s.heading) for s in sections], count_tokens,
+        context_budget(config.chunk_tokens))
     # What a section's text may use: the window less the special tokens and its context line.
-    budgets = [config.chunk_tokens - n for n in counted[1:]]
+    budgets = [config.chunk_tokens - n for n in counted]
     split = _split_many([s.text for s in sections], count_tokens, specials, budgets, config.overlap)
-    # Tokenizers that are not additive over whitespace could overshoot: re-check whole texts.
-    texts = [f"{prefix}\n\n{p}" for prefix, pieces in zip(prefixes, split, strict=True) for p in pieces]
-    counts = iter(count_tokens(texts))
+    split = _fit_window(prefixes, budgets, split, count_tokens, specials, config.chunk_tokens)
     doc_hash = doc.content_hash
     sid = source_id(doc.source)
     chunks: list[Chunk] = []
-    for section, prefix, budget, pieces in zip(sections, prefixes, budgets, split, strict=True):
-        final: list[str] = []
+    for section, prefix, pieces in zip(sections, prefixes, split, strict=True):
         for piece in pieces:
-            n = next(counts)
-            if n <= config.chunk_tokens:
-                final.append(piece)
-            else:
-                final.extend(_split_many([piece], count_tokens, specials,
-                                         [budget - (n - config.chunk_tokens) - 4], 0)[0])
-        for piece in final:
             position = len(chunks)
             chunks.append(
                 Chunk(
@@ -104,6 +196,42 @@ def chunk_document(doc: Document, count_tokens: CountTokens, config: ChunkConfig
                 )
             )
     return chunks
+
+
+def _fit_window(prefixes: Sequence[str], budgets: Sequence[int], split: list[list[str]],
+                count_tokens: CountTokens, specials: int, window: int) -> list[list[str]]:
+    """Every piece measured with its context line, as embedded; any over the window split again.
+
+    Pieces are packed from units measured alone, and a tokenizer that is not additive (a word cut
+    by characters, joined back) can overshoot. Each round is one tokenizer call for all pieces.
+    """
+    split = [list(pieces) for pieces in split]
+    todo = [(s, i) for s, pieces in enumerate(split) for i in range(len(pieces))]
+    for round_ in range(_FIT_ROUNDS + 2):
+        if not todo:
+            break
+        counts = count_tokens([f"{prefixes[s]}\n\n{split[s][i]}" for s, i in todo])
+        over = [(s, i, n - window) for (s, i), n in zip(todo, counts, strict=True) if n > window]
+        if not over:
+            break
+        # Replace each piece that is over by its re-split parts, from the end so indexes hold.
+        replaced: dict[int, list[tuple[int, int]]] = {}
+        for s, i, excess in sorted(over, reverse=True):
+            budget = max(1, budgets[s] - excess - 4 * (round_ + 1))
+            if round_ >= _FIT_ROUNDS:  # a tokenizer far from additive: cut by characters
+                parts = [u[0] for u in _hard_split(split[s][i], count_tokens, specials, budget, "")]
+            else:
+                parts = _split_many([split[s][i]], count_tokens, specials, [budget], 0)[0]
+            split[s][i:i + 1] = parts
+            replaced.setdefault(s, []).append((i, len(parts)))
+        # The new parts are measured next round; indexes after a replacement shift.
+        todo = []
+        for s, spans in replaced.items():
+            shift = 0
+            for i, length in sorted(spans):
+                todo.extend((s, i + shift + k) for k in range(length))
+                shift += length - 1
+    return split
 
 
 def _split_many(texts: Sequence[str], count_tokens: CountTokens, specials: int, budgets: Sequence[int],
@@ -190,6 +318,15 @@ def _hard_split(word: str, count_tokens: CountTokens, specials: int, budget: int
         out.append((rest[:size], count_tokens([rest[:size]])[0] - specials, joiner))
         joiner = ""
         rest = rest[size:]
+    if len(out) > 1 and out[-1][1] < budget // 4:
+        # A last piece of a few characters would become a chunk of its own at the end of a
+        # section: share the last two pieces' characters evenly instead, when both halves fit.
+        (a, _, a_joiner), (b, _, _) = out[-2], out[-1]
+        both = a + b
+        half = len(both) // 2
+        n_first, n_second = (n - specials for n in count_tokens([both[:half], both[half:]]))
+        if n_first <= budget and n_second <= budget:
+            out[-2:] = [(both[:half], n_first, a_joiner), (both[half:], n_second, "")]
     return out
 
 
