@@ -48,6 +48,10 @@ def common_options(func, collection: bool = True):
     @functools.wraps(func)
     def wrapper(*args, db, model, device, chroma_url, backend, quantize, collection=cfg.DEFAULT_COLLECTION,
                 **kwargs):
+        if not cfg.valid_collection_name(collection):  # from the option, its env var or kbindex.toml
+            from kbindex.errors import UsageError
+
+            raise UsageError(f"invalid --collection {collection!r}: {cfg.COLLECTION_RULE}")
         settings = cfg.Settings(db=db, collection=collection, model=model, device=device,
                                 chroma_url=chroma_url or None, backend=backend, quantize=quantize)
         return func(*args, settings=settings, **kwargs)

@@ -12,10 +12,12 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
 
 from kbindex.config import (
@@ -38,6 +40,14 @@ TEXT_TYPES = (
 ANY_TYPE: tuple[str, ...] = ()  # accept= value that reads every content type
 
 Resolver = Callable[[str], list[str]]  # host name -> its IP addresses
+
+# Content codings read (RFC 9110 8.4.1; "x-gzip" is gzip's old name), and the most stacked in one
+# response: real servers send one; each layer costs a decompressor (about 40 KiB of zlib state).
+CODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
+MAX_CODING_LAYERS = 4
+# The most bytes one decoding step may produce before the next layer (or the size check) sees
+# them: every layer is decoded incrementally, so memory stays near this per layer plus the cap.
+DECODE_PIECE = 64 * 1024
 
 
 def check_scheme(url: str) -> None:
@@ -120,6 +130,162 @@ class HostThrottle:
             self._next[host] = max(self._next.get(host, 0.0), self._clock() + seconds)
 
 
+# ------------------------------------------------------------ the whole-response deadline
+#
+# httpx has no total timeout (encode/httpx#1450): its read timeout restarts at every read, so a
+# server that trickles its header block at one byte a second holds a request for hours. The
+# connection pool below reads through sockets that honour the deadline of the request the calling
+# thread is making (a request's reads all happen in the thread that makes it, and a thread makes
+# one request at a time), so connecting, sending and reading the headers and the body all share it.
+
+_deadline = threading.local()
+
+
+def _until_deadline(timeout: float | None, error: type[Exception]) -> float | None:
+    """The socket timeout for the next operation: `timeout`, or less when the deadline is nearer."""
+    at = getattr(_deadline, "at", None)
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:
+        raise error("the whole-response deadline has passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, stream: httpcore.NetworkStream):
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _until_deadline(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _until_deadline(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._stream.start_tls(
+            ssl_context, server_hostname, _until_deadline(timeout, httpcore.ConnectTimeout)))
+
+    def get_extra_info(self, info: str):
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self):
+        self._backend = httpcore.SyncBackend()
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        return _DeadlineStream(self._backend.connect_tcp(
+            host, port, _until_deadline(timeout, httpcore.ConnectTimeout), local_address, socket_options))
+
+    def connect_unix_socket(self, path, timeout=None, socket_options=None):
+        return _DeadlineStream(self._backend.connect_unix_socket(
+            path, _until_deadline(timeout, httpcore.ConnectTimeout), socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+class _DeadlineTransport(httpx.HTTPTransport):
+    """httpx's own transport over a pool of deadline-aware connections.
+
+    HTTPTransport takes no network backend, so its pool is replaced by one built the same way
+    (same TLS context and limits) with _DeadlineBackend.
+    """
+
+    def __init__(self):
+        super().__init__(trust_env=False)
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_DeadlineBackend(),
+        )
+
+
+# ------------------------------------------------------------ content codings
+
+
+class _TooLarge(Exception):
+    """A decoding layer produced more than the cap."""
+
+
+def decode_body(raw: Iterable[bytes], codings: list[str], max_bytes: int) -> Iterator[bytes]:
+    """The body as sent (raw blocks) decoded through its content codings, incrementally.
+
+    `codings` in the order the Content-Encoding header lists them (applied in that order, so
+    decoded last to first). Each layer, the raw bytes included, may produce at most `max_bytes`
+    bytes and none hands on more than DECODE_PIECE at a time, so a stacked compression bomb stops
+    at the cap instead of expanding a thousandfold per layer first (httpx's decoders take no
+    output limit, which is why this is written with zlib's max_length).
+
+    Raises:
+        _TooLarge: a layer went past max_bytes.
+        zlib.error: the data is not valid for its coding.
+    """
+    stream = _capped(raw, max_bytes)
+    for coding in reversed(codings):
+        stream = _capped(_inflate(stream, coding), max_bytes)
+    return stream
+
+
+def _capped(blocks: Iterable[bytes], max_bytes: int) -> Iterator[bytes]:
+    total = 0
+    for block in blocks:
+        total += len(block)
+        if total > max_bytes:
+            raise _TooLarge
+        yield block
+
+
+def _inflate(blocks: Iterable[bytes], coding: str) -> Iterator[bytes]:
+    """One gzip or deflate layer, in pieces of at most DECODE_PIECE bytes.
+
+    gzip may hold several members one after the other (RFC 1952 2.2); "deflate" is the zlib
+    format (RFC 9110 8.4.1.2), but some servers send raw deflate, which is tried when the zlib
+    header is wrong (as browsers and httpx do).
+    """
+    wbits = 16 + zlib.MAX_WBITS if coding == "gzip" else zlib.MAX_WBITS
+    decoder = zlib.decompressobj(wbits)
+    started = False
+    for block in blocks:
+        data = block
+        while data:
+            if decoder.eof:
+                if coding != "gzip" or not decoder.unused_data.startswith(b"\x1f\x8b"):
+                    break  # trailing bytes after the stream are ignored
+                data, decoder = decoder.unused_data, zlib.decompressobj(wbits)
+            try:
+                out = decoder.decompress(data, DECODE_PIECE)
+            except zlib.error:
+                if started or coding != "deflate" or wbits < 0:
+                    raise
+                wbits = -zlib.MAX_WBITS
+                decoder = zlib.decompressobj(wbits)
+                continue
+            started = True
+            data = decoder.unconsumed_tail
+            if decoder.eof and decoder.unused_data:
+                data = decoder.unused_data
+            if out:
+                yield out
+            # Output still held by the decoder comes with no more input: drain it piece by piece.
+            while len(out) == DECODE_PIECE and not data and not decoder.eof:
+                out = decoder.decompress(b"", DECODE_PIECE)
+                data = decoder.unconsumed_tail
+                if out:
+                    yield out
+    rest = decoder.flush() if not decoder.eof else b""
+    if rest:
+        yield rest
+
+
 class Fetcher:
     """Fetches URLs with a timeout, a decompressed-size cap, redirect limits, retries,
     a per-host delay and an address check at every hop. Safe to share between threads."""
@@ -158,6 +324,7 @@ class Fetcher:
             timeout=httpx.Timeout(timeout),
             follow_redirects=False,  # followed by hand so each hop is checked
             trust_env=False,  # never route through a proxy from the environment
+            transport=_DeadlineTransport(),  # a whole response within three times the timeout
         )
 
     def close(self) -> None:
@@ -245,7 +412,6 @@ class Fetcher:
                 conditional: dict[str, str] | None = None) -> Page:
         seen = [url]
         current = url
-        deadline = time.monotonic() + self.timeout * 3
         for _ in range(self.max_redirects + 1):
             if current != url:
                 try:
@@ -257,7 +423,7 @@ class Fetcher:
             if not allow_private:
                 self._check_address(url, current)
             self.throttle.wait(host_key(current))
-            response = self._get(url, current, deadline, accept, conditional)
+            response = self._get(url, current, accept, conditional)
             if isinstance(response, str):  # a redirect target
                 if response in seen:
                     raise FetchError(url, f"redirect loop at {response}", kind="redirect_loop")
@@ -267,10 +433,19 @@ class Fetcher:
             return response
         raise FetchError(url, f"more than {self.max_redirects} redirects", kind="too_many_redirects")
 
-    def _get(self, source: str, url: str, deadline: float, accept: tuple[str, ...],
+    def _get(self, source: str, url: str, accept: tuple[str, ...],
              headers: dict[str, str] | None = None) -> Page | str:
+        """One request: a Page, or the target of a redirect.
+
+        The whole response (connecting, the header block and the body) must arrive within three
+        times the timeout, whatever the pace of the bytes.
+        """
+        limit = self.timeout * 3
+        _deadline.at = time.monotonic() + limit
+        received = False  # whether the header block has arrived (which failures mean what)
         try:
             with self._client.stream("GET", url, headers=headers) as response:
+                received = True
                 if response.status_code == 304:
                     return Page(source=source, body=b"", url=url, status=304,
                                 etag=response.headers.get("etag"),
@@ -295,20 +470,10 @@ class Fetcher:
                 media = content_type.split(";")[0].strip().lower()
                 if media and accept and media not in accept:
                     raise SkipSource(source, f"not a text page (Content-Type {media})", kind="not_html")
-                body = bytearray()
-                for block in response.iter_bytes():
-                    body += block
-                    if len(body) > self.max_bytes:
-                        raise SkipSource(
-                            source,
-                            f"page larger than {self.max_bytes} bytes (decompressed)",
-                            kind="too_large",
-                        )
-                    if time.monotonic() > deadline:
-                        raise FetchError(source, "timed out while reading the body", kind="timeout")
+                body = self._read_body(source, response)
                 return Page(
                     source=source,
-                    body=bytes(body),
+                    body=body,
                     content_type=content_type or None,
                     url=url,
                     status=response.status_code,
@@ -316,12 +481,44 @@ class Fetcher:
                     last_modified=response.headers.get("last-modified"),
                 )
         except httpx.TimeoutException as exc:
+            if time.monotonic() >= _deadline.at:
+                raise FetchError(source, f"no complete response within {limit:g}s (three times the "
+                                 f"timeout of {self.timeout:g}s)", kind="timeout") from exc
             raise FetchError(source, f"timed out after {self.timeout:g}s", kind="timeout") from exc
-        except httpx.DecodingError as exc:
-            raise FetchError(source, f"cannot decode the response: {exc}", kind="decoding") from exc
         except httpx.TransportError as exc:
-            reason = str(exc) or type(exc).__name__
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if received:  # a Content-Length or chunked body that stopped short, a reset
+                raise FetchError(source, f"the server closed the connection early ({reason})",
+                                 kind="connection") from exc
+            if isinstance(exc, httpx.RemoteProtocolError):
+                raise FetchError(source, f"invalid HTTP response: {reason}", kind="connection") from exc
             raise FetchError(source, f"cannot connect: {reason}", kind="connection") from exc
+        finally:
+            _deadline.at = None
+
+    def _read_body(self, source: str, response: httpx.Response) -> bytes:
+        """The decoded body, each decoding layer capped at max_bytes while it is read."""
+        codings = [c.strip().lower() for c in response.headers.get_list("content-encoding", split_commas=True)]
+        codings = [c for c in codings if c and c != "identity"]
+        unknown = [c for c in codings if c not in CODINGS]
+        if unknown:
+            raise FetchError(source, f"unsupported Content-Encoding {unknown[0]!r}", kind="decoding")
+        if len(codings) > MAX_CODING_LAYERS:
+            raise FetchError(source, f"{len(codings)} stacked content encodings (at most "
+                             f"{MAX_CODING_LAYERS} are read)", kind="decoding")
+        body = bytearray()
+        try:
+            for block in decode_body(response.iter_raw(), [CODINGS[c] for c in codings], self.max_bytes):
+                body += block
+        except _TooLarge:
+            layers = f" (decompressed, {len(codings)} layers)" if len(codings) > 1 else \
+                " (decompressed)" if codings else ""
+            raise SkipSource(source, f"page larger than {self.max_bytes} bytes{layers}",
+                             kind="too_large") from None
+        except zlib.error as exc:
+            raise FetchError(source, f"cannot decode the {', '.join(codings)} response: {exc}",
+                             kind="decoding") from exc
+        return bytes(body)
 
 
 def fetch(url: str, **limits) -> Page:
