@@ -189,6 +189,7 @@ def test_long_titles_in_any_script_never_push_a_chunk_past_the_window(count_toke
     doc = Document(source="/kb/x.md", title=title, sections=(Section((heading,), body),))
     chunks = chunk_document(doc, count_tokens, check_config(window, window // 8, 256))
     _fits(chunks, count_tokens, window)
+    assert all(len(c.text) >= 20 for c in chunks)  # never a body of a few characters
     body_tokens = count_tokens([body])[0]
     # The body keeps at least about three quarters of the window: no more chunks than that needs.
     assert len(chunks) <= 2 * -(-body_tokens // (window * 3 // 4 - window // 8 - 4)) + 1
