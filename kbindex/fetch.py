@@ -193,8 +193,9 @@ class _DeadlineBackend(httpcore.NetworkBackend):
 class _DeadlineTransport(httpx.HTTPTransport):
     """httpx's own transport over a pool of deadline-aware connections.
 
-    HTTPTransport takes no network backend, so its pool is replaced by one built the same way
-    (same TLS context and limits) with _DeadlineBackend.
+    HTTPTransport takes no network backend, so its pool (the `_pool` its handle_request uses,
+    httpx 0.27-0.28) is replaced by one built the same way (same TLS context, httpx's default
+    limits) with _DeadlineBackend. tests/test_fetch_limits.py fails if httpx stops using it.
     """
 
     def __init__(self):
