@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import io
 import re
+import secrets
 import time
 import zlib
 from collections import Counter, deque
@@ -23,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
-from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 from kbindex.config import DEFAULT_CONCURRENCY, DEFAULT_MAX_PAGES, MAX_CRAWL_DELAY
 from kbindex.errors import FetchError, SkipSource, SourceError, UsageError
@@ -410,8 +411,8 @@ def iter_sitemap(body: bytes, max_bytes: int) -> Iterator[tuple[str, str, str | 
     nothing is loaded from the network (no XXE).
 
     Raises SkipSource: kind "not_sitemap" (not a urlset or sitemapindex), "too_large" (over
-    max_bytes decompressed), "decoding" (corrupt gzip data) or "truncated" (the gzip stream ends
-    early).
+    max_bytes decompressed), "decoding" (corrupt gzip data) or "truncated" (the gzip stream or
+    the XML ends early). Entries before the problem have been yielded by then.
     """
     import lxml.etree
 
@@ -464,12 +465,14 @@ def iter_sitemap(body: bytes, max_bytes: int) -> Iterator[tuple[str, str, str | 
         except lxml.etree.XMLSyntaxError as exc:
             raise SkipSource("", f"not a readable sitemap: {exc}", kind="not_sitemap") from exc
         yield from entries()
+    if root_kind is not None and depth > 0:
+        # The parser would close the open elements (recover=True), hiding that the list is cut.
+        raise SkipSource("", f"cut short: <{root_kind}> is never closed", kind="truncated")
     try:
         parser.close()
     except lxml.etree.XMLSyntaxError as exc:
         if root_kind is None:
             raise SkipSource("", "not a sitemap", kind="not_sitemap") from exc
-    yield from entries()
     if root_kind is None:
         raise SkipSource("", "not a sitemap", kind="not_sitemap")
 
@@ -569,6 +572,79 @@ def sniff_xml(body: bytes) -> str | None:
     if b"<rss" in head or b"<feed" in head or b"<rdf:rdf" in head:
         return "feed"
     return None
+
+
+# ---------------------------------------------------------------- soft 404s
+
+# A soft 404 is a "not found" page sent with HTTP 200. Such a page is short: the longest found in
+# the wild (a message, a search box, a few suggestions) stays well under this in main-text words.
+SOFT_404_MAX_WORDS = 120
+# Shorter pages may be the site's generic answer to unknown URLs, which says nothing about a
+# missing page (a search box, "try these links"): those are compared with a probe of the host.
+SOFT_404_PROBE_WORDS = 50
+SOFT_404_SIMILARITY = 0.8  # Jaccard similarity of word sets with the host's probe answer
+# What a "not found" page says, in its title or first heading (as the whole of it, or of one part
+# of a "Page not found | Site" title) ...
+_NOT_FOUND_TITLE = re.compile(
+    r"^(?=.*(?:404|found|exist|missing|gone|available))"
+    r"\W*(?:(?:oops|sorry|error)\W+)*(?:(?:error\W*)?404\b\W*(?:error\W*)?)?"
+    r"(?:(?:the\s+|this\s+|that\s+)?(?:page|article|document|content|file|url|resource)\s+)?"
+    r"(?:(?:was\s+|could\s+|can\s*)?not(?:\s+be)?\s+found|can[’']?t\s+be\s+found|(?:does\s+not|doesn'?t|doesn’t|no\s+longer)"
+    r"\s+exists?|is\s+(?:missing|gone)|not\s+available|unavailable)?\W*$"
+    r"|^\W*(?:page\s+)?(?:introuvable|non\s+trouvée|nicht\s+gefunden|no\s+encontrada|"
+    r"non\s+trovata|niet\s+gevonden|не\s+найдена)\W*$|^\W*seite\s+nicht\s+gefunden\W*$",
+    re.IGNORECASE,
+)
+# ... or in the opening of its main text.
+_NOT_FOUND_TEXT = re.compile(
+    r"\b(?:page|article|document|content|resource|url)\s+(?:you\s+(?:are|were|'re|’re)\s+looking\s+for|"
+    r"you\s+requested|requested)\s+(?:(?:does|could|can|was|is|has)\s*(?:not|n'?t|n’t)|cannot|"
+    r"no\s+longer|may\s+have\s+been)"
+    r"|\b(?:can\s*not|can'?t|can’t|could\s*not|couldn'?t|couldn’t|unable\s+to)\s+(?:find|locate)\s+"
+    r"(?:the|that|this|your|any)\s+(?:page|article|document|content)"
+    r"|\b(?:page|article|document)\s+(?:(?:was\s+|could\s+|can\s*)?not(?:\s+be)?|can[’']?t\s+be)\s+found"
+    r"|\b(?:this|the)\s+(?:page|article|document)\s+(?:does\s+not|doesn'?t|doesn’t|no\s+longer)\s+exists?"
+    r"|\b404\W+(?:page\s+)?not\s+found"
+    r"|\bseite\s+(?:wurde\s+)?nicht\s+gefunden|\bpage\s+introuvable|\bpágina\s+no\s+encontrada",
+    re.IGNORECASE,
+)
+_TITLE_PARTS = re.compile(r"\s+[|–—:·-]\s+|\s*[|–—·]\s*")
+SOFT_404_OPENING = 200  # characters of main text where a "not found" message is looked for
+_WORD = re.compile(r"\w+")
+
+
+def main_text(body: bytes) -> tuple[str, str, str]:
+    """(title, first heading, main text) of an HTML page, page chrome removed (as for the
+    listing test)."""
+    import lxml.etree
+    import lxml.html
+
+    try:
+        doc = lxml.html.document_fromstring(body)
+    except (lxml.etree.ParserError, ValueError):
+        return "", "", ""
+    title = " ".join((doc.findtext(".//title") or "").split())
+    root, _ = _main(doc)
+    heading = next((" ".join(h.text_content().split()) for h in root.iter("h1", "h2")), "")
+    return title, heading, " ".join(root.text_content().split())
+
+
+def says_not_found(title: str, heading: str, text: str) -> bool:
+    """Whether a page's title or first heading is a "not found" message, or its main text opens
+    with one (see _soft_404: only short pages are asked)."""
+    parts = [p for p in _TITLE_PARTS.split(title) if p.strip()] + [heading]
+    if any(p.strip() and _NOT_FOUND_TITLE.match(p.strip()) and _WORD.search(p) for p in parts):
+        return True
+    return bool(_NOT_FOUND_TEXT.search(text[:SOFT_404_OPENING]))
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _url_words(url: str) -> frozenset[str]:
+    """Words of a URL's path: a "not found" page may repeat the address it was asked for."""
+    return frozenset(_words(unquote(urlsplit(url).path)))
 
 
 # ---------------------------------------------------------------- the crawl
@@ -1145,6 +1221,10 @@ class Crawler:
             remember("listing", name)
             yield SkipSource(name, "listing page: its links were followed, it is not indexed",
                              kind="listing")
+        elif page.status == 304 and (visit.outcome, visit.name) == ("soft_404", name):
+            remember("soft_404", name)  # unchanged since it was found to be a "not found" page
+            yield SkipSource(name, "soft 404: unchanged since it said the page does not exist",
+                             kind="soft_404")
         elif page.status == 304 and (visit.outcome, visit.name) != ("page", name):
             # The last run did not hand this page on under this name (it was a duplicate then, or
             # noindex under --no-robots...), so the index has nothing to compare a 304 with: the
@@ -1154,12 +1234,76 @@ class Crawler:
                 yield outcome
                 return
             page, analysis = outcome
-            if page.status != 304:  # a 304 to an unconditional request is the index's error
-                remember("page", name)
-            yield _article(name, page)
+            if page.status == 304:  # a 304 to an unconditional request is the index's error
+                yield _article(name, page)
+            else:
+                yield self._article(name, page, remember, result, allow_private)
         else:
-            remember("page", name)
-            yield _article(name, page)
+            yield self._article(name, page, remember, result, allow_private)
+
+    def _article(self, name: str, page: Page, remember: Callable[[str, str], None],
+                 result: CrawlResult, allow_private: bool) -> Page | SkipSource:
+        """The page handed on to be indexed, or a soft 404 in its place."""
+        if page.status != 304:
+            reason = self._soft_404(page, result, allow_private)
+            if reason:
+                remember("soft_404", name)
+                return SkipSource(name, f"soft 404: {reason}", kind="soft_404")
+        remember("page", name)
+        return _article(name, page)
+
+    # -------------------------------------------------------- soft 404s
+
+    def _soft_404(self, page: Page, result: CrawlResult, allow_private: bool) -> str | None:
+        """Why a 200 page is a "not found" page in disguise (a soft 404), or None.
+
+        Only short pages can be (SOFT_404_MAX_WORDS of main text): one whose title, first
+        heading or opening says the page does not exist, or, shorter than SOFT_404_PROBE_WORDS,
+        whose text is the text the site returns for a URL that cannot exist (probed once per
+        host and crawl, when such a page first needs it; the probe asks for a random name in the
+        page's folder).
+        """
+        title, heading, text = main_text(page.body)
+        words = _words(text)
+        if len(words) > SOFT_404_MAX_WORDS:
+            return None
+        if says_not_found(title, heading, text):
+            return "the page says it does not exist"
+        if len(words) >= SOFT_404_PROBE_WORDS:
+            return None
+        url = page.url or page.source
+        probe = self._probe(url, result, allow_private)
+        if probe is None:
+            return None
+        final, probe_words = probe
+        if canonicalize(url) == final:
+            return None  # the page the site sends unknown URLs to is itself no soft 404
+        mine = set(words) - _url_words(url)
+        if mine and len(mine & probe_words) / len(mine | probe_words) >= SOFT_404_SIMILARITY:
+            return "the same text as the site's answer to a URL that does not exist"
+        return None
+
+    def _probe(self, url: str, result: CrawlResult, allow_private: bool) -> tuple[str, frozenset[str]] | None:
+        """(final URL, main-text words) of the host's answer to a random URL beside `url` when
+        that is a 200 HTML page; None when the host answers such URLs with an error."""
+        host = host_key(url)
+        if host in self._probes:
+            return self._probes[host]
+        self._probes[host] = None
+        probe_url = urljoin(url, f"kbindex-probe-{secrets.token_hex(8)}")
+        if not self._allowed(probe_url, result, allow_private):
+            return None
+        try:
+            page = self.fetcher.fetch(probe_url, accept=PAGE_TYPES, allow_private=allow_private)
+        except SourceError:
+            return None  # a real 404 (or no answer): nothing to compare with
+        if page.status != 200 or not is_html(page):
+            return None
+        _, _, text = main_text(page.body)
+        found = (canonicalize(page.url or probe_url) or probe_url,
+                 frozenset(_words(text)) - _url_words(probe_url))
+        self._probes[host] = found
+        return found
 
     def _fetch_now(self, url: str, allow_private: bool) -> Future:
         """An unconditional fetch in this thread, as a finished future for _handle."""

@@ -111,8 +111,9 @@ class Summary:
         }
 
 
-# Kinds of skip that are a crawl's decisions, never a failure even for the start URL.
-CRAWL_DECISIONS = frozenset({"listing", "duplicate", "noindex", "out_of_scope"})
+# Kinds of skip that are a crawl's decisions, never a failure even for the start URL (a soft 404
+# is the site saying that the page does not exist, as a 404 would for a page never indexed).
+CRAWL_DECISIONS = frozenset({"listing", "duplicate", "noindex", "out_of_scope", "soft_404"})
 
 
 @dataclass(frozen=True)
