@@ -38,6 +38,8 @@ XML_TYPES = (
     "application/xml", "text/xml", "application/rss+xml", "application/atom+xml",
     "application/rdf+xml", "application/gzip", "application/x-gzip", "application/octet-stream",
 )
+# Start URLs with these endings name a sitemap or a feed, never a site's start page.
+LIST_SUFFIXES = (".xml", ".xml.gz", ".rss", ".atom", ".rdf")
 # What a start URL may be: a page (HTML or a text format kbindex reads), a sitemap or a feed.
 START_TYPES = TEXT_TYPES + XML_TYPES
 
@@ -1001,6 +1003,13 @@ class Crawler:
             self._done.add(final)
             yield Page(source=final, body=page.body, content_type=page.content_type, url=page.url,
                        status=page.status, etag=page.etag, last_modified=page.last_modified)
+            return
+        if urlsplit(start).path.lower().endswith(LIST_SUFFIXES):
+            # A sitemap or feed URL that answers with a web page (a maintenance or error page
+            # sent with 200): what it lists is unknown, so it is not crawled as a site.
+            result.stopped = "start_failed"
+            yield FetchError(start, "a sitemap or feed URL answered with an HTML page; nothing it "
+                             "listed is pruned", kind="not_sitemap")
             return
         result.kind = "site"
         analysis = analyze(page, page.url or start)

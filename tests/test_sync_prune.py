@@ -89,14 +89,15 @@ def _truncated_gzip() -> Response:
     (Response(200, b"<html><body>maintenance</body></html>", HTML), "not_sitemap"),
     (Response(403, b"forbidden"), "http_403"),
 ])
-def test_any_sitemap_that_cannot_be_read_prunes_nothing(kb, db, answer, kind):
+@pytest.mark.parametrize("which", ["/kb/sitemap-a.xml", "/kb/sitemap.xml"])  # a child, the start
+def test_any_sitemap_that_cannot_be_read_prunes_nothing(kb, db, answer, kind, which):
     with case_site() as site:
         start = site.url("/kb/sitemap.xml")
         assert index(kb, start, *FAST)[1]["indexed"] == 3
-        site.routes["/kb/sitemap-a.xml"] = answer
+        site.routes[which] = answer
         code, again = index(kb, start, *FAST, "--timeout", "0.5")
     assert code == 1 and again["pruned"] == 0 and again["chunks_deleted"] == 0
-    assert [(f["source"], f["kind"]) for f in again["failures"]] == [(site.url("/kb/sitemap-a.xml"), kind)]
+    assert [(f["source"], f["kind"]) for f in again["failures"]] == [(site.url(which), kind)]
     assert again["crawls"][0]["complete"] is False
     assert site.url("/kb/printer.html") in sources(kb)
 
