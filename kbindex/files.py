@@ -85,7 +85,10 @@ def _walk(path: Path, top: Path, extensions: tuple[str, ...], follow_links: bool
                 continue  # a folder inside the folder: walked under its own name
             yield target
         elif is_dir:
-            folders.append(item)
+            real = Path(os.path.realpath(item))  # reached before through a followed link?
+            if real not in walked:
+                walked.add(real)
+                folders.append(item)
         else:
             yield item
     for sub in folders:
