@@ -179,6 +179,9 @@ def crawl_options(func):
 @click.option("--max-bytes", type=int, default=cfg.DEFAULT_MAX_BYTES, show_default=True,
               help="Largest page or file read, in bytes after decompression.")
 @crawl_options
+@click.option("--follow-links", is_flag=True,
+              help="In folders, follow symbolic links that lead outside the folder (skipped and "
+                   "reported otherwise).")
 @click.option("--no-prune", is_flag=True,
               help="Keep the chunks of sources that are gone (deleted files, 404/410 pages).")
 @click.option("--rebuild", is_flag=True,
@@ -277,7 +280,7 @@ def _index_run(run, embedder, *, dry_run, prune, rebuild, wait, workers, quiet, 
         concurrency=o["concurrency"], allow_private=o["allow_private"], on_progress=progress.crawl,
         trust_lastmod=o["trust_lastmod"],
     )
-    parsed = parse_sources(run.sources, crawl) if run.sources else None
+    parsed = parse_sources(run.sources, crawl, o["follow_links"]) if run.sources else None
     config = check_config(o["chunk_tokens"], o["overlap"], embedder.max_tokens)  # no model load
     fetcher = Fetcher(timeout=o["timeout"], max_bytes=o["max_bytes"], user_agent=o["user_agent"],
                       retries=o["retries"], delay=o["delay"], allow_private=o["allow_private"])
@@ -306,7 +309,7 @@ def _index_run(run, embedder, *, dry_run, prune, rebuild, wait, workers, quiet, 
         with progress:
             if rebuild:
                 return rebuild_collection(settings, embedder, config, run.sources, wait=wait,
-                                          crawl=crawl, **common)
+                                          crawl=crawl, follow_links=o["follow_links"], **common)
             with Indexer(settings, embedder, config, wait=wait, **common) as indexer:
                 indexer.open()
                 return indexer.run(parsed)

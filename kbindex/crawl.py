@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import io
 import re
+import secrets
 import time
 import zlib
 from collections import Counter, deque
@@ -23,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
-from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 from kbindex.config import DEFAULT_CONCURRENCY, DEFAULT_MAX_PAGES, MAX_CRAWL_DELAY
 from kbindex.errors import FetchError, SkipSource, SourceError, UsageError
@@ -37,6 +38,8 @@ XML_TYPES = (
     "application/xml", "text/xml", "application/rss+xml", "application/atom+xml",
     "application/rdf+xml", "application/gzip", "application/x-gzip", "application/octet-stream",
 )
+# Start URLs with these endings name a sitemap or a feed, never a site's start page.
+LIST_SUFFIXES = (".xml", ".xml.gz", ".rss", ".atom", ".rdf")
 # What a start URL may be: a page (HTML or a text format kbindex reads), a sitemap or a feed.
 START_TYPES = TEXT_TYPES + XML_TYPES
 
@@ -68,6 +71,11 @@ MAX_QUERY_VARIANTS = 1000  # distinct query strings on one path
 TRAP_STREAK = 5  # chained listing pages of one URL pattern that found nothing new: an endless
 #                  calendar or an archive paginated past its end
 MAX_SITEMAPS = 200  # sitemap files read per crawl (an index may name many)
+MAX_SITEMAP_NESTING = 3  # sitemap indexes naming sitemap indexes
+# Entries taken from all the sitemaps of one crawl. --max-pages stops reading sitemaps much
+# sooner (see Crawler._sitemap_room); this bounds a crawl without a page limit: about 300 bytes
+# of frontier and seen-set per URL, so some 150 MB at most.
+MAX_SITEMAP_ENTRIES = 500_000
 # The version of `analyze` and of what a Visit records. Raise it whenever either changes: stored
 # visits of another version are ignored, so every page is read again once.
 ANALYSIS_VERSION = 1
@@ -305,8 +313,8 @@ def _nesting(doc) -> int:
     return deepest
 
 
-def _listing(doc, base: str, own: set[str]) -> tuple[bool, bool]:
-    """(is a listing page, is thin): computed on the main content, page chrome removed."""
+def _main(doc) -> tuple:
+    """(main content element, its <article> elements), page chrome removed from doc in place."""
     for el in list(doc.iter(*_DROP)):
         if el.getparent() is not None:
             el.drop_tree()
@@ -328,6 +336,12 @@ def _listing(doc, base: str, own: set[str]) -> tuple[bool, bool]:
             main = found[0] if found else None
         if main is not None:
             root = main
+    return root, articles
+
+
+def _listing(doc, base: str, own: set[str]) -> tuple[bool, bool]:
+    """(is a listing page, is thin): computed on the main content, page chrome removed."""
+    root, articles = _main(doc)
     text_words = len(root.text_content().split())
     anchors = list(root.iter("a"))
     link_words = sum(len(a.text_content().split()) for a in anchors)
@@ -363,9 +377,8 @@ def _listing(doc, base: str, own: set[str]) -> tuple[bool, bool]:
 def read_sitemap(body: bytes, max_bytes: int) -> tuple[list[str], list[str]] | None:
     """(page URLs, child sitemap URLs) of a sitemap or sitemap index; None if it is not one.
 
-    Parsed with lxml rather than ultimate-sitemap-parser, which does its own HTTP and so would
-    bypass the fetcher's size caps, delays and address checks. Entities are not resolved and
-    nothing is loaded from the network (no XXE).
+    Raises SkipSource when it is larger than max_bytes decompressed, or its gzip data is corrupt
+    or cut short.
     """
     parsed = read_sitemap_entries(body, max_bytes)
     return None if parsed is None else ([loc for loc, _ in parsed[0]], parsed[1])
@@ -373,37 +386,125 @@ def read_sitemap(body: bytes, max_bytes: int) -> tuple[list[str], list[str]] | N
 
 def read_sitemap_entries(body: bytes, max_bytes: int) -> tuple[list[tuple[str, str | None]], list[str]] | None:
     """Like read_sitemap, with each page's <lastmod> (as written, or None)."""
+    pages: list[tuple[str, str | None]] = []
+    children: list[str] = []
+    try:
+        for kind, loc, lastmod in iter_sitemap(body, max_bytes):
+            if kind == "url":
+                pages.append((loc, lastmod))
+            else:
+                children.append(loc)
+    except SkipSource as exc:
+        if exc.kind == "not_sitemap":
+            return None
+        raise
+    return pages, children
+
+
+def iter_sitemap(body: bytes, max_bytes: int) -> Iterator[tuple[str, str, str | None]]:
+    """("url" or "sitemap", <loc>, <lastmod> or None) for each entry of a sitemap or sitemap
+    index (sitemaps.org protocol 0.9), streamed.
+
+    A gzip body (a .xml.gz file) is decompressed SITEMAP_READ bytes at a time and parsed as it
+    comes (lxml's pull parser, each entry's element freed once read), so memory stays a few
+    blocks whatever the sitemap's size, and a caller that stops iterating stops the work.
+    Parsed with lxml rather than ultimate-sitemap-parser, which does its own HTTP and so would
+    bypass the fetcher's size caps, delays and address checks. Entities are not resolved and
+    nothing is loaded from the network (no XXE).
+
+    Raises SkipSource: kind "not_sitemap" (not a urlset or sitemapindex), "too_large" (over
+    max_bytes decompressed), "decoding" (corrupt gzip data) or "truncated" (the gzip stream or
+    the XML ends early). Entries before the problem have been yielded by then.
+    """
     import lxml.etree
 
-    body = gunzip(body, max_bytes)
-    parser = lxml.etree.XMLParser(
-        resolve_entities=False, no_network=True, recover=True, remove_comments=True
+    parser = lxml.etree.XMLPullParser(
+        events=("start", "end"), resolve_entities=False, no_network=True, recover=True,
+        remove_comments=True, remove_pis=True,
     )
-    try:
-        root = lxml.etree.fromstring(body, parser)
-    except (lxml.etree.XMLSyntaxError, ValueError):
-        return None
-    if root is None:
-        return None
-    kind = lxml.etree.QName(root).localname
-    if kind not in ("urlset", "sitemapindex"):
-        return None
-    entries: list[tuple[str, str | None]] = []
-    for el in root.iter("{*}url", "url", "{*}sitemap", "sitemap"):
-        loc = lastmod = None
-        for child in el:
-            if not isinstance(child.tag, str):
+    root_kind: str | None = None
+    depth = 0
+
+    def entries() -> Iterator[tuple[str, str, str | None]]:
+        nonlocal root_kind, depth
+        for event, el in parser.read_events():
+            if not isinstance(el.tag, str):
                 continue
-            name = lxml.etree.QName(child).localname
-            if name == "loc" and child.text and child.text.strip() and loc is None:
-                loc = child.text.strip()
-            elif name == "lastmod" and child.text and child.text.strip():
-                lastmod = child.text.strip()
-        if loc:
-            entries.append((loc, lastmod))
-    if kind == "urlset":
-        return entries, []
-    return [], [loc for loc, _ in entries]
+            if event == "start":
+                depth += 1
+                if depth == 1:
+                    root_kind = lxml.etree.QName(el).localname
+                    if root_kind not in ("urlset", "sitemapindex"):
+                        raise SkipSource("", f"not a sitemap (<{root_kind}>)", kind="not_sitemap")
+                continue
+            depth -= 1
+            if depth != 1:
+                continue
+            name = lxml.etree.QName(el).localname
+            wanted = "url" if root_kind == "urlset" else "sitemap"
+            if name == wanted:
+                loc = lastmod = None
+                for child in el:
+                    if not isinstance(child.tag, str):
+                        continue
+                    field_name = lxml.etree.QName(child).localname
+                    text = (child.text or "").strip()
+                    if field_name == "loc" and text and loc is None:
+                        loc = text
+                    elif field_name == "lastmod" and text:
+                        lastmod = text
+                if loc:
+                    yield wanted, loc, lastmod
+            # Read: freed, with the siblings before it (the parser keeps the tree otherwise).
+            el.clear(keep_tail=False)
+            parent = el.getparent()
+            while parent is not None and el.getprevious() is not None:
+                del parent[0]
+
+    for block in _blocks(body, max_bytes):
+        try:
+            parser.feed(block)
+        except lxml.etree.XMLSyntaxError as exc:
+            raise SkipSource("", f"not a readable sitemap: {exc}", kind="not_sitemap") from exc
+        yield from entries()
+    if root_kind is not None and depth > 0:
+        # The parser would close the open elements (recover=True), hiding that the list is cut.
+        raise SkipSource("", f"cut short: <{root_kind}> is never closed", kind="truncated")
+    try:
+        parser.close()
+    except lxml.etree.XMLSyntaxError as exc:
+        if root_kind is None:
+            raise SkipSource("", "not a sitemap", kind="not_sitemap") from exc
+    if root_kind is None:
+        raise SkipSource("", "not a sitemap", kind="not_sitemap")
+
+
+SITEMAP_READ = 64 * 1024  # bytes decompressed and parsed at a time
+
+
+def _blocks(body: bytes, max_bytes: int) -> Iterator[bytes]:
+    """The (decompressed) body in blocks of at most SITEMAP_READ bytes; see iter_sitemap."""
+    view = memoryview(body)
+    if body[:2] != b"\x1f\x8b":
+        for start in range(0, len(view), SITEMAP_READ):
+            yield bytes(view[start:start + SITEMAP_READ])
+        return
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    pending: bytes | memoryview = view
+    total = 0
+    while not decompressor.eof:
+        try:
+            out = decompressor.decompress(pending, SITEMAP_READ)
+        except zlib.error as exc:
+            raise SkipSource("", f"corrupt gzip data: {exc}", kind="decoding") from exc
+        total += len(out)
+        if total > max_bytes:
+            raise SkipSource("", f"larger than {max_bytes} bytes (decompressed)", kind="too_large")
+        if out:
+            yield out
+        pending = decompressor.unconsumed_tail
+        if not pending and not out:
+            raise SkipSource("", "gzip data cut short", kind="truncated")
 
 
 def parse_lastmod(value: str | None) -> datetime | None:
@@ -475,6 +576,79 @@ def sniff_xml(body: bytes) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------- soft 404s
+
+# A soft 404 is a "not found" page sent with HTTP 200. Such a page is short: the longest found in
+# the wild (a message, a search box, a few suggestions) stays well under this in main-text words.
+SOFT_404_MAX_WORDS = 120
+# Shorter pages may be the site's generic answer to unknown URLs, which says nothing about a
+# missing page (a search box, "try these links"): those are compared with a probe of the host.
+SOFT_404_PROBE_WORDS = 50
+SOFT_404_SIMILARITY = 0.8  # Jaccard similarity of word sets with the host's probe answer
+# What a "not found" page says, in its title or first heading (as the whole of it, or of one part
+# of a "Page not found | Site" title) ...
+_NOT_FOUND_TITLE = re.compile(
+    r"^(?=.*(?:404|found|exist|missing|gone|available))"
+    r"\W*(?:(?:oops|sorry|error)\W+)*(?:(?:error\W*)?404\b\W*(?:error\W*)?)?"
+    r"(?:(?:the\s+|this\s+|that\s+)?(?:page|article|document|content|file|url|resource)\s+)?"
+    r"(?:(?:was\s+|could\s+|can\s*)?not(?:\s+be)?\s+found|can[’']?t\s+be\s+found|(?:does\s+not|doesn'?t|doesn’t|no\s+longer)"
+    r"\s+exists?|is\s+(?:missing|gone)|not\s+available|unavailable)?\W*$"
+    r"|^\W*(?:page\s+)?(?:introuvable|non\s+trouvée|nicht\s+gefunden|no\s+encontrada|"
+    r"non\s+trovata|niet\s+gevonden|не\s+найдена)\W*$|^\W*seite\s+nicht\s+gefunden\W*$",
+    re.IGNORECASE,
+)
+# ... or in the opening of its main text.
+_NOT_FOUND_TEXT = re.compile(
+    r"\b(?:page|article|document|content|resource|url)\s+(?:you\s+(?:are|were|'re|’re)\s+looking\s+for|"
+    r"you\s+requested|requested)\s+(?:(?:does|could|can|was|is|has)\s*(?:not|n'?t|n’t)|cannot|"
+    r"no\s+longer|may\s+have\s+been)"
+    r"|\b(?:can\s*not|can'?t|can’t|could\s*not|couldn'?t|couldn’t|unable\s+to)\s+(?:find|locate)\s+"
+    r"(?:the|that|this|your|any)\s+(?:page|article|document|content)"
+    r"|\b(?:page|article|document)\s+(?:(?:was\s+|could\s+|can\s*)?not(?:\s+be)?|can[’']?t\s+be)\s+found"
+    r"|\b(?:this|the)\s+(?:page|article|document)\s+(?:does\s+not|doesn'?t|doesn’t|no\s+longer)\s+exists?"
+    r"|\b404\W+(?:page\s+)?not\s+found"
+    r"|\bseite\s+(?:wurde\s+)?nicht\s+gefunden|\bpage\s+introuvable|\bpágina\s+no\s+encontrada",
+    re.IGNORECASE,
+)
+_TITLE_PARTS = re.compile(r"\s+[|–—:·-]\s+|\s*[|–—·]\s*")
+SOFT_404_OPENING = 200  # characters of main text where a "not found" message is looked for
+_WORD = re.compile(r"\w+")
+
+
+def main_text(body: bytes) -> tuple[str, str, str]:
+    """(title, first heading, main text) of an HTML page, page chrome removed (as for the
+    listing test)."""
+    import lxml.etree
+    import lxml.html
+
+    try:
+        doc = lxml.html.document_fromstring(body)
+    except (lxml.etree.ParserError, ValueError):
+        return "", "", ""
+    title = " ".join((doc.findtext(".//title") or "").split())
+    root, _ = _main(doc)
+    heading = next((" ".join(h.text_content().split()) for h in root.iter("h1", "h2")), "")
+    return title, heading, " ".join(root.text_content().split())
+
+
+def says_not_found(title: str, heading: str, text: str) -> bool:
+    """Whether a page's title or first heading is a "not found" message, or its main text opens
+    with one (see _soft_404: only short pages are asked)."""
+    parts = [p for p in _TITLE_PARTS.split(title) if p.strip()] + [heading]
+    if any(p.strip() and _NOT_FOUND_TITLE.match(p.strip()) and _WORD.search(p) for p in parts):
+        return True
+    return bool(_NOT_FOUND_TEXT.search(text[:SOFT_404_OPENING]))
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _url_words(url: str) -> frozenset[str]:
+    """Words of a URL's path: a "not found" page may repeat the address it was asked for."""
+    return frozenset(_words(unquote(urlsplit(url).path)))
+
+
 # ---------------------------------------------------------------- the crawl
 
 
@@ -511,10 +685,11 @@ class CrawlResult:
     """What one crawl did, filled in while it runs (progress displays read it live).
 
     `complete` is True once the crawl ran out of pages to fetch on its own: nothing was cut
-    short by --max-pages or --max-time, robots.txt could be read, and no page failed with a
-    transient error (timeout, connection, 5xx, 429). Only then does the set of pages it yielded
-    stand for the whole site, so only then may pages missing from it be pruned from an index.
-    `stopped` says why it is not complete ("max_pages", "max_time", "errors",
+    short by --max-pages or --max-time, robots.txt could be read, every sitemap it was given
+    could be read, and no page failed with a transient error (timeout, connection, 5xx, 429).
+    Only then does the set of pages it yielded stand for the whole site, so only then may pages
+    missing from it be pruned from an index. `stopped` says why it is not complete
+    ("max_pages", "max_time", "errors", "sitemap_failed", "sitemap_limit",
     "robots_unavailable", "start_failed"); None while running and when complete.
     """
 
@@ -525,7 +700,7 @@ class CrawlResult:
     not_modified: int = 0  # pages known unchanged without a download: answers 304 (also counted in
     #                        fetched) and, with trust_lastmod, pages not requested at all
     queued: int = 0  # in the frontier or being fetched
-    errors: int = 0  # pages that failed
+    errors: int = 0  # pages, sitemaps and feeds that failed
     skipped: Counter = field(default_factory=Counter)  # URLs never requested, by reason
     start_names: set[str] = field(default_factory=set)  # the start page under every name
     complete: bool | None = None
@@ -678,6 +853,12 @@ class Crawler:
         self._query_variants: Counter = Counter()
         self._frontier: deque[_Item] = deque()
         self._sitemaps_read = 0
+        self._sitemap_entries = 0  # entries read from all sitemaps (MAX_SITEMAP_ENTRIES)
+        self._free = 0  # frontier entries that --trust-lastmod may settle without a request
+        self._cut: str | None = None  # why sitemaps were not all read: "max_pages", "sitemap_limit"
+        self._sitemap_failed = False  # a sitemap could not be read: its pages are unknown
+        self._reports: list[SourceError] = []  # sitemap problems, yielded by the generator
+        self._probes: dict[str, frozenset[str] | None] = {}  # host -> its soft-404 words
         self._lastmods: dict[str, datetime] = {}  # canonical URL -> sitemap lastmod (--trust-lastmod)
         self._transient = False
         started = time.monotonic()
@@ -777,6 +958,10 @@ class Crawler:
         result.queued = 0
         if result.stopped is None and self._transient:
             result.stopped = "errors"
+        if result.stopped is None and self._sitemap_failed:
+            result.stopped = "sitemap_failed"
+        if result.stopped is None and self._cut:
+            result.stopped = self._cut
         result.complete = result.stopped is None
         if result.stopped and self._frontier:
             result.skipped["not_fetched"] += len(self._frontier)
@@ -786,6 +971,7 @@ class Crawler:
         try:
             body = gunzip(page.body, self.fetcher.max_bytes)
         except SkipSource as exc:
+            result.stopped = "start_failed"  # what it lists is unknown: nothing is pruned
             yield SkipSource(start, exc.reason, kind=exc.kind)
             return
         xml = sniff_xml(body) if not is_html(page) else None
@@ -793,6 +979,7 @@ class Crawler:
             result.kind = "sitemap"
             self.scope = self.scope.widen(final, "host")
             self._read_sitemap_body(body, final, result, allow_private)
+            yield from self._drain_reports()
             return
         if xml == "feed":
             entries = read_feed(body, final)
@@ -807,6 +994,7 @@ class Crawler:
         if not is_html(page):
             media = (page.content_type or "").split(";")[0].strip().lower()
             if media in XML_TYPES or xml:
+                result.stopped = "start_failed"  # a feed or sitemap that does not parse
                 yield SkipSource(start, f"not a page, sitemap or feed (Content-Type {media or 'none'})",
                                  kind="not_html")
                 return
@@ -815,6 +1003,13 @@ class Crawler:
             self._done.add(final)
             yield Page(source=final, body=page.body, content_type=page.content_type, url=page.url,
                        status=page.status, etag=page.etag, last_modified=page.last_modified)
+            return
+        if urlsplit(start).path.lower().endswith(LIST_SUFFIXES):
+            # A sitemap or feed URL that answers with a web page (a maintenance or error page
+            # sent with 200): what it lists is unknown, so it is not crawled as a site.
+            result.stopped = "start_failed"
+            yield FetchError(start, "a sitemap or feed URL answered with an HTML page; nothing it "
+                             "listed is pruned", kind="not_sitemap")
             return
         result.kind = "site"
         analysis = analyze(page, page.url or start)
@@ -834,42 +1029,95 @@ class Crawler:
             rules = self._robots(final, result, allow_private)
             if rules is not None and rules is not _DISALLOW_ALL:
                 for sitemap in rules.sitemaps:
+                    if not self._sitemap_room(result):
+                        break
                     self._read_sitemap(sitemap, result, allow_private)
+        yield from self._drain_reports()
+
+    # -------------------------------------------------------- sitemaps
 
     def _read_sitemap(self, url: str, result: CrawlResult, allow_private: bool, level: int = 0) -> None:
-        if self._sitemaps_read >= MAX_SITEMAPS or level > 3:
+        if self._sitemaps_read >= MAX_SITEMAPS or level > MAX_SITEMAP_NESTING:
+            self._cut = self._cut or "sitemap_limit"  # pages it lists are unknown: not complete
             return
         self._sitemaps_read += 1
         try:
             page = self.fetcher.fetch(url, accept=(), allow_private=allow_private)
-            body = gunzip(page.body, self.fetcher.max_bytes)
-        except SourceError:
-            result.skipped["sitemap_failed"] += 1
+        except SourceError as exc:
+            self._sitemap_problem(url, exc, result)
             return
-        self._read_sitemap_body(body, url, result, allow_private, level)
+        self._read_sitemap_body(page.body, url, result, allow_private, level)
 
     def _read_sitemap_body(self, body: bytes, url: str, result: CrawlResult, allow_private: bool,
                            level: int = 0) -> None:
-        parsed = read_sitemap_entries(body, self.fetcher.max_bytes)
-        if parsed is None:
-            result.skipped["sitemap_failed"] += 1
-            return
-        pages, children = parsed
+        """Enqueue a sitemap's entries, then read the sitemaps it names, while the page budget
+        lasts (a sitemap is streamed: reading stops as soon as the budget is spent)."""
         # Entries are the site's own list of its pages: depth 1, links followed as usual when
         # the source is a site, not followed when the source is the sitemap itself.
         follow = result.kind == "site"
         parent = _Item(url, 0 if follow else -1, follow=follow)
-        for link, lastmod in pages:
-            if self.options.trust_lastmod and (when := parse_lastmod(lastmod)) is not None:
-                canonical = canonicalize(link, url)
-                if canonical:
-                    self._lastmods[canonical] = when
-            self._enqueue(link, None, parent, barren=False, result=result, allow_private=allow_private,
-                          follow=follow)
-        for child in children:
-            child_url = canonicalize(child, url)
-            if child_url and urlsplit(child_url).netloc == urlsplit(url).netloc:
-                self._read_sitemap(child_url, result, allow_private, level + 1)
+        children: list[str] = []
+        host = urlsplit(url).netloc
+        try:
+            for kind, link, lastmod in iter_sitemap(body, self.fetcher.max_bytes):
+                if not self._sitemap_room(result):
+                    return
+                self._sitemap_entries += 1
+                if kind == "sitemap":
+                    child_url = canonicalize(link, url)
+                    if child_url and urlsplit(child_url).netloc == host and len(children) <= MAX_SITEMAPS:
+                        children.append(child_url)
+                    continue
+                free = False
+                if self.options.trust_lastmod and (when := parse_lastmod(lastmod)) is not None:
+                    canonical = canonicalize(link, url)
+                    if canonical:
+                        self._lastmods[canonical] = when
+                        free = True
+                queued = len(self._frontier)
+                self._enqueue(link, None, parent, barren=False, result=result,
+                              allow_private=allow_private, follow=follow)
+                self._free += free and len(self._frontier) > queued
+        except SkipSource as exc:
+            self._sitemap_problem(url, exc, result)
+            return
+        for child_url in children:
+            if not self._sitemap_room(result):
+                return
+            self._read_sitemap(child_url, result, allow_private, level + 1)
+
+    def _sitemap_room(self, result: CrawlResult) -> bool:
+        """Whether reading sitemaps may go on: the page budget (--max-pages, less the pages
+        already fetched) is not yet spent on queued pages, and MAX_SITEMAP_ENTRIES not reached.
+
+        Stops one entry past the budget, so that the crawl sees it was cut short.
+        """
+        if self._sitemap_entries >= MAX_SITEMAP_ENTRIES:
+            self._cut = self._cut or "sitemap_limit"
+            return False
+        budget = self.options.max_pages
+        if budget is not None and len(self._frontier) - self._free > budget - result.fetched:
+            self._cut = self._cut or "max_pages"
+            return False
+        return True
+
+    def _sitemap_problem(self, url: str, exc: SourceError, result: CrawlResult) -> None:
+        """A sitemap that could not be read. Its pages are unknown, so the crawl is not complete
+        and nothing is pruned for want of them; reported as a failure. Only a sitemap that
+        answers 404 or 410 is gone, like a page: reported as a skip, the crawl goes on."""
+        status = getattr(exc, "status", None)
+        if status in (404, 410):
+            self._reports.append(SkipSource(url, f"sitemap gone ({exc.reason})", kind="sitemap_gone"))
+            return
+        result.errors += 1
+        self._sitemap_failed = True
+        self._reports.append(FetchError(
+            url, f"sitemap could not be read ({exc.reason}); the crawl is incomplete, so nothing "
+            "is pruned", kind=exc.kind, status=status))
+
+    def _drain_reports(self) -> Iterator[SourceError]:
+        while self._reports:
+            yield self._reports.pop(0)
 
     def _recall(self, item: _Item) -> Visit | None:
         """The last run's visit of a page, if its validators can be used."""
@@ -982,6 +1230,10 @@ class Crawler:
             remember("listing", name)
             yield SkipSource(name, "listing page: its links were followed, it is not indexed",
                              kind="listing")
+        elif page.status == 304 and (visit.outcome, visit.name) == ("soft_404", name):
+            remember("soft_404", name)  # unchanged since it was found to be a "not found" page
+            yield SkipSource(name, "soft 404: unchanged since it said the page does not exist",
+                             kind="soft_404")
         elif page.status == 304 and (visit.outcome, visit.name) != ("page", name):
             # The last run did not hand this page on under this name (it was a duplicate then, or
             # noindex under --no-robots...), so the index has nothing to compare a 304 with: the
@@ -991,12 +1243,76 @@ class Crawler:
                 yield outcome
                 return
             page, analysis = outcome
-            if page.status != 304:  # a 304 to an unconditional request is the index's error
-                remember("page", name)
-            yield _article(name, page)
+            if page.status == 304:  # a 304 to an unconditional request is the index's error
+                yield _article(name, page)
+            else:
+                yield self._article(name, page, remember, result, allow_private)
         else:
-            remember("page", name)
-            yield _article(name, page)
+            yield self._article(name, page, remember, result, allow_private)
+
+    def _article(self, name: str, page: Page, remember: Callable[[str, str], None],
+                 result: CrawlResult, allow_private: bool) -> Page | SkipSource:
+        """The page handed on to be indexed, or a soft 404 in its place."""
+        if page.status != 304:
+            reason = self._soft_404(page, result, allow_private)
+            if reason:
+                remember("soft_404", name)
+                return SkipSource(name, f"soft 404: {reason}", kind="soft_404")
+        remember("page", name)
+        return _article(name, page)
+
+    # -------------------------------------------------------- soft 404s
+
+    def _soft_404(self, page: Page, result: CrawlResult, allow_private: bool) -> str | None:
+        """Why a 200 page is a "not found" page in disguise (a soft 404), or None.
+
+        Only short pages can be (SOFT_404_MAX_WORDS of main text): one whose title, first
+        heading or opening says the page does not exist, or, shorter than SOFT_404_PROBE_WORDS,
+        whose text is the text the site returns for a URL that cannot exist (probed once per
+        host and crawl, when such a page first needs it; the probe asks for a random name in the
+        page's folder).
+        """
+        title, heading, text = main_text(page.body)
+        words = _words(text)
+        if len(words) > SOFT_404_MAX_WORDS:
+            return None
+        if says_not_found(title, heading, text):
+            return "the page says it does not exist"
+        if len(words) >= SOFT_404_PROBE_WORDS:
+            return None
+        url = page.url or page.source
+        probe = self._probe(url, result, allow_private)
+        if probe is None:
+            return None
+        final, probe_words = probe
+        if canonicalize(url) == final:
+            return None  # the page the site sends unknown URLs to is itself no soft 404
+        mine = set(words) - _url_words(url)
+        if mine and len(mine & probe_words) / len(mine | probe_words) >= SOFT_404_SIMILARITY:
+            return "the same text as the site's answer to a URL that does not exist"
+        return None
+
+    def _probe(self, url: str, result: CrawlResult, allow_private: bool) -> tuple[str, frozenset[str]] | None:
+        """(final URL, main-text words) of the host's answer to a random URL beside `url` when
+        that is a 200 HTML page; None when the host answers such URLs with an error."""
+        host = host_key(url)
+        if host in self._probes:
+            return self._probes[host]
+        self._probes[host] = None
+        probe_url = urljoin(url, f"kbindex-probe-{secrets.token_hex(8)}")
+        if not self._allowed(probe_url, result, allow_private):
+            return None
+        try:
+            page = self.fetcher.fetch(probe_url, accept=PAGE_TYPES, allow_private=allow_private)
+        except SourceError:
+            return None  # a real 404 (or no answer): nothing to compare with
+        if page.status != 200 or not is_html(page):
+            return None
+        _, _, text = main_text(page.body)
+        found = (canonicalize(page.url or probe_url) or probe_url,
+                 frozenset(_words(text)) - _url_words(probe_url))
+        self._probes[host] = found
+        return found
 
     def _fetch_now(self, url: str, allow_private: bool) -> Future:
         """An unconditional fetch in this thread, as a finished future for _handle."""

@@ -51,6 +51,10 @@ class FetchError(SourceError):
         )
 
 
+class UnreadableFolder(SourceError):
+    """A folder a walk could not list: what it holds is unknown, so nothing under it is pruned."""
+
+
 class SkipSource(SourceError):
     """A source that is deliberately not indexed (empty, binary, not HTML)."""
 

@@ -17,7 +17,14 @@ from kbindex.chunk import ChunkConfig, chunk_document
 from kbindex.config import DEFAULT_MAX_BYTES, Settings
 from kbindex.crawl import Crawler, CrawlMemory, CrawlOptions, CrawlResult
 from kbindex.embed import Embedder
-from kbindex.errors import FetchError, ModelMismatchError, SkipSource, SourceError, UsageError
+from kbindex.errors import (
+    FetchError,
+    ModelMismatchError,
+    SkipSource,
+    SourceError,
+    UnreadableFolder,
+    UsageError,
+)
 from kbindex.extract import extract, extract_or_error
 from kbindex.fetch import Fetcher, check_scheme
 from kbindex.files import read_file, walk
@@ -50,7 +57,7 @@ class Summary:
     unchanged: int = 0
     skipped: int = 0
     failed: int = 0
-    pruned: int = 0  # sources removed because they are gone
+    pruned: int = 0  # sources removed because they are gone (listed in `prunes`)
     chunks_added: int = 0  # chunks written to the store
     chunks_embedded: int = 0  # of those, how many needed the model (the rest came from the cache)
     chunks_deleted: int = 0
@@ -59,6 +66,7 @@ class Summary:
     not_modified: int = 0  # pages known unchanged without a download (304, or sitemap lastmod)
     failures: list[dict] = field(default_factory=list)
     skips: list[dict] = field(default_factory=list)
+    prunes: list[dict] = field(default_factory=list)
     crawl_skipped: Counter = field(default_factory=Counter)
     crawls: list[dict] = field(default_factory=list)
 
@@ -99,11 +107,13 @@ class Summary:
             "crawls": self.crawls,
             "failures": self.failures,
             "skips": self.skips,
+            "prunes": self.prunes,
         }
 
 
-# Kinds of skip that are a crawl's decisions, never a failure even for the start URL.
-CRAWL_DECISIONS = frozenset({"listing", "duplicate", "noindex", "out_of_scope"})
+# Kinds of skip that are a crawl's decisions, never a failure even for the start URL (a soft 404
+# is the site saying that the page does not exist, as a 404 would for a page never indexed).
+CRAWL_DECISIONS = frozenset({"listing", "duplicate", "noindex", "out_of_scope", "soft_404"})
 
 
 @dataclass(frozen=True)
@@ -112,14 +122,17 @@ class Source:
 
     For a URL, `crawl` is filled in while its pages are read (see crawl.CrawlResult); after
     `iter_pages` has gone through the source, `complete` says whether every page of it was seen:
-    True for files and folders, and for a crawl that ended on its own; False for one cut short by
-    --max-pages, --max-time, transient errors or an unreadable robots.txt.
+    True for files and folders (a folder's unreadable subfolders are excluded from pruning one by
+    one, see files.walk), and for a crawl that ended on its own; False for one cut short by
+    --max-pages, --max-time, transient errors, a sitemap or feed that could not be read, or an
+    unreadable robots.txt.
     """
 
     kind: str  # "folder" | "file" | "url"
     value: str
     options: CrawlOptions | None = field(default=None, compare=False)
     crawl: CrawlResult | None = field(default=None, compare=False)
+    follow_links: bool = False  # a folder: follow symbolic links that lead outside it
 
     @property
     def complete(self) -> bool:
@@ -136,15 +149,19 @@ class Source:
         return (name == self.value or name in names) and kind not in CRAWL_DECISIONS
 
 
-def parse_sources(args: Sequence[str], options: CrawlOptions | None = None) -> list[Source]:
-    """Classify SOURCE arguments; a missing path or a bad URL scheme is a usage error."""
+def parse_sources(args: Sequence[str], options: CrawlOptions | None = None,
+                  follow_links: bool = False) -> list[Source]:
+    """Classify SOURCE arguments; a missing path or a bad URL scheme is a usage error.
+
+    follow_links: folders follow symbolic links that lead outside them (see files.walk).
+    """
     if not args:
         raise UsageError("give at least one SOURCE: a folder, a file or an http(s) URL")
     sources = []
     for arg in args:
         path = Path(arg).expanduser()
         if path.is_dir():
-            sources.append(Source("folder", str(path.resolve())))
+            sources.append(Source("folder", str(path.resolve()), follow_links=follow_links))
         elif path.exists():
             sources.append(Source("file", str(path.resolve())))
         elif _SCHEME.match(arg):
@@ -191,8 +208,11 @@ def iter_pages(
     """
     for source in sources:
         if source.kind == "folder":
-            for path in walk(Path(source.value)):
-                yield source, str(path), _read(path, max_bytes)
+            for path in walk(Path(source.value), follow_links=source.follow_links):
+                if isinstance(path, SourceError):  # an unreadable folder, a link not followed
+                    yield source, path.source, path
+                else:
+                    yield source, str(path), _read(path, max_bytes)
         elif source.kind == "file":
             yield source, source.value, _read(Path(source.value), max_bytes)
         else:
@@ -309,6 +329,7 @@ class Indexer:
         self._ahead: EmbedAhead[_Batch] | None = None  # started by the first batch to embed
         self._in_flight: set[str] = set()  # text hashes sent to the model, not yet in the cache
         self._seen: set[str] = set()
+        self._unreadable: list[str] = []  # folders a walk could not list: nothing under them is pruned
         self._entries: dict[str, Entry] = {}
         self._adopt = False
         self._dimension_checked = False
@@ -701,18 +722,27 @@ class Indexer:
     # -- errors and removal ---------------------------------------------------------------------
 
     def _record(self, source: Source, error: SourceError) -> None:
+        if isinstance(error, UnreadableFolder):
+            self._unreadable.append(error.source)
         entry = self._entries.get(error.source)
+        pruned = False
         if entry is not None:
             if self.prune and _gone(error):
-                self._remove([entry], reason=error.reason)
+                self._remove([entry], reason=error.reason, kind=error.kind)
+                pruned = True
             else:  # keep what was indexed; transient or not, the source may come back
                 failed = replace(entry, last_error=error.reason)
                 self.ledger.put(failed)
                 self._entries[entry.source] = failed
+        if pruned and not isinstance(error, SkipSource):
+            # A page that answers 404/410, a file deleted meanwhile: the source says it is gone,
+            # and removing it is the normal end of an article, not a failure (counted in pruned).
+            return
         entry = {"source": error.source, "reason": error.reason, "kind": error.kind}
         # A file skipped inside a folder is reported and the run goes on; a source named
-        # explicitly that yields nothing is a failure of what the user asked for.
-        if isinstance(error, SkipSource) and not source.explicit(error.source, error.kind):
+        # explicitly that yields nothing is a failure of what the user asked for, unless what it
+        # replaced was removed for it (a soft 404, a file that became empty).
+        if isinstance(error, SkipSource) and (pruned or not source.explicit(error.source, error.kind)):
             self.summary.skipped += 1
             self.summary.skips.append(entry)
             self.on_event("skipped", error.source, error.reason)
@@ -722,7 +752,12 @@ class Indexer:
             self.on_event("failed", error.source, error.reason)
 
     def _prune_roots(self, sources: Sequence[Source]) -> None:
-        """Remove entries under each fully walked root that this run did not see."""
+        """Remove entries under each fully walked root that this run did not see.
+
+        Only on positive evidence: a crawl that did not complete (a limit hit, a sitemap, feed or
+        page that failed with a transient error) prunes nothing by absence, nor does a folder
+        under a subfolder the walk could not list.
+        """
         gone: dict[str, Entry] = {}
         known = dict(self._entries)
         if self._adopt:  # sources only the store knows of, from before the ledger
@@ -735,14 +770,21 @@ class Indexer:
                 continue
             if root.kind == "folder":
                 prefix = root.value.rstrip(os.sep) + os.sep
-                under = (e for e in known.values() if e.source.startswith(prefix))
+                lost = tuple(p.rstrip(os.sep) + os.sep for p in self._unreadable if p.startswith(prefix)
+                             or p == root.value)
+                # Entries named outside the folder but found through it (a symbolic link that
+                # led outside, indexed under its target by earlier versions) are its entries too;
+                # where a subfolder was lost, they may have come from there and are kept.
+                under = (e for e in known.values()
+                         if (e.source.startswith(prefix) or e.root == root.value and not lost)
+                         and not e.source.startswith(lost))
             else:
                 under = (e for e in known.values() if e.root == root.value)
             gone.update((e.source, e) for e in under if e.source not in self._seen)
         if gone:
-            self._remove(list(gone.values()), reason="gone from its source")
+            self._remove(list(gone.values()), reason="gone from its source", kind="gone")
 
-    def _remove(self, entries: Sequence[Entry], reason: str) -> int:
+    def _remove(self, entries: Sequence[Entry], reason: str, kind: str = "deleted") -> int:
         """Delete sources' chunks from the store, then their entries; return chunks deleted."""
         ids = [i for e in entries for i in e.chunk_ids]
         if self._adopt:
@@ -753,6 +795,7 @@ class Indexer:
         for e in entries:
             self._entries.pop(e.source, None)
             self.summary.pruned += 1
+            self.summary.prunes.append({"source": e.source, "reason": reason, "kind": kind})
             self.on_event("pruned", e.source, reason)
         self.summary.chunks_deleted += len(ids)
         return len(ids)
@@ -836,8 +879,9 @@ def _matching(target: str, entries: dict[str, Entry]) -> list[Entry]:
 def _walk_complete(root: Source) -> bool:
     """Whether the run saw everything under root, so that what it did not see is gone.
 
-    Folders are always walked whole. A single URL is never a walk: it is pruned only when it
-    answers 404 or 410. A crawl sets `complete` on its root when it finished (no limit hit).
+    Folders are walked whole, except subfolders that could not be listed (their entries are
+    kept by _prune_roots). A single URL is never a walk: it is pruned only when it answers 404 or
+    410 (or a soft 404). A crawl sets `complete` on its root when it finished on its own.
     """
     complete = getattr(root, "complete", None)
     if complete is not None:
@@ -851,7 +895,18 @@ def _gone(error: SourceError) -> bool:
         return error.status in (404, 410)
     if isinstance(error, SkipSource):
         return True  # now empty, binary, not text, or too large: what was indexed is obsolete
-    return error.kind == "os_error" and not _SCHEME.match(error.source) and not Path(error.source).exists()
+    return error.kind == "os_error" and not _SCHEME.match(error.source) and _vanished(error.source)
+
+
+def _vanished(path: str) -> bool:
+    """The file is not there (deleted between listing and reading), as opposed to unreadable."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False  # there, but not readable now: not evidence that it is gone
+    return False
 
 
 def _page_facts(page: Page, entry: Entry | None) -> dict:
@@ -896,7 +951,7 @@ OLD_SUFFIX = "--old"
 
 
 def rebuild(settings: Settings, embedder: Embedder, config: ChunkConfig, args: Sequence[str],
-            crawl: CrawlOptions | None = None, **options) -> Summary:
+            crawl: CrawlOptions | None = None, follow_links: bool = False, **options) -> Summary:
     """Re-embed a collection with embedder's model: fill a new collection, then swap it in.
 
     args are SOURCE arguments; none means every root recorded in the ledger. Queries keep using
@@ -918,7 +973,7 @@ def rebuild(settings: Settings, embedder: Embedder, config: ChunkConfig, args: S
             main_ledger.close()
             if not args:
                 raise UsageError("nothing to rebuild: the ledger records no sources; give SOURCE")
-        sources = parse_sources(args, crawl)
+        sources = parse_sources(args, crawl, follow_links)
         for stale in (temp.collection, name + OLD_SUFFIX):
             if stale in names:
                 store.delete_collection(stale)

@@ -27,7 +27,7 @@ SOURCE_KEYS: dict[str, type | tuple] = {
     "scope": str, "include": list, "exclude": list, "depth": int, "max_pages": int,
     "max_time": (int, float), "delay": (int, float), "concurrency": int,
     "ignore_robots": bool, "allow_private": bool, "user_agent": str, "retries": int,
-    "trust_lastmod": bool,
+    "trust_lastmod": bool, "follow_links": bool,
 }
 COLLECTION_KEYS = {"model": str, "sources": list, **SOURCE_KEYS}
 

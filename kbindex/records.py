@@ -104,7 +104,8 @@ class Visit:
     url: str  # the URL requested (canonical)
     final: str  # where it led after redirects (canonical)
     name: str  # the name the page went by: final, or its in-scope rel=canonical
-    outcome: str  # "page" (handed on to be indexed), "listing", "noindex", "duplicate", "out_of_scope"
+    outcome: str  # "page" (handed on to be indexed), "listing", "noindex", "duplicate", "out_of_scope",
+    #               "soft_404"
     etag: str | None = None
     last_modified: str | None = None
     links: tuple[str, ...] = ()  # absolute, as written, before scope filtering

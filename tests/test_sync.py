@@ -226,10 +226,16 @@ def test_a_page_that_is_gone_is_pruned(kb, site, db, status):
     kb("index", site.server.url("/a"), site.server.url("/b"))
     site.set("/b", "", status=status)
     out = kb("index", site.server.url("/a"), site.server.url("/b"), "--json")
-    assert out.exit_code == 1  # the user named /b and it failed
+    # The page is gone and so is its entry: a normal event, not a failure of the run.
+    assert out.exit_code == 0
     result = json.loads(out.stdout)
-    assert result["pruned"] == 1 and result["failed"] == 1
+    assert result["pruned"] == 1 and result["failed"] == 0 and result["failures"] == []
+    assert result["prunes"] == [{"source": site.server.url("/b"), "reason": f"HTTP {status} "
+                                 + ("Not Found" if status == 404 else "Gone"), "kind": f"http_{status}"}]
     assert "pruned:" in out.stderr
+    # Named again while never indexed, the same answer is a failure of that page.
+    out = kb("index", site.server.url("/a"), site.server.url("/b"), "--json")
+    assert out.exit_code == 1 and json.loads(out.stdout)["failed_by"] == {f"http_{status}": 1}
     assert set(assert_consistent(db)["store"]) == {site.server.url("/a")}
 
 
