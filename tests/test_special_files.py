@@ -96,6 +96,14 @@ def test_special_files_in_a_folder_are_skipped_and_the_run_goes_on(tmp_path):
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["indexed"] == 1 and summary["failed"] == 0
-    reasons = {s["source"]: s["reason"] for s in summary["skips"]}
-    assert reasons == {str((folder / "pipe.md").resolve()): "not a regular file (a FIFO)",
-                       "/dev/zero": "not a regular file (a character device)"}  # links resolved
+    skips = {s["source"]: s for s in summary["skips"]}
+    assert set(skips) == {str(folder / "pipe.md"), str(folder / "zero.txt")}
+    assert skips[str(folder / "pipe.md")]["reason"] == "not a regular file (a FIFO)"
+    assert skips[str(folder / "zero.txt")]["kind"] == "outside_folder"  # a link out of the folder
+
+    # Followed, the link reaches the device, which is reported, never read.
+    out = run_cli("index", str(folder), "--db", str(tmp_path / "db"), "--model", "fake:hash", "--json",
+                  "--follow-links")
+    assert out.returncode == 0, out.stderr
+    skips = {s["source"]: s["reason"] for s in json.loads(out.stdout)["skips"]}
+    assert skips[str(folder / "zero.txt")] == "not a regular file (a character device)"
