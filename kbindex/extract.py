@@ -41,19 +41,27 @@ _SPACE = re.compile(r"[ \t\r\f\v\u00a0]+")
 
 
 def extract(page: Page) -> Document:
-    """The article of a page or file as a Document; raises SkipSource when there is nothing."""
+    """The article of a page or file as a Document; raises SkipSource when there is nothing.
+
+    What a body is comes from its bytes first (see `_kind`), then from its Content-Type and
+    name: a PDF served as text/html is read as a PDF, and bytes that decode to text full of
+    control characters or invalid sequences are skipped as binary, whatever they are named.
+    """
     kind = _kind(page)
     if kind == "binary":
         raise SkipSource(page.source, "binary file, not text", kind="binary")
-    if kind == "html":
-        doc = extract_html(page.body, page.source, page.content_type)
-    elif kind == "pdf":
+    if kind == "pdf":
         doc = extract_pdf(page.body, page.source)
     elif kind == "docx":
         doc = extract_docx(page.body, page.source)
     else:
-        text = decode_text(page.body, page.source, page.content_type)
-        if kind == "markdown":
+        text = decode(page.body, page.content_type, html=kind == "html", source=page.source)
+        if looks_binary(text):
+            raise SkipSource(page.source, "binary data, not text (control characters or invalid "
+                             "byte sequences)", kind="binary")
+        if kind == "html":
+            doc = extract_html(text, page.source)
+        elif kind == "markdown":
             doc = extract_markdown(text, page.source)
         elif kind == "rst":
             doc = extract_rst(text, page.source)
@@ -73,14 +81,21 @@ def extract_or_error(page: Page) -> Document | SourceError:
 
 
 def _kind(page: Page) -> str:
+    """pdf, docx, binary, html, markdown, rst or text: signatures first, then type and name.
+
+    A signature at the start of the body wins over the Content-Type and the file name, as in
+    the WHATWG MIME Sniffing Standard's rules for PDF and ZIP ("%PDF-", "PK\\x03\\x04"): servers
+    label PDFs text/html and files get wrong names. A ZIP archive is a Word document only when
+    it holds word/document.xml; any other archive is binary.
+    """
     head = page.body[:8192]
     ctype = (page.content_type or "").split(";")[0].strip().lower()
     suffix = PurePosixPath(urlsplit(page.source).path if "://" in page.source else page.source)
     ext = suffix.suffix.lower()
-    if head.startswith(b"%PDF-") and (ext == ".pdf" or ctype in ("application/pdf", "")):
+    if head.startswith(b"%PDF-"):
         return "pdf"
-    if head.startswith(b"PK\x03\x04") and (ext == ".docx" or ctype == DOCX_TYPE):
-        return "docx"
+    if head.startswith(b"PK\x03\x04"):
+        return "docx" if ext == ".docx" or ctype == DOCX_TYPE or _is_docx(page.body) else "binary"
     if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return "binary"
     if ctype in HTML_TYPES or ext in HTML_EXTENSIONS:
@@ -92,6 +107,35 @@ def _kind(page: Page) -> str:
     if not ctype and re.match(rb"\s*(<!doctype html|<html)", head, re.IGNORECASE):
         return "html"
     return "text"
+
+
+def _is_docx(body: bytes) -> bool:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            return "word/document.xml" in archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+
+
+# The WHATWG MIME Sniffing Standard's "binary data bytes" (C0 controls other than tab, line
+# feed, form feed, carriage return and escape), and U+FFFD, which decoding puts for an invalid
+# byte sequence.
+_BINARY_CHARS = re.compile("[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\ufffd]")
+
+
+def looks_binary(text: str) -> bool:
+    """True when decoded text is mostly not text: more than 4 + 1% of its first 64 Ki characters
+    are control characters or replacement characters.
+
+    The standard calls a resource binary at the first such byte; a share is used instead so that
+    a stray control character (a DOS end-of-file mark, a form's vertical tab) or the few invalid
+    bytes that `detect_encoding` tolerates in a labelled page do not cost a document. Random
+    bytes have about 10% of them whatever encoding they are read in.
+    """
+    sample = text[:_DETECT_BYTES]
+    return len(_BINARY_CHARS.findall(sample)) > 4 + len(sample) // 100
 
 
 # ---------------------------------------------------------------- decoding
@@ -106,7 +150,7 @@ _BOMS = (
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([\w.:-]+)""", re.IGNORECASE)
 # What browsers do (WHATWG encoding spec): a page labelled Latin-1 or ASCII is read as windows-1252.
 _ALIASES = {"iso-8859-1": "cp1252", "latin-1": "cp1252", "latin1": "cp1252", "ascii": "cp1252",
-            "us-ascii": "cp1252", "iso8859-1": "cp1252"}
+            "us-ascii": "cp1252", "iso8859-1": "cp1252", "iso-8859-8-i": "iso8859-8"}
 
 
 def _charset(content_type: str | None) -> str | None:
@@ -124,13 +168,15 @@ def _codec(label: str | None) -> str | None:
         return None
 
 
-def detect_encoding(body: bytes, content_type: str | None = None, html: bool = False) -> str:
+def detect_encoding(body: bytes, content_type: str | None = None, html: bool = False,
+                    source: str | None = None) -> str:
     """The encoding of a body: BOM, declared charset, <meta> charset, UTF-8, then detection.
 
     The BOM goes first, as in browsers, because a server's header is more often wrong than a
     BOM. A declared or meta charset that leaves more than a few bytes undecodable is passed
     over (the page was saved in another encoding than it claims), as is a UTF-16 label on
-    bytes without NULs.
+    bytes without NULs. Bytes that declare nothing and are not UTF-8 are read as a browser
+    reads them (see `undeclared_encoding`); `source`, a URL, gives the detector its TLD hint.
     """
     for bom, name in _BOMS:
         if body.startswith(bom):
@@ -155,21 +201,66 @@ def detect_encoding(body: bytes, content_type: str | None = None, html: bool = F
         return "utf-8"
     except UnicodeDecodeError:
         pass
-    from charset_normalizer import from_bytes  # a trafilatura dependency
-
-    best = from_bytes(body[:65536]).best()
-    return _codec(best.encoding) if best is not None and _codec(best.encoding) else "cp1252"
+    return undeclared_encoding(body, _tld(source))
 
 
-def decode(body: bytes, content_type: str | None = None, html: bool = False) -> str:
+# Bytes read by the detectors: enough for any verdict, bounded for a large file.
+_DETECT_BYTES = 65536
+# An ISO 8859 reading needs at least this many byte values that it reads differently from
+# windows-1252. chardetng proposes ISO-8859-2 or -4 for Western text that has none of the bytes
+# 0x80-0x9F which would tell the two families apart: one accented letter (naïve, 0xEF) is ī in
+# ISO-8859-4, a ± is ą in ISO-8859-2. The windows code pages it proposes (windows-1250 for
+# Czech, windows-1251 for Russian) are right even on a few words, so they need no such margin.
+_MIN_EVIDENCE = 2
+_FALLBACK = "cp1252"
+
+
+def undeclared_encoding(body: bytes, tld: str | None = None) -> str:
+    """The encoding of bytes that declare none and are not UTF-8, as a Web browser decides it.
+
+    The WHATWG Encoding Standard leaves this to the browser's detector, with windows-1252 as
+    the fallback for Western locales. Firefox's detector, chardetng (through chardetng-py), is
+    asked; its answer replaces windows-1252 when it is confident: a windows code page, KOI8 or
+    a multi-byte encoding is taken as it is, an ISO 8859 reading only with `_MIN_EVIDENCE` byte
+    values read differently from windows-1252 (see there). charset_normalizer's first candidate,
+    used before, is one of many tied ones on short texts, and read Spanish and French help
+    articles as windows-1250 (contraseńa, paramčtres).
+    """
+    from chardetng_py import EncodingDetector
+
+    sample = body[:_DETECT_BYTES]
+    detector = EncodingDetector()
+    detector.feed(sample, last=len(body) <= _DETECT_BYTES)
+    guess = _codec(detector.guess(tld=tld.encode("ascii") if tld else None, allow_utf8=False))
+    if guess is None or guess == _FALLBACK:
+        return _FALLBACK
+    if guess.startswith("iso8859"):
+        # Distinct byte values, not occurrences: a word repeated (a title that is also the
+        # first line) is no more evidence than the word once.
+        readings = [(bytes([b]).decode(guess, "replace"), bytes([b]).decode(_FALLBACK, "replace"))
+                    for b in set(sample) if b >= 0x80]
+        if sum(a != b for a, b in readings) < _MIN_EVIDENCE and all(b != "\ufffd" for _, b in readings):
+            return _FALLBACK
+    return guess
+
+
+def _tld(source: str | None) -> str | None:
+    """The top-level domain label of a URL, as chardetng takes it (ASCII letters, lower case)."""
+    host = urlsplit(source).hostname if source and "://" in source else None
+    label = host.rsplit(".", 1)[-1] if host and "." in host else ""
+    return label if label.isascii() and label.isalpha() else None
+
+
+def decode(body: bytes, content_type: str | None = None, html: bool = False,
+           source: str | None = None) -> str:
     """Bytes to text in the detected encoding; undecodable bytes become U+FFFD, never an error."""
-    text = body.decode(detect_encoding(body, content_type, html), "replace")
+    text = body.decode(detect_encoding(body, content_type, html, source), "replace")
     return text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def decode_text(body: bytes, source: str, content_type: str | None = None) -> str:
     """Decode a text file or response (kept for callers of the foundation's name)."""
-    return decode(body, content_type)
+    return decode(body, content_type, source=source)
 
 
 # ---------------------------------------------------------------- HTML
@@ -182,7 +273,7 @@ def extract_html(body: bytes | str, source: str, content_type: str | None = None
     structure trafilatura flattens (heading ids for deep links, code verbatim, tables as rows,
     definition lists). Where trafilatura finds no article, rules on tags and class names do.
     """
-    markup = decode(body, content_type, html=True) if isinstance(body, bytes) else body
+    markup = decode(body, content_type, html=True, source=source) if isinstance(body, bytes) else body
     tree = _parse(markup)
     if tree is None:
         raise SkipSource(source, "no text to index (empty document)", kind="empty")
