@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kbindex.errors import UsageError
+from kbindex.normalize import normalize_document
 from kbindex.records import Chunk, Document, text_hash
 
 CountTokens = Callable[[Sequence[str]], list[int]]
@@ -63,6 +64,9 @@ def chunk_document(doc: Document, count_tokens: CountTokens, config: ChunkConfig
     that step (it costs per call as well as per token): the context lines, then each level of
     splitting for all sections at once, then every finished chunk.
     """
+    doc_hash = doc.content_hash  # of the text as extracted, which the ledger compares with
+    # What is embedded, keyword-indexed and stored is the normalized text (kbindex.normalize).
+    doc = normalize_document(doc)
     sections = [s for s in doc.sections if s.text.strip()]
     if not sections:
         return []
@@ -75,7 +79,6 @@ def chunk_document(doc: Document, count_tokens: CountTokens, config: ChunkConfig
     # Tokenizers that are not additive over whitespace could overshoot: re-check whole texts.
     texts = [f"{prefix}\n\n{p}" for prefix, pieces in zip(prefixes, split, strict=True) for p in pieces]
     counts = iter(count_tokens(texts))
-    doc_hash = doc.content_hash
     sid = source_id(doc.source)
     chunks: list[Chunk] = []
     for section, prefix, budget, pieces in zip(sections, prefixes, budgets, split, strict=True):

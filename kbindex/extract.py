@@ -10,7 +10,6 @@ from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
 from kbindex.errors import SkipSource, SourceError
-from kbindex.normalize import normalize_document
 from kbindex.records import Document, Page, Section
 
 DOCX_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -68,9 +67,6 @@ def extract(page: Page) -> Document:
             doc = extract_rst(text, page.source)
         else:
             doc = extract_plain(text, page.source)
-    # What is embedded, keyword-indexed and shown is the normalized text (README, "Text
-    # normalization"): a PDF's "certiﬁcate" is found by "certificate".
-    doc = normalize_document(doc)
     if not doc.text.strip():
         raise SkipSource(page.source, "no text to index (empty document)", kind="empty")
     return doc

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kbindex.chunk import ChunkConfig, chunk_document
 from kbindex.extract import extract
 from kbindex.lexical import query_terms
 from kbindex.normalize import normalize_text
@@ -47,18 +48,27 @@ def folder(tmp_path) -> Path:
     # \256 is the "fi" glyph of the PDF standard encoding: pypdf reads it as U+FB01.
     (folder / "vpn.pdf").write_bytes(make_pdf([["VPN client"], ["Renew the certi\\256cate before it expires."]]))
     (folder / "wifi.html").write_text(
-        "<html><head><title>Wi\u2011Fi</title></head><body><article><h1>Wireless</h1>"
+        "<html><head><title>Wi-Fi</title></head><body><article><h1>\uff37\uff49-\uff26\uff49 settings</h1>"
         "<p>Forget the net\u00adwork, then type the pass\u200bword again; the \uff33\uff33\uff29\uff24 is "
         "printed on the router\u00a0label.</p></article></body></html>", encoding="utf-8")
     return folder
 
 
-def test_the_extracted_text_is_normalized(folder):
-    pdf = extract(Page(source=str(folder / "vpn.pdf"), body=(folder / "vpn.pdf").read_bytes()))
-    assert "Renew the certificate" in pdf.text
-    html = extract(Page(source=str(folder / "wifi.html"), body=(folder / "wifi.html").read_bytes()))
-    assert "Forget the network, then type the password again; the SSID is printed on the router label." \
-        in html.text
+def _chunks(path: Path):
+    doc = extract(Page(source=str(path), body=path.read_bytes()))
+    return chunk_document(doc, lambda texts: [len(t.split()) + 2 for t in texts], ChunkConfig(256, 0))
+
+
+def test_the_chunked_text_is_normalized_and_the_document_hash_is_the_extracted_ones(folder):
+    pdf = _chunks(folder / "vpn.pdf")[-1]  # page 2
+    assert pdf.text == "Renew the certificate before it expires." and "certificate" in pdf.embed_text
+    (html,) = _chunks(folder / "wifi.html")
+    assert html.text == ("Forget the network, then type the password again; the SSID is printed on "
+                         "the router label.")
+    assert html.title == "Wi-Fi settings" and html.embed_text.startswith("Wi-Fi settings\n\n")
+    # The ledger compares the extracted document's hash: it must not change with normalization.
+    doc = extract(Page(source=str(folder / "wifi.html"), body=(folder / "wifi.html").read_bytes()))
+    assert "\u00ad" in doc.text and html.doc_hash == doc.content_hash
 
 
 @pytest.mark.parametrize("query,name", [
