@@ -152,7 +152,8 @@ _BOMS = (
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([\w.:-]+)""", re.IGNORECASE)
 # What browsers do (WHATWG encoding spec): a page labelled Latin-1 or ASCII is read as windows-1252.
 _ALIASES = {"iso-8859-1": "cp1252", "latin-1": "cp1252", "latin1": "cp1252", "ascii": "cp1252",
-            "us-ascii": "cp1252", "iso8859-1": "cp1252", "iso-8859-8-i": "iso8859-8"}
+            "us-ascii": "cp1252", "iso8859-1": "cp1252", "iso-8859-8-i": "iso8859-8",
+            "x-mac-cyrillic": "mac-cyrillic", "windows-874": "cp874"}
 
 
 def _charset(content_type: str | None) -> str | None:
@@ -224,9 +225,9 @@ def undeclared_encoding(body: bytes, tld: str | None = None) -> str:
     the fallback for Western locales. Firefox's detector, chardetng (through chardetng-py), is
     asked; its answer replaces windows-1252 when it is confident: a windows code page, KOI8 or
     a multi-byte encoding is taken as it is, an ISO 8859 reading only with `_MIN_EVIDENCE` byte
-    values read differently from windows-1252 (see there). charset_normalizer's first candidate,
-    used before, is one of many tied ones on short texts, and read Spanish and French help
-    articles as windows-1250 (contraseńa, paramčtres).
+    values read differently from windows-1252 (see there). A statistical detector's first
+    candidate (charset-normalizer's, used before) is one of many tied ones on short texts, and
+    read Spanish and French help articles as windows-1250 (contraseńa, paramčtres).
     """
     from chardetng_py import EncodingDetector
 

@@ -71,6 +71,8 @@ MADE_UP = [
     ("Сменете паролата си от настройките на профила.", "cp1251"),  # Bulgarian
     ("Перезапустите службу печати и очистите очередь заданий.", "koi8-r"),
     ("Αλλάξτε τον κωδικό πρόσβασης στις ρυθμίσεις.", "cp1253"),
+    ("Перезапустите службу печати и очистите очередь.", "cp866"),  # DOS Cyrillic (IBM866)
+    ("เปลี่ยนรหัสผ่านในการตั้งค่าบัญชีของคุณ", "cp874"),  # Thai: chardetng names it windows-874
     ("Şifrenizi değiştirmek için ayarları açın ve Kaydet'e tıklayın.", "cp1254"),
     ("Größe ändern: Die Übertragung schlägt fehl.", "cp1252"),
     ("Öppna inställningar och välj Skrivare. Åtgärda felet.", "cp1252"),
