@@ -125,18 +125,21 @@ def _is_docx(body: bytes) -> bool:
 # feed, form feed, carriage return and escape), and U+FFFD, which decoding puts for an invalid
 # byte sequence.
 _BINARY_CHARS = re.compile("[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\ufffd]")
+_SNIFF_CHARS = 16384
 
 
 def looks_binary(text: str) -> bool:
-    """True when decoded text is mostly not text: more than 4 + 1% of its first 64 Ki characters
+    """True when decoded text is mostly not text: more than 4 + 1% of its first 16 Ki characters
     are control characters or replacement characters.
 
-    The standard calls a resource binary at the first such byte; a share is used instead so that
-    a stray control character (a DOS end-of-file mark, a form's vertical tab) or the few invalid
-    bytes that `detect_encoding` tolerates in a labelled page do not cost a document. Random
-    bytes have about 10% of them whatever encoding they are read in.
+    The standard calls a resource binary at the first such byte (in its first 1,445); a share is
+    used instead so that a stray control character (a DOS end-of-file mark, a vertical tab) or
+    the few invalid bytes that `detect_encoding` tolerates in a labelled page do not cost a
+    document. Random bytes have about 10% of them whatever encoding they are read in.
     """
-    sample = text[:_DETECT_BYTES]
+    sample = text[:_SNIFF_CHARS]
+    if _BINARY_CHARS.search(sample) is None:  # the usual case, without building a list
+        return False
     return len(_BINARY_CHARS.findall(sample)) > 4 + len(sample) // 100
 
 
@@ -388,7 +391,7 @@ def _items_by_trafilatura(tree, source: str, page_title: str = "") -> list[tuple
     body = tree.find("body")
     walker = _Walker()
     items = walker.run(body if body is not None else tree)
-    selected = _select(items, article, page_title, frozenset(walker.boxed))
+    selected = _select(items, article, page_title, walker.sources)
     return selected if any(i[0] == "text" and i[3] for i in selected) else None
 
 
@@ -434,13 +437,13 @@ def _main_root(tree):
 
 
 def _select(items: list[tuple], article: str, page_title: str = "",
-            boxed: frozenset[int] = frozenset()) -> list[tuple]:
+            sources: dict[int, object] | None = None) -> list[tuple]:
     """Keep the text blocks whose word 4-grams are mostly in trafilatura's article text.
 
     A short block (under four words) is kept when it is a whole line of that text. Structured
     blocks that trafilatura pruned inside the article are restored (see `_restore_blocks`).
     Headings before the first kept block that trafilatura left out (kickers, standfirsts) go,
-    unless they are the page's title. `boxed`: indexes of items inside chrome or media boxes.
+    unless they are the page's title. `sources`: the element each structured block came from.
     """
     title_words = " ".join(_WORD.findall(page_title.lower()))
     words = _WORD.findall(article.lower())
@@ -468,7 +471,7 @@ def _select(items: list[tuple], article: str, page_title: str = "",
             keep = bool(block) and " ".join(block) in lines
         marks.append(keep)
     texts = [n for n, m in enumerate(marks) if m is not None]
-    _restore_blocks(items, marks, texts, boxed)
+    _restore_blocks(items, marks, texts, sources or {})
     _restore_sections(items, marks)
     first = next((n for n in texts if marks[n]), len(items))
     selected = []
@@ -490,7 +493,7 @@ def _select(items: list[tuple], article: str, page_title: str = "",
 RESTORED_BLOCKS = ("pre", "table", "list", "dl")
 
 
-def _restore_blocks(items: list[tuple], marks: list, texts: list[int], boxed: frozenset[int]) -> None:
+def _restore_blocks(items: list[tuple], marks: list, texts: list[int], sources: dict[int, object]) -> None:
     """Keep the structured blocks trafilatura dropped that lie inside the article.
 
     Inside means: between two kept blocks (no dropped paragraph in the way), or right after a
@@ -504,7 +507,7 @@ def _restore_blocks(items: list[tuple], marks: list, texts: list[int], boxed: fr
     kept_before, waiting = False, []  # dropped blocks since the last block that decides
     for n in texts:
         kind = items[n][2]
-        if not marks[n] and kind in RESTORED_BLOCKS and n not in boxed \
+        if not marks[n] and kind in RESTORED_BLOCKS and not _boxed(sources.get(n)) \
                 and not (kind == "list" and _link_list(items[n][1])):
             waiting.append(n)
             continue
@@ -513,12 +516,26 @@ def _restore_blocks(items: list[tuple], marks: list, texts: list[int], boxed: fr
                 marks[k] = True
         kept_before, waiting = marks[n], []
     for n, m in zip(texts, texts[1:]):
-        if not marks[n] or marks[m] or m != n + 1 or m in boxed or items[m][2] not in RESTORED_BLOCKS:
+        if not marks[n] or marks[m] or m != n + 1 or items[m][2] not in RESTORED_BLOCKS \
+                or _boxed(sources.get(m)):
             continue
         lead = items[n][1]
         announced = isinstance(lead, str) and lead.rstrip().endswith(":")
         if announced or (items[m][2] == "list" and not _link_list(items[m][1])):
             marks[m] = True
+
+
+def _boxed(element) -> bool:
+    """True when the element or an ancestor has a class or id that names page chrome or media.
+
+    Checked only for the blocks that could be restored (a few per page), not while walking.
+    """
+    while element is not None and element.tag not in ("body", "html"):
+        words = f"{element.get('class') or ''} {element.get('id') or ''}"
+        if words.strip() and (CHROME_PATTERN.search(words) or MEDIA_PATTERN.search(words)):
+            return True
+        element = element.getparent()
+    return False
 
 
 def _link_list(lst) -> bool:
@@ -637,8 +654,7 @@ class _Walker:
         self.items: list[tuple] = []
         self._buffer: list[str] = []
         self._heading: tuple | None = None
-        self.boxed: set[int] = set()  # indexes of items made inside a chrome or media box
-        self._box_depth = 0
+        self.sources: dict[int, object] = {}  # item index -> element, for structured blocks
 
     def run(self, root) -> list[tuple]:
         self.walk(root)
@@ -670,18 +686,11 @@ class _Walker:
                 self._buffer.append(child.tail.replace("\n", " "))
 
     def element(self, child, tag: str) -> None:
-        words = f"{child.get('class') or ''} {child.get('id') or ''}"
-        box = bool(words.strip()) and bool(CHROME_PATTERN.search(words) or MEDIA_PATTERN.search(words))
         start = len(self.items)
-        self._box_depth += box
-        try:
-            self._element(child, tag)
-        finally:
-            self._box_depth -= box
-        if self._box_depth or box:
-            # Blocks made while walking the box (paragraph text still buffered is not, but
-            # paragraphs are never restored).
-            self.boxed.update(range(start, len(self.items)))
+        self._element(child, tag)
+        if tag in _STRUCTURED:
+            for n in range(start, len(self.items)):
+                self.sources.setdefault(n, child)
 
     def _element(self, child, tag: str) -> None:
         if tag in HEADINGS:
@@ -785,6 +794,7 @@ def _definition_entries(dl):
 
 
 DD_BLOCKS = {"p", "pre", "table", "ul", "ol", "dl", "div"}
+_STRUCTURED = {"pre", "table", "ul", "ol", "dl"}  # tags whose blocks _restore_blocks weighs
 LINE_TAGS = {"tr", "ul", "ol", "dl", "table", "pre", "hr"} | set(HEADINGS)
 
 
