@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kbindex.errors import UsageError
+from kbindex.normalize import normalize_document
 from kbindex.records import Chunk, Document, text_hash
 
 CountTokens = Callable[[Sequence[str]], list[int]]
@@ -165,6 +166,9 @@ def chunk_document(doc: Document, count_tokens: CountTokens, config: ChunkConfig
     that step (it costs per call as well as per token): the context lines, then each level of
     splitting for all sections at once, then every finished chunk.
     """
+    doc_hash = doc.content_hash  # of the text as extracted, which the ledger compares with
+    # What is embedded, keyword-indexed and stored is the normalized text (kbindex.normalize).
+    doc = normalize_document(doc)
     sections = [s for s in doc.sections if s.text.strip()]
     if not sections:
         return []
@@ -175,7 +179,6 @@ def chunk_document(doc: Document, count_tokens: CountTokens, config: ChunkConfig
     budgets = [config.chunk_tokens - n for n in counted]
     split = _split_many([s.text for s in sections], count_tokens, specials, budgets, config.overlap)
     split = _fit_window(prefixes, budgets, split, count_tokens, specials, config.chunk_tokens)
-    doc_hash = doc.content_hash
     sid = source_id(doc.source)
     chunks: list[Chunk] = []
     for section, prefix, pieces in zip(sections, prefixes, split, strict=True):

@@ -32,6 +32,8 @@ CHROME_PATTERN = re.compile(
     r"promo|pagination|pager|toc-sidebar|site-header|site-footer|menu)($|[-_\s])",
     re.IGNORECASE,
 )
+# id/class words of boxes that hold media and their captions, not article text.
+MEDIA_PATTERN = re.compile(r"gallery|carousel|slider|slideshow|lightbox", re.IGNORECASE)
 HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 BLOCK_TAGS = {
     "p", "div", "section", "article", "main", "blockquote", "figure", "figcaption", "li",
@@ -41,19 +43,27 @@ _SPACE = re.compile(r"[ \t\r\f\v\u00a0]+")
 
 
 def extract(page: Page) -> Document:
-    """The article of a page or file as a Document; raises SkipSource when there is nothing."""
+    """The article of a page or file as a Document; raises SkipSource when there is nothing.
+
+    What a body is comes from its bytes first (see `_kind`), then from its Content-Type and
+    name: a PDF served as text/html is read as a PDF, and bytes that decode to text full of
+    control characters or invalid sequences are skipped as binary, whatever they are named.
+    """
     kind = _kind(page)
     if kind == "binary":
         raise SkipSource(page.source, "binary file, not text", kind="binary")
-    if kind == "html":
-        doc = extract_html(page.body, page.source, page.content_type)
-    elif kind == "pdf":
+    if kind == "pdf":
         doc = extract_pdf(page.body, page.source)
     elif kind == "docx":
         doc = extract_docx(page.body, page.source)
     else:
-        text = decode_text(page.body, page.source, page.content_type)
-        if kind == "markdown":
+        text = decode(page.body, page.content_type, html=kind == "html", source=page.source)
+        if looks_binary(text):
+            raise SkipSource(page.source, "binary data, not text (control characters or invalid "
+                             "byte sequences)", kind="binary")
+        if kind == "html":
+            doc = extract_html(text, page.source)
+        elif kind == "markdown":
             doc = extract_markdown(text, page.source)
         elif kind == "rst":
             doc = extract_rst(text, page.source)
@@ -73,14 +83,21 @@ def extract_or_error(page: Page) -> Document | SourceError:
 
 
 def _kind(page: Page) -> str:
+    """pdf, docx, binary, html, markdown, rst or text: signatures first, then type and name.
+
+    A signature at the start of the body wins over the Content-Type and the file name, as in
+    the WHATWG MIME Sniffing Standard's rules for PDF and ZIP ("%PDF-", "PK\\x03\\x04"): servers
+    label PDFs text/html and files get wrong names. A ZIP archive is a Word document only when
+    it holds word/document.xml; any other archive is binary.
+    """
     head = page.body[:8192]
     ctype = (page.content_type or "").split(";")[0].strip().lower()
     suffix = PurePosixPath(urlsplit(page.source).path if "://" in page.source else page.source)
     ext = suffix.suffix.lower()
-    if head.startswith(b"%PDF-") and (ext == ".pdf" or ctype in ("application/pdf", "")):
+    if head.startswith(b"%PDF-"):
         return "pdf"
-    if head.startswith(b"PK\x03\x04") and (ext == ".docx" or ctype == DOCX_TYPE):
-        return "docx"
+    if head.startswith(b"PK\x03\x04"):
+        return "docx" if ext == ".docx" or ctype == DOCX_TYPE or _is_docx(page.body) else "binary"
     if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return "binary"
     if ctype in HTML_TYPES or ext in HTML_EXTENSIONS:
@@ -92,6 +109,38 @@ def _kind(page: Page) -> str:
     if not ctype and re.match(rb"\s*(<!doctype html|<html)", head, re.IGNORECASE):
         return "html"
     return "text"
+
+
+def _is_docx(body: bytes) -> bool:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            return "word/document.xml" in archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+
+
+# The WHATWG MIME Sniffing Standard's "binary data bytes" (C0 controls other than tab, line
+# feed, form feed, carriage return and escape), and U+FFFD, which decoding puts for an invalid
+# byte sequence.
+_BINARY_CHARS = re.compile("[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\ufffd]")
+_SNIFF_CHARS = 16384
+
+
+def looks_binary(text: str) -> bool:
+    """True when decoded text is mostly not text: more than 4 + 1% of its first 16 Ki characters
+    are control characters or replacement characters.
+
+    The standard calls a resource binary at the first such byte (in its first 1,445); a share is
+    used instead so that a stray control character (a DOS end-of-file mark, a vertical tab) or
+    the few invalid bytes that `detect_encoding` tolerates in a labelled page do not cost a
+    document. Random bytes have about 10% of them whatever encoding they are read in.
+    """
+    sample = text[:_SNIFF_CHARS]
+    if _BINARY_CHARS.search(sample) is None:  # the usual case, without building a list
+        return False
+    return len(_BINARY_CHARS.findall(sample)) > 4 + len(sample) // 100
 
 
 # ---------------------------------------------------------------- decoding
@@ -106,7 +155,8 @@ _BOMS = (
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([\w.:-]+)""", re.IGNORECASE)
 # What browsers do (WHATWG encoding spec): a page labelled Latin-1 or ASCII is read as windows-1252.
 _ALIASES = {"iso-8859-1": "cp1252", "latin-1": "cp1252", "latin1": "cp1252", "ascii": "cp1252",
-            "us-ascii": "cp1252", "iso8859-1": "cp1252"}
+            "us-ascii": "cp1252", "iso8859-1": "cp1252", "iso-8859-8-i": "iso8859-8",
+            "x-mac-cyrillic": "mac-cyrillic", "windows-874": "cp874"}
 
 
 def _charset(content_type: str | None) -> str | None:
@@ -124,13 +174,15 @@ def _codec(label: str | None) -> str | None:
         return None
 
 
-def detect_encoding(body: bytes, content_type: str | None = None, html: bool = False) -> str:
+def detect_encoding(body: bytes, content_type: str | None = None, html: bool = False,
+                    source: str | None = None) -> str:
     """The encoding of a body: BOM, declared charset, <meta> charset, UTF-8, then detection.
 
     The BOM goes first, as in browsers, because a server's header is more often wrong than a
     BOM. A declared or meta charset that leaves more than a few bytes undecodable is passed
     over (the page was saved in another encoding than it claims), as is a UTF-16 label on
-    bytes without NULs.
+    bytes without NULs. Bytes that declare nothing and are not UTF-8 are read as a browser
+    reads them (see `undeclared_encoding`); `source`, a URL, gives the detector its TLD hint.
     """
     for bom, name in _BOMS:
         if body.startswith(bom):
@@ -155,21 +207,66 @@ def detect_encoding(body: bytes, content_type: str | None = None, html: bool = F
         return "utf-8"
     except UnicodeDecodeError:
         pass
-    from charset_normalizer import from_bytes  # a trafilatura dependency
-
-    best = from_bytes(body[:65536]).best()
-    return _codec(best.encoding) if best is not None and _codec(best.encoding) else "cp1252"
+    return undeclared_encoding(body, _tld(source))
 
 
-def decode(body: bytes, content_type: str | None = None, html: bool = False) -> str:
+# Bytes read by the detectors: enough for any verdict, bounded for a large file.
+_DETECT_BYTES = 65536
+# An ISO 8859 reading needs at least this many byte values that it reads differently from
+# windows-1252. chardetng proposes ISO-8859-2 or -4 for Western text that has none of the bytes
+# 0x80-0x9F which would tell the two families apart: one accented letter (naïve, 0xEF) is ī in
+# ISO-8859-4, a ± is ą in ISO-8859-2. The windows code pages it proposes (windows-1250 for
+# Czech, windows-1251 for Russian) are right even on a few words, so they need no such margin.
+_MIN_EVIDENCE = 2
+_FALLBACK = "cp1252"
+
+
+def undeclared_encoding(body: bytes, tld: str | None = None) -> str:
+    """The encoding of bytes that declare none and are not UTF-8, as a Web browser decides it.
+
+    The WHATWG Encoding Standard leaves this to the browser's detector, with windows-1252 as
+    the fallback for Western locales. Firefox's detector, chardetng (through chardetng-py), is
+    asked; its answer replaces windows-1252 when it is confident: a windows code page, KOI8 or
+    a multi-byte encoding is taken as it is, an ISO 8859 reading only with `_MIN_EVIDENCE` byte
+    values read differently from windows-1252 (see there). A statistical detector's first
+    candidate (charset-normalizer's, used before) is one of many tied ones on short texts, and
+    read Spanish and French help articles as windows-1250 (contraseńa, paramčtres).
+    """
+    from chardetng_py import EncodingDetector
+
+    sample = body[:_DETECT_BYTES]
+    detector = EncodingDetector()
+    detector.feed(sample, last=len(body) <= _DETECT_BYTES)
+    guess = _codec(detector.guess(tld=tld.encode("ascii") if tld else None, allow_utf8=False))
+    if guess is None or guess == _FALLBACK:
+        return _FALLBACK
+    if guess.startswith("iso8859"):
+        # Distinct byte values, not occurrences: a word repeated (a title that is also the
+        # first line) is no more evidence than the word once.
+        readings = [(bytes([b]).decode(guess, "replace"), bytes([b]).decode(_FALLBACK, "replace"))
+                    for b in set(sample) if b >= 0x80]
+        if sum(a != b for a, b in readings) < _MIN_EVIDENCE and all(b != "\ufffd" for _, b in readings):
+            return _FALLBACK
+    return guess
+
+
+def _tld(source: str | None) -> str | None:
+    """The top-level domain label of a URL, as chardetng takes it (ASCII letters, lower case)."""
+    host = urlsplit(source).hostname if source and "://" in source else None
+    label = host.rsplit(".", 1)[-1] if host and "." in host else ""
+    return label if label.isascii() and label.isalpha() else None
+
+
+def decode(body: bytes, content_type: str | None = None, html: bool = False,
+           source: str | None = None) -> str:
     """Bytes to text in the detected encoding; undecodable bytes become U+FFFD, never an error."""
-    text = body.decode(detect_encoding(body, content_type, html), "replace")
+    text = body.decode(detect_encoding(body, content_type, html, source), "replace")
     return text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def decode_text(body: bytes, source: str, content_type: str | None = None) -> str:
     """Decode a text file or response (kept for callers of the foundation's name)."""
-    return decode(body, content_type)
+    return decode(body, content_type, source=source)
 
 
 # ---------------------------------------------------------------- HTML
@@ -182,7 +279,7 @@ def extract_html(body: bytes | str, source: str, content_type: str | None = None
     structure trafilatura flattens (heading ids for deep links, code verbatim, tables as rows,
     definition lists). Where trafilatura finds no article, rules on tags and class names do.
     """
-    markup = decode(body, content_type, html=True) if isinstance(body, bytes) else body
+    markup = decode(body, content_type, html=True, source=source) if isinstance(body, bytes) else body
     tree = _parse(markup)
     if tree is None:
         raise SkipSource(source, "no text to index (empty document)", kind="empty")
@@ -292,8 +389,9 @@ def _items_by_trafilatura(tree, source: str, page_title: str = "") -> list[tuple
         return None
     _strip(tree, DROP_ALWAYS + ("nav", "aside", "footer"))
     body = tree.find("body")
-    items = _Walker().run(body if body is not None else tree)
-    selected = _select(items, article, page_title)
+    walker = _Walker()
+    items = walker.run(body if body is not None else tree)
+    selected = _select(items, article, page_title, walker.sources)
     return selected if any(i[0] == "text" and i[3] for i in selected) else None
 
 
@@ -338,14 +436,14 @@ def _main_root(tree):
     return body if body is not None else tree
 
 
-def _select(items: list[tuple], article: str, page_title: str = "") -> list[tuple]:
+def _select(items: list[tuple], article: str, page_title: str = "",
+            sources: dict[int, object] | None = None) -> list[tuple]:
     """Keep the text blocks whose word 4-grams are mostly in trafilatura's article text.
 
-    A short block (under four words) is kept when it is a whole line of that text. A code block
-    or table that trafilatura dropped between two kept blocks is kept too: trafilatura loses code
-    inside line-numbered or highlighted markup (MkDocs) that is plainly part of the article.
+    A short block (under four words) is kept when it is a whole line of that text. Structured
+    blocks that trafilatura pruned inside the article are restored (see `_restore_blocks`).
     Headings before the first kept block that trafilatura left out (kickers, standfirsts) go,
-    unless they are the page's title.
+    unless they are the page's title. `sources`: the element each structured block came from.
     """
     title_words = " ".join(_WORD.findall(page_title.lower()))
     words = _WORD.findall(article.lower())
@@ -373,15 +471,7 @@ def _select(items: list[tuple], article: str, page_title: str = "") -> list[tupl
             keep = bool(block) and " ".join(block) in lines
         marks.append(keep)
     texts = [n for n, m in enumerate(marks) if m is not None]
-    kept_before, waiting = False, []  # dropped code/tables since the last block that decides
-    for n in texts:
-        if not marks[n] and items[n][2] in ("pre", "table"):
-            waiting.append(n)
-            continue
-        if marks[n] and kept_before:
-            for k in waiting:
-                marks[k] = True
-        kept_before, waiting = marks[n], []
+    _restore_blocks(items, marks, texts, sources or {})
     _restore_sections(items, marks)
     first = next((n for n in texts if marks[n]), len(items))
     selected = []
@@ -393,6 +483,66 @@ def _select(items: list[tuple], article: str, page_title: str = "") -> list[tupl
             if n > first or item[1] == 1 or heading in lines or (heading and heading in title_words):
                 selected.append(item)
     return selected
+
+
+# Block kinds that trafilatura prunes from inside an article: code in highlighted markup
+# (MkDocs), tables, lists and definition lists directly under <body> or in containers it does
+# not score (case 08-lists). Paragraphs are not among them: the ones it drops between kept
+# paragraphs are mostly captions, bylines and "read more" teasers (restoring them cost 0.011 F1
+# on the extraction benchmark).
+RESTORED_BLOCKS = ("pre", "table", "list", "dl")
+
+
+def _restore_blocks(items: list[tuple], marks: list, texts: list[int], sources: dict[int, object]) -> None:
+    """Keep the structured blocks trafilatura dropped that lie inside the article.
+
+    Inside means: between two kept blocks (no dropped paragraph in the way), or right after a
+    kept block, when that block announces it with a colon ("References:", "in order of
+    importance:") or it is a list. A block in a box whose class or id names page chrome or
+    media (share bar, related posts, gallery) stays out, and so does a list that is mostly
+    link text unless it is announced: between paragraphs that is a "related articles" list.
+    A definition list right after the article without an announcement is its metadata
+    ("Author: ... Publish date: ...") on news pages, and stays out.
+    """
+    kept_before, waiting = False, []  # dropped blocks since the last block that decides
+    for n in texts:
+        kind = items[n][2]
+        if not marks[n] and kind in RESTORED_BLOCKS and not _boxed(sources.get(n)) \
+                and not (kind == "list" and _link_list(items[n][1])):
+            waiting.append(n)
+            continue
+        if marks[n] and kept_before:
+            for k in waiting:
+                marks[k] = True
+        kept_before, waiting = marks[n], []
+    for n, m in zip(texts, texts[1:]):
+        if not marks[n] or marks[m] or m != n + 1 or items[m][2] not in RESTORED_BLOCKS \
+                or _boxed(sources.get(m)):
+            continue
+        lead = items[n][1]
+        announced = isinstance(lead, str) and lead.rstrip().endswith(":")
+        if announced or (items[m][2] == "list" and not _link_list(items[m][1])):
+            marks[m] = True
+
+
+def _boxed(element) -> bool:
+    """True when the element or an ancestor has a class or id that names page chrome or media.
+
+    Checked only for the blocks that could be restored (a few per page), not while walking.
+    """
+    while element is not None and element.tag not in ("body", "html"):
+        words = f"{element.get('class') or ''} {element.get('id') or ''}"
+        if words.strip() and (CHROME_PATTERN.search(words) or MEDIA_PATTERN.search(words)):
+            return True
+        element = element.getparent()
+    return False
+
+
+def _link_list(lst) -> bool:
+    """A list whose words are mostly link text (or one with no words)."""
+    total = len("".join(lst.itertext()).split())
+    linked = sum(len("".join(a.itertext()).split()) for a in lst.iter("a"))
+    return total == 0 or linked >= 0.5 * total
 
 
 def _restore_sections(items: list[tuple], marks: list) -> None:
@@ -504,6 +654,7 @@ class _Walker:
         self.items: list[tuple] = []
         self._buffer: list[str] = []
         self._heading: tuple | None = None
+        self.sources: dict[int, object] = {}  # item index -> element, for structured blocks
 
     def run(self, root) -> list[tuple]:
         self.walk(root)
@@ -535,6 +686,13 @@ class _Walker:
                 self._buffer.append(child.tail.replace("\n", " "))
 
     def element(self, child, tag: str) -> None:
+        start = len(self.items)
+        self._element(child, tag)
+        if tag in _STRUCTURED:
+            for n in range(start, len(self.items)):
+                self.sources.setdefault(n, child)
+
+    def _element(self, child, tag: str) -> None:
         if tag in HEADINGS:
             self.flush()
             text = _line(child).rstrip(_PERMALINK).strip()
@@ -571,24 +729,31 @@ class _Walker:
             self.items.append(("text", lst, "list", True))  # rendered once known to be kept
             return
         # Steps with code or tables in them: each item is walked so its code stays verbatim.
+        # Text outside the items (a lead line before the first <li>) is kept as a paragraph.
         number = 0
+        if lst.text:
+            self._buffer.append(lst.text.replace("\n", " "))
         for item in lst:
-            if item.tag != "li":
-                continue
-            number += 1
-            self.flush()
-            start = len(self.items)
-            self.walk(item)
-            self.flush()
-            first = self.items[start] if len(self.items) > start else None
-            if first is not None and first[0] == "text" and first[2] == "p":
-                marker = f"{number}." if lst.tag == "ol" else "-"
-                self.items[start] = ("text", f"{marker} {first[1]}", "p", True)
+            if item.tag == "li":
+                number += 1
+                self.flush()
+                start = len(self.items)
+                self.walk(item)
+                self.flush()
+                first = self.items[start] if len(self.items) > start else None
+                if first is not None and first[0] == "text" and first[2] == "p":
+                    marker = f"{number}." if lst.tag == "ol" else "-"
+                    self.items[start] = ("text", f"{marker} {first[1]}", "p", True)
+            elif isinstance(item.tag, str):
+                self.element(item, item.tag)
+            if item.tail:
+                self._buffer.append(item.tail.replace("\n", " "))
+        self.flush()
 
     def definitions(self, dl) -> None:
-        lines: list[str] = []
+        lines: list[str] = [" ".join(dl.text.split())] if dl.text and dl.text.strip() else []
         enclosing = self._heading
-        for child in dl:
+        for child in _definition_entries(dl):
             if child.tag == "dt":
                 term = _line(child).rstrip(_PERMALINK).strip()
                 anchor = child.get("id")
@@ -619,7 +784,17 @@ class _Walker:
             self.items.append(enclosing)
 
 
+def _definition_entries(dl):
+    """The <dt> and <dd> of a definition list, also those grouped in <div>s (HTML allows it)."""
+    for child in dl:
+        if child.tag == "div":
+            yield from _definition_entries(child)
+        elif child.tag in ("dt", "dd"):
+            yield child
+
+
 DD_BLOCKS = {"p", "pre", "table", "ul", "ol", "dl", "div"}
+_STRUCTURED = {"pre", "table", "ul", "ol", "dl"}  # tags whose blocks _restore_blocks weighs
 LINE_TAGS = {"tr", "ul", "ol", "dl", "table", "pre", "hr"} | set(HEADINGS)
 
 
@@ -652,28 +827,44 @@ _SECTION_CLASS = re.compile(r"\b(sect\d|section|chapter|appendix|preface|refentr
 
 def _layout_table(table) -> bool:
     """A table used for page layout (nested tables, headings, long cells), not for data."""
-    if table.find(".//table") is not None or any(table.iter(*HEADINGS)):
+    # (next(..., None), not any(): an element without children is false in a boolean test)
+    if table.find(".//table") is not None or next(table.iter(*HEADINGS), None) is not None:
         return True
     return any(len(cell.text_content()) > 2000 for cell in table.iter("td"))
 
 
 def _list_lines(lst, depth: int = 0) -> list[str]:
-    lines = []
+    """A list as lines: "- item" or "1. item", nested lists indented under their item.
+
+    Text directly in the list, outside any item (a lead line before the first <li>, invalid but
+    common in hand-written pages), and elements other than <li> in it are lines of their own,
+    without a marker.
+    """
+    lines: list[str] = []
+    indent = "  " * depth
+
+    def loose(text: str | None) -> None:
+        text = " ".join((text or "").split())
+        if text:
+            lines.append(indent + text)
+
+    loose(lst.text)
     number = 0
     for item in lst:
         if item.tag in ("ul", "ol"):  # a list nested without its <li> (common, invalid)
             lines.extend(_list_lines(item, depth + 1))
-            continue
-        if item.tag != "li":
-            continue
-        number += 1
-        nested = [c for c in item if c.tag in ("ul", "ol")]
-        marker = f"{number}." if lst.tag == "ol" else "-"
-        text = _line(item, skip=nested)
-        if text:
-            lines.append("  " * depth + f"{marker} {text}")
-        for sub in nested:
-            lines.extend(_list_lines(sub, depth + 1))
+        elif item.tag == "li":
+            number += 1
+            nested = [c for c in item if c.tag in ("ul", "ol")]
+            marker = f"{number}." if lst.tag == "ol" else "-"
+            text = _line(item, skip=nested)
+            if text:
+                lines.append(f"{indent}{marker} {text}")
+            for sub in nested:
+                lines.extend(_list_lines(sub, depth + 1))
+        elif isinstance(item.tag, str):
+            loose(_line(item))
+        loose(item.tail)
     return lines
 
 
@@ -896,13 +1087,17 @@ def extract_pdf(body: bytes, source: str) -> Document:
 
 
 def extract_docx(body: bytes, source: str) -> Document:
-    """A Word document: Heading 1-9 paragraphs become sections; lists and tables kept as text."""
+    """A Word document: Heading 1-9 paragraphs become sections; lists and tables kept as text.
+
+    Every block is read, also those nested: paragraphs and tables inside content controls
+    (w:sdt), and inside table cells the cell's paragraphs, lists and nested tables.
+    """
     import docx
     from docx.table import Table
 
     try:
         document = docx.Document(io.BytesIO(body))
-        blocks = list(document.iter_inner_content())
+        blocks = list(_docx_blocks(document.element.body, document._body))
         props = document.core_properties
     except Exception as exc:  # python-docx raises zip, XML and key errors alike on a bad file
         raise SkipSource(source, f"unreadable DOCX: {exc}", kind="unreadable") from exc
@@ -910,22 +1105,14 @@ def extract_docx(body: bytes, source: str) -> Document:
     title = ""
     for block in blocks:
         if isinstance(block, Table):
-            rows = []
-            for row in block.rows:
-                cells: list[str] = []
-                for cell in row.cells:  # a merged cell is repeated once per grid column
-                    text = " ".join(cell.text.split())
-                    if not cells or cells[-1] != text:
-                        cells.append(text)
-                if any(cells):
-                    rows.append(" | ".join(cells))
+            rows = _docx_rows(block)
             if rows:
                 items.append(("text", "\n".join(rows), "table", True))
             continue
         text = block.text.strip()
         if not text:
             continue
-        style = block.style.name if block.style is not None else ""
+        style = _docx_style(block)
         level = re.match(r"Heading (\d)$", style)
         if style == "Title" and not title:
             title = text
@@ -952,6 +1139,67 @@ def extract_docx(body: bytes, source: str) -> Document:
             metadata[key] = value.date().isoformat()
     title = title or (props.title or "").strip() or _title_from_source(source)
     return Document(source=source, title=title, sections=_sections(items, title), metadata=metadata)
+
+
+def _docx_blocks(element, parent):
+    """Paragraphs and tables under a body or cell element, in order, content controls opened.
+
+    python-docx's iter_inner_content() yields only direct w:p and w:tbl children, so text in a
+    content control (a w:sdt block: templates, cover pages, tables of contents) was lost.
+    """
+    from docx.oxml.ns import qn
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    for child in element.iterchildren():
+        if child.tag == qn("w:p"):
+            yield Paragraph(child, parent)
+        elif child.tag == qn("w:tbl"):
+            yield Table(child, parent)
+        elif child.tag == qn("w:sdt"):
+            content = child.find(qn("w:sdtContent"))
+            if content is not None:
+                yield from _docx_blocks(content, parent)
+
+
+def _docx_rows(table) -> list[str]:
+    """A table's rows as "cell | cell" lines; a merged cell (repeated once per grid column by
+    python-docx) is written once."""
+    rows = []
+    for row in table.rows:
+        cells: list[str] = []
+        for cell in row.cells:
+            text = _docx_cell_text(cell)
+            if not cells or cells[-1] != text:
+                cells.append(text)
+        if any(cells):
+            rows.append(" | ".join(cells))
+    return rows
+
+
+def _docx_cell_text(cell) -> str:
+    """A cell's text on one line: its paragraphs (list items with their marker), and a table
+    nested in it as its rows in brackets, "[a | b; c | d]" (cell.text leaves nested tables out)."""
+    from docx.table import Table
+
+    parts: list[str] = []
+    for block in _docx_blocks(cell._tc, cell):
+        if isinstance(block, Table):
+            rows = _docx_rows(block)
+            if rows:
+                parts.append("[" + "; ".join(rows) + "]")
+            continue
+        text = " ".join(block.text.split())
+        if text:
+            parts.append(f"- {text}" if _docx_style(block).startswith("List") else text)
+    return " ".join(parts)
+
+
+def _docx_style(paragraph) -> str:
+    try:
+        return paragraph.style.name if paragraph.style is not None else ""
+    except (KeyError, ValueError):  # a style id the styles part does not define
+        return ""
 
 
 def _tidy(text: str) -> str:

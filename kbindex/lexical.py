@@ -22,6 +22,7 @@ from pathlib import Path
 
 from kbindex.chunk import context_line
 from kbindex.errors import StoreError, UsageError
+from kbindex.normalize import normalize_text
 from kbindex.records import Chunk
 
 FILENAME = "lexical.sqlite3"
@@ -77,8 +78,12 @@ class Row:
 
 
 def query_terms(query: str) -> list[str]:
-    """The terms of a query as typed, stopwords left out unless nothing else remains."""
-    terms = list(dict.fromkeys(t for t in _TERM.findall(query)))
+    """The terms of a query as typed, stopwords left out unless nothing else remains.
+
+    The query is normalized as indexed text is (kbindex.normalize), so that a term typed with a
+    ligature, in full-width forms or with a soft hyphen matches the plain word.
+    """
+    terms = list(dict.fromkeys(t for t in _TERM.findall(normalize_text(query))))
     content = [t for t in terms if t.lower() not in STOPWORDS]
     return content or terms
 

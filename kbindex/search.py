@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from kbindex.embed import Embedder
 from kbindex.errors import CollectionError, UsageError
 from kbindex.lexical import LexicalIndex, LexicalMatch
+from kbindex.normalize import normalize_text
 from kbindex.records import Hit
 from kbindex.store import Collection, Match
 
@@ -86,6 +87,7 @@ def search(
         raise CollectionError(
             f"collection {collection.name!r} is empty: run 'kbindex index SOURCE' first"
         )
+    queries = [normalize_text(q) for q in queries]  # as the indexed text is (kbindex.normalize)
     # Enough chunks that collapsing to per_doc per document still leaves k documents in most cases.
     depth = k * 3 if per_doc else k
     if mode == "hybrid":
