@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -12,7 +13,7 @@ import click
 
 from kbindex import __version__
 from kbindex import config as cfg
-from kbindex.errors import KbindexError
+from kbindex.errors import KbindexError, StoreError, WriteError, disk_full, first_line, full_disk_message
 
 
 def common_options(func, collection: bool = True, timeout: bool = True):
@@ -61,6 +62,7 @@ def common_options(func, collection: bool = True, timeout: bool = True):
                 **kwargs):
         settings = cfg.Settings(db=db, collection=collection, model=model, device=device,
                                 chroma_url=chroma_url or None, backend=backend, quantize=quantize)
+        click.get_current_context().meta[SETTINGS_KEY] = settings
         if timeout:
             settings = replace(settings, timeout=kwargs.pop("timeout"))
         return func(*args, settings=settings, **kwargs)
@@ -77,15 +79,39 @@ def wait_option(func):
                         help="If another kbindex is writing to the store, wait for it instead of failing.")(func)
 
 
+SETTINGS_KEY = "kbindex.settings"  # ctx.meta: the command's Settings, for the disk-full check
+
+
 class KbindexGroup(click.Group):
-    """Turns KbindexError into a one-line message and its exit code."""
+    """Turns KbindexError into a one-line message and its exit code.
+
+    Writing can fail anywhere (lock, ledger, keyword index, Chroma, model cache): a store error
+    caused by a full disk gets the one disk-full message, and an OSError or sqlite3.Error that no
+    write path turned into a KbindexError gets a one-line message too, never a traceback.
+    """
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except KbindexError as exc:
-            click.echo(f"kbindex: error: {exc}", err=True)
+            message = str(exc)
+            settings = ctx.meta.get(SETTINGS_KEY)
+            # The free-space test is for store errors only; any other error (the model cache's,
+            # say) counts as a full disk only when it, or what it was raised from, says so.
+            store = isinstance(exc, StoreError) and settings is not None
+            if (exc.exit_code == 1 and not getattr(exc, "full", False)
+                    and disk_full(exc, settings.db if store else None,
+                                  local_store=store and not settings.chroma_url)):
+                what = message.split(": ", 1)[0]  # the library's "cannot ... PATH" (or "collection X at PATH")
+                message = full_disk_message(what if what.startswith("cannot ") else f"cannot write {what}")
+            click.echo(f"kbindex: error: {message}", err=True)
             ctx.exit(exc.exit_code)
+        except (OSError, sqlite3.Error) as exc:
+            settings = ctx.meta.get(SETTINGS_KEY)
+            path = getattr(exc, "filename", None) or (settings.db if settings else None) or "the index"
+            error = WriteError.of(path, exc)
+            click.echo(f"kbindex: error: {error if error.full else f'{path}: {first_line(exc)}'}", err=True)
+            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("kbindex: interrupted", err=True)
             ctx.exit(130)
