@@ -144,17 +144,25 @@ class Store:
         return f" (collections here: {', '.join(others)})" if others else ""
 
 
+SETUP_REQUESTS = 3  # what chromadb's HttpClient asks while it is made: identity, tenant, database
+
+
 def _http_client(host: str, port: int, ssl: bool, timeout: float):
     """chromadb's HttpClient, whose requests wait at most `timeout` seconds for the server.
 
     chromadb (1.5) makes its httpx session with timeout=None and no setting reaches it
     (chroma-core/chroma#5805), so a server that accepts connections and never answers would hang
     every command. The client sends its first requests (identity, tenant, database) while it is
-    made: that runs in a thread given `timeout` to finish (a thread still waiting is left to the
-    process's exit, as a daemon). Every later request runs on the sessions, given the timeout for
-    connecting, reading and writing once the client exists.
+    made: that runs in a thread given `timeout` for each of them (a thread still waiting then is
+    left to the process's exit, as a daemon). Every later request runs on the sessions, given the
+    timeout for connecting, reading and writing once the client exists.
     """
+    # chromadb.api.fastapi and httpcore are what making the client imports: imported here, before
+    # the clock below starts (about a second on a busy machine, which a short --timeout would
+    # count against the server).
     import chromadb
+    import chromadb.api.fastapi  # noqa: F401
+    import httpcore  # noqa: F401
     import httpx
 
     made: dict = {}
@@ -167,14 +175,14 @@ def _http_client(host: str, port: int, ssl: bool, timeout: float):
 
     maker = threading.Thread(target=make, name="kbindex-chroma-connect", daemon=True)
     maker.start()
-    maker.join(timeout)
+    maker.join(timeout * SETUP_REQUESTS)
     if maker.is_alive():
-        raise ServerTimeout(timeout)
+        raise ServerTimeout(timeout * SETUP_REQUESTS)
     if "error" in made:
         raise made["error"]
     client = made["client"]
-    # The client's session and its admin client's (each its own httpx.Client); private names of
-    # chromadb, checked by tests/test_faults.py against a server that never answers.
+    # The client's session and its admin client's (each its own httpx.Client): private names of
+    # chromadb, checked by tests/test_server.py against a server that stops answering mid-run.
     for holder in (client, getattr(client, "_admin_client", None)):
         session = getattr(getattr(holder, "_server", None), "_session", None)
         if isinstance(session, httpx.Client):
