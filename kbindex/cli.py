@@ -107,6 +107,8 @@ class KbindexGroup(click.Group):
             click.echo(f"kbindex: error: {message}", err=True)
             ctx.exit(exc.exit_code)
         except (OSError, sqlite3.Error) as exc:
+            if isinstance(exc, BrokenPipeError):
+                raise  # stdout closed early (`kbindex query ... | head`): click exits quietly
             settings = ctx.meta.get(SETTINGS_KEY)
             path = getattr(exc, "filename", None) or (settings.db if settings else None) or "the index"
             error = WriteError.of(path, exc)
