@@ -4,24 +4,35 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from kbindex import __version__
 from kbindex import config as cfg
-from kbindex.errors import KbindexError
+from kbindex.errors import KbindexError, StoreError, WriteError, disk_full, first_line, full_disk_message
 
 
-def common_options(func, collection: bool = True):
-    """--db, --collection, --model, --device, --backend, --quantize and --chroma-url, each with its env var."""
+def common_options(func, collection: bool = True, timeout: bool = True):
+    """--db, --collection, --model, --device, --backend, --quantize and --chroma-url, each with its
+    env var, and --timeout (index has its own: it also bounds fetching, per source)."""
 
     def collection_option(f):
         if not collection:
             return f
         return click.option("--collection", default=cfg.DEFAULT_COLLECTION, envvar=cfg.ENV_COLLECTION,
                             show_default=True, help=f"Collection name. [env var: {cfg.ENV_COLLECTION}]")(f)
+
+    def timeout_option(f):
+        if not timeout:
+            return f
+        return click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+                            default=cfg.DEFAULT_TIMEOUT, show_default=True,
+                            help="Seconds the Chroma server (--chroma-url) may take to connect or "
+                                 "answer a request.")(f)
 
     @click.option("--db", type=click.Path(file_okay=False, path_type=Path), default=cfg.DEFAULT_DB,
                   envvar=cfg.ENV_DB, show_default=True,
@@ -45,6 +56,7 @@ def common_options(func, collection: bool = True):
                   help="int8 model (faster, slightly different vectors; static on OpenVINO, dynamic "
                        "on onnx) or none; auto follows the collection, else int8 except on torch. "
                        f"[env var: {cfg.ENV_QUANTIZE}]")
+    @timeout_option
     @functools.wraps(func)
     def wrapper(*args, db, model, device, chroma_url, backend, quantize, collection=cfg.DEFAULT_COLLECTION,
                 **kwargs):
@@ -54,6 +66,9 @@ def common_options(func, collection: bool = True):
             raise UsageError(f"invalid --collection {collection!r}: {cfg.COLLECTION_RULE}")
         settings = cfg.Settings(db=db, collection=collection, model=model, device=device,
                                 chroma_url=chroma_url or None, backend=backend, quantize=quantize)
+        click.get_current_context().meta[SETTINGS_KEY] = settings
+        if timeout:
+            settings = replace(settings, timeout=kwargs.pop("timeout"))
         return func(*args, settings=settings, **kwargs)
 
     return wrapper
@@ -68,15 +83,41 @@ def wait_option(func):
                         help="If another kbindex is writing to the store, wait for it instead of failing.")(func)
 
 
+SETTINGS_KEY = "kbindex.settings"  # ctx.meta: the command's Settings, for the disk-full check
+
+
 class KbindexGroup(click.Group):
-    """Turns KbindexError into a one-line message and its exit code."""
+    """Turns KbindexError into a one-line message and its exit code.
+
+    Writing can fail anywhere (lock, ledger, keyword index, Chroma, model cache): a store error
+    caused by a full disk gets the one disk-full message, and an OSError or sqlite3.Error that no
+    write path turned into a KbindexError gets a one-line message too, never a traceback.
+    """
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except KbindexError as exc:
-            click.echo(f"kbindex: error: {exc}", err=True)
+            message = str(exc)
+            settings = ctx.meta.get(SETTINGS_KEY)
+            # The free-space test is for store errors only; any other error (the model cache's,
+            # say) counts as a full disk only when it, or what it was raised from, says so.
+            store = isinstance(exc, StoreError) and settings is not None
+            if (exc.exit_code == 1 and not getattr(exc, "full", False)
+                    and disk_full(exc, settings.db if store else None,
+                                  local_store=store and not settings.chroma_url)):
+                what = message.split(": ", 1)[0]  # the library's "cannot ... PATH" (or "collection X at PATH")
+                message = full_disk_message(what if what.startswith("cannot ") else f"cannot write {what}")
+            click.echo(f"kbindex: error: {message}", err=True)
             ctx.exit(exc.exit_code)
+        except (OSError, sqlite3.Error) as exc:
+            if isinstance(exc, BrokenPipeError):
+                raise  # stdout closed early (`kbindex query ... | head`): click exits quietly
+            settings = ctx.meta.get(SETTINGS_KEY)
+            path = getattr(exc, "filename", None) or (settings.db if settings else None) or "the index"
+            error = WriteError.of(path, exc)
+            click.echo(f"kbindex: error: {error if error.full else f'{path}: {first_line(exc)}'}", err=True)
+            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("kbindex: interrupted", err=True)
             ctx.exit(130)
@@ -122,7 +163,7 @@ def _recorded_model(settings) -> str | None:
     """The model identity the collection records, when it exists (--quantize auto follows it)."""
     from kbindex.store import Store
 
-    store = Store(settings.db, settings.chroma_url)
+    store = Store(settings.db, settings.chroma_url, settings.timeout)
     if settings.quantize != "auto" or settings.collection not in store.collection_names():
         return None
     return store.collection(settings.collection).model
@@ -175,7 +216,7 @@ def crawl_options(func):
 @click.option("--overlap", type=int, default=cfg.DEFAULT_OVERLAP, show_default=True,
               help="Tokens repeated from the end of one chunk at the start of the next.")
 @click.option("--timeout", type=float, default=cfg.DEFAULT_TIMEOUT, show_default=True,
-              help="Seconds to wait for a server to connect or send data.")
+              help="Seconds to wait for a server (a site, or the Chroma server) to connect or send data.")
 @click.option("--max-bytes", type=int, default=cfg.DEFAULT_MAX_BYTES, show_default=True,
               help="Largest page or file read, in bytes after decompression.")
 @crawl_options
@@ -193,7 +234,7 @@ def crawl_options(func):
                    "[default: one per core, at most 8] [env var: KBINDEX_WORKERS]")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display; only problems and the summary.")
 @click.option("-v", "--verbose", is_flag=True, help="Log each page's fate (indexed, unchanged, skipped...).")
-@common_options
+@functools.partial(common_options, timeout=False)
 @json_option
 @click.pass_context
 def index(ctx, sources, urls_file, dry_run, no_prune, rebuild, wait, workers, quiet, verbose,
@@ -231,6 +272,8 @@ def index(ctx, sources, urls_file, dry_run, no_prune, rebuild, wait, workers, qu
     embedders: dict = {}
     total = None
     for run in runs:
+        # index's --timeout (per source in kbindex.toml) bounds the Chroma client too
+        run = replace(run, settings=replace(run.settings, timeout=run.options["timeout"]))
         recorded = _recorded_model(run.settings)
         key = (run.settings.model, recorded)
         embedder = embedders.get(key)
@@ -419,7 +462,7 @@ def query(text, k, mode, per_doc, where, queries, fmt, as_json, settings):
             raise UsageError("empty query: give some text to search for")
         items = [text]
     where_clause = parse_where(where)
-    collection = Store(settings.db, settings.chroma_url).collection(settings.collection)
+    collection = Store(settings.db, settings.chroma_url, settings.timeout).collection(settings.collection)
     # keyword mode loads no model; --quantize auto follows what the collection holds
     embedder = _embedder(settings, collection.model) if mode != "keyword" else None
     results = search(collection, embedder, items, k=k, where=where_clause, mode=mode, per_doc=per_doc)
@@ -505,7 +548,7 @@ def evaluate(dataset, split, modes, chunk_tokens, overlap, as_json, settings):
     settings = replace(settings, collection=name)
     _, reused = ev.ensure_indexed(data, settings, embedder, config,
                                   progress=lambda line: click.echo(line, err=True))
-    collection = Store(settings.db, settings.chroma_url).collection(name)
+    collection = Store(settings.db, settings.chroma_url, settings.timeout).collection(name)
 
     lexical = open_lexical(collection)
 
@@ -540,7 +583,7 @@ def stats(as_json, settings):
     """
     from kbindex.store import Store
 
-    store = Store(settings.db, settings.chroma_url)
+    store = Store(settings.db, settings.chroma_url, settings.timeout)
     collection = store.collection(settings.collection)
     sources = {m.metadata.get("source") for m in collection.scan()}
     info = {
@@ -571,7 +614,7 @@ def sources(as_json, settings):
     """
     from kbindex.store import Store
 
-    collection = Store(settings.db, settings.chroma_url).collection(settings.collection)
+    collection = Store(settings.db, settings.chroma_url, settings.timeout).collection(settings.collection)
     docs: dict[str, dict] = {}
     for match in collection.scan():
         meta = match.metadata
@@ -607,7 +650,7 @@ def export_cmd(output, with_vectors, settings):
     from kbindex.store import Store
     from kbindex.transfer import export_jsonl
 
-    collection = Store(settings.db, settings.chroma_url).collection(settings.collection)
+    collection = Store(settings.db, settings.chroma_url, settings.timeout).collection(settings.collection)
     n = export_jsonl(collection, output, with_vectors=with_vectors)
     if output is not sys.stdout and getattr(output, "name", "<stdout>") != "<stdout>":
         click.echo(f"exported {n} chunks from {collection.name!r} to {output.name}", err=True)
@@ -663,7 +706,7 @@ def collections_cmd(ctx, as_json, settings):
         return
     from kbindex.store import Store
 
-    store = Store(settings.db, settings.chroma_url)
+    store = Store(settings.db, settings.chroma_url, settings.timeout)
     rows = []
     for name in store.collection_names():
         collection = store.collection(name)

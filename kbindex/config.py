@@ -80,6 +80,7 @@ class Settings:
     chroma_url: str | None = None  # a Chroma server instead of the local store in db
     backend: str = DEFAULT_BACKEND
     quantize: str = DEFAULT_QUANTIZE
+    timeout: float = DEFAULT_TIMEOUT  # seconds the Chroma server may take to connect or answer
 
     @property
     def onnx_cache(self) -> Path:

@@ -807,7 +807,12 @@ class OnnxEmbedder:
 
 
 class _OrtSession:
-    """An onnxruntime session with as many threads as the process may use."""
+    """An onnxruntime session with as many threads as the process may use.
+
+    Thread-safe as it is: ONNX Runtime guarantees that several threads may call Run on one
+    InferenceSession at once (its threading notes); each call has its own inputs and outputs, so
+    unlike OpenVINO's infer requests (ovbackend.OpenVinoSession) nothing needs pooling.
+    """
 
     def __init__(self, path: Path, threads: int):
         import onnxruntime as ort

@@ -184,7 +184,7 @@ def ensure_indexed(dataset: Dataset, settings: Settings, embedder, config,
     from kbindex.store import Store
 
     name = settings.collection
-    store = Store(settings.db, settings.chroma_url)
+    store = Store(settings.db, settings.chroma_url, settings.timeout)
     if store.exists() and name in store.collection_names():
         collection = store.collection(name)
         collection.check_model(embedder.name)

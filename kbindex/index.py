@@ -321,7 +321,7 @@ class Indexer:
         self.prune = prune
         self.keep_roots = False  # verify --repair re-indexes single sources without re-rooting them
         self.summary = Summary()
-        self.store = Store(settings.db, settings.chroma_url)
+        self.store = Store(settings.db, settings.chroma_url, settings.timeout)
         self.ledger = Ledger(settings.db, ledger_scope(settings))
         self.lock = lock or WriteLock(settings.db, wait=wait)
         self._own_lock = lock is None
@@ -935,7 +935,7 @@ def import_chunks(settings: Settings, header, rows, embedder_factory) -> dict:
 
 def delete_collection(settings: Settings, name: str) -> None:
     """Drop a collection and forget its ledger entries (under the write lock)."""
-    store = Store(settings.db, settings.chroma_url)
+    store = Store(settings.db, settings.chroma_url, settings.timeout)
     store.collection(name)  # a clear error when there is none
     target = replace(settings, collection=name)
     with WriteLock(settings.db).acquire():
@@ -960,7 +960,7 @@ def rebuild(settings: Settings, embedder: Embedder, config: ChunkConfig, args: S
     """
     lock = WriteLock(settings.db, wait=options.pop("wait", False)).acquire()
     try:
-        store = Store(settings.db, settings.chroma_url)
+        store = Store(settings.db, settings.chroma_url, settings.timeout)
         name = settings.collection
         temp = replace(settings, collection=name + REBUILD_SUFFIX)
         names = store.collection_names()

@@ -11,7 +11,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from kbindex.errors import LockedError, StoreError
+from kbindex.errors import LockedError, StoreError, WriteError
 
 LOCK_NAME = "kbindex.lock"
 
@@ -31,7 +31,7 @@ class WriteLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise StoreError(f"cannot create the lock file {self.path}: {exc.strerror or exc}") from exc
+            raise WriteError.of(self.path, exc) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -42,11 +42,20 @@ class WriteLock:
                 f"another kbindex ({who}) is writing to {self.path.parent.resolve()}; "
                 "wait for it to finish, or pass --wait to queue behind it"
             ) from None
+        except OSError as exc:  # flock itself failed (ENOLCK: a file system without locks)
+            os.close(fd)
+            raise StoreError(f"cannot lock {self.path}: {exc.strerror or exc}") from exc
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            # A disk too full for these few bytes cannot take the write that would follow: stop
+            # here, before anything is touched.
+            os.close(fd)  # drops the flock
+            raise WriteError.of(self.path, exc) from exc
         self._fd = fd
         return self
 
@@ -55,6 +64,8 @@ class WriteLock:
             return
         try:
             os.ftruncate(self._fd, 0)
+        except OSError:
+            pass  # the pid left in the file only names a holder that is gone: harmless
         finally:
             os.close(self._fd)  # closing drops the flock
             self._fd = None

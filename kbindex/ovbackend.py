@@ -22,10 +22,10 @@ import importlib.util
 import json
 import logging
 import os
+import queue
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 from kbindex.errors import ModelError
@@ -33,6 +33,7 @@ from kbindex.errors import ModelError
 CALIBRATION = Path(__file__).with_name("calibration.jsonl")
 CALIBRATION_VERSION = 1  # bump with calibration.jsonl or the recipe: the cached model is rebuilt
 IR_NAME = f"model-int8-static-c{CALIBRATION_VERSION}.xml"  # its weights: the same name, .bin
+REQUESTS = 2  # the least number of infer requests a session pools (see OpenVinoSession)
 MIN_COSINE = 0.98  # mean cosine to fp32 on the calibration texts below which int8 is refused
 
 
@@ -80,13 +81,32 @@ class OpenVinoSession:
             raise ModelError(f"cannot load {path} in OpenVINO (delete it to make it again): "
                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
         self.input_names = [i.get_any_name() for i in model.inputs]
-        self._local = threading.local()  # an infer request serves one call at a time
+        # Thread safety by construction: a fixed pool of infer requests, all made here, before any
+        # inference runs. An infer request serves one call at a time, and making one while another
+        # thread ran infer() crashed the process (SIGSEGV in create_infer_request, seen in the test
+        # suite when each thread made its own). A call borrows a request and gives it back; callers
+        # beyond the pool wait for one. More requests than the plugin's optimal number would only
+        # queue on its streams (one under the LATENCY hint), so the pool is that size, at least 2
+        # so that one caller's tokenizing and pooling overlap another's inference.
+        try:
+            size = max(REQUESTS, int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+            self._idle: queue.SimpleQueue = queue.SimpleQueue()
+            for _ in range(size):
+                self._idle.put(self._compiled.create_infer_request())
+        except Exception as exc:
+            raise ModelError(f"cannot make inference requests for {path} in OpenVINO: "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        self.requests = size
 
     def run(self, feeds: dict):
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self._compiled.create_infer_request()
-        return request.infer(feeds)[0]
+        """Token embeddings (batch, tokens, hidden) for feeds; safe from any number of threads."""
+        request = self._idle.get()  # blocks while every request is busy
+        try:
+            # infer() copies its outputs (share_outputs=False): they stay valid after the request
+            # goes back to the pool and serves another call.
+            return request.infer(feeds)[0]
+        finally:
+            self._idle.put(request)
 
 
 def calibration_texts() -> list[str]:

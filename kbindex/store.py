@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kbindex.config import COLLECTION_RULE, valid_collection_name
-from kbindex.errors import CollectionError, ModelMismatchError, StoreError, UsageError
+from kbindex.config import COLLECTION_RULE, DEFAULT_TIMEOUT, valid_collection_name
+from kbindex.errors import CollectionError, KbindexError, ModelMismatchError, StoreError, UsageError
 from kbindex.records import Chunk
 
 MODEL_KEY = "kbindex_model"
@@ -40,9 +41,11 @@ class Store:
     the write lock.
     """
 
-    def __init__(self, db: Path, url: str | None = None):
+    def __init__(self, db: Path, url: str | None = None, timeout: float = DEFAULT_TIMEOUT):
+        """timeout: seconds a Chroma server may take to accept a connection or to answer."""
         self.db = Path(db)
         self.url = url.rstrip("/") if url else None
+        self.timeout = timeout
         self._server = parse_url(self.url) if self.url else None  # a bad URL is a usage error now
         self._client = None
         self._batch: int | None = None
@@ -63,9 +66,7 @@ class Store:
                 import chromadb
 
                 if self._server:
-                    host, port, ssl = self._server
-                    self._client = chromadb.HttpClient(host=host, port=port, ssl=ssl,
-                                                       settings=_chroma_settings())
+                    self._client = _http_client(*self._server, self.timeout)
                 else:
                     self.db.mkdir(parents=True, exist_ok=True)
                     self._client = chromadb.PersistentClient(path=str(self.db), settings=_chroma_settings())
@@ -143,6 +144,59 @@ class Store:
         return f" (collections here: {', '.join(others)})" if others else ""
 
 
+SETUP_REQUESTS = 3  # what chromadb's HttpClient asks while it is made: identity, tenant, database
+
+
+def _http_client(host: str, port: int, ssl: bool, timeout: float):
+    """chromadb's HttpClient, whose requests wait at most `timeout` seconds for the server.
+
+    chromadb (1.5) makes its httpx session with timeout=None and no setting reaches it
+    (chroma-core/chroma#5805), so a server that accepts connections and never answers would hang
+    every command. The client sends its first requests (identity, tenant, database) while it is
+    made: that runs in a thread given `timeout` for each of them (a thread still waiting then is
+    left to the process's exit, as a daemon). Every later request runs on the sessions, given the
+    timeout for connecting, reading and writing once the client exists.
+    """
+    # chromadb.api.fastapi and httpcore are what making the client imports: imported here, before
+    # the clock below starts (about a second on a busy machine, which a short --timeout would
+    # count against the server).
+    import chromadb
+    import chromadb.api.fastapi  # noqa: F401
+    import httpcore  # noqa: F401
+    import httpx
+
+    made: dict = {}
+
+    def make() -> None:
+        try:
+            made["client"] = chromadb.HttpClient(host=host, port=port, ssl=ssl, settings=_chroma_settings())
+        except BaseException as exc:  # raised again in the calling thread
+            made["error"] = exc
+
+    maker = threading.Thread(target=make, name="kbindex-chroma-connect", daemon=True)
+    maker.start()
+    maker.join(timeout * SETUP_REQUESTS)
+    if maker.is_alive():
+        raise ServerTimeout(timeout * SETUP_REQUESTS)
+    if "error" in made:
+        raise made["error"]
+    client = made["client"]
+    # The client's session and its admin client's (each its own httpx.Client): private names of
+    # chromadb, checked by tests/test_server.py against a server that stops answering mid-run.
+    for holder in (client, getattr(client, "_admin_client", None)):
+        session = getattr(getattr(holder, "_server", None), "_session", None)
+        if isinstance(session, httpx.Client):
+            session.timeout = httpx.Timeout(timeout)
+    return client
+
+
+class ServerTimeout(TimeoutError):
+    """The Chroma server accepted no connection, or did not answer, within the timeout."""
+
+    def __init__(self, timeout: float):
+        super().__init__(f"no answer within {timeout:g} s")
+
+
 def parse_url(url: str) -> tuple[str, int, bool]:
     """(host, port, ssl) of an http(s)://HOST[:PORT] Chroma server URL."""
     from urllib.parse import urlsplit
@@ -156,9 +210,14 @@ def parse_url(url: str) -> tuple[str, int, bool]:
 
 def _reason(exc: Exception) -> str:
     """One line for an exception from chromadb (whose messages can span many lines)."""
+    if isinstance(exc, KbindexError):  # already one line for the user (a client that failed)
+        return str(exc)
     text = str(exc).strip().splitlines()
     reason = text[0] if text else ""
     name = type(exc).__name__
+    if "timeout" in name.lower():  # httpx's ConnectTimeout, ReadTimeout...; ServerTimeout
+        return (f"cannot reach the Chroma server ({reason or name}; "
+                "raise --timeout if it is only slow)")
     if "connect" in (name + reason).lower():
         return f"cannot reach the Chroma server ({reason or name})"
     return f"{name}: {reason}" if reason else name

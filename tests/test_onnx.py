@@ -128,9 +128,32 @@ def assert_thread_safe(embedder) -> None:
         assert np.allclose(got, expected, atol=1e-5)
 
 
+def assert_survives_thread_stress(embedder) -> None:
+    """Many rounds of concurrent calls from fresh threads (tests/thread_stress.py), in a child
+    process: a crash in the runtime fails this test instead of killing the test run."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.thread_stress", embedder.runtime, embedder.quantize,
+         str(embedder.cache_dir)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    how = (f"killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
+           else f"exit {proc.returncode}")
+    assert proc.returncode == 0, f"{how}\n{proc.stderr[-3000:]}"
+
+
 @pytest.mark.model
 def test_embed_is_thread_safe(onnx_model):
     assert_thread_safe(onnx_model)
+
+
+@pytest.mark.model
+def test_concurrent_calls_from_fresh_threads_survive_many_rounds(onnx_model):
+    """ONNX Runtime's InferenceSession.run is documented thread-safe: one session serves all."""
+    assert_survives_thread_stress(onnx_model)
 
 
 @pytest.mark.model

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 from tests.conftest import SAMPLE_KB
 from tests.server import FixtureServer, Response
-from tests.sync_helpers import assert_consistent, snapshot
+from tests.sync_helpers import assert_consistent, run, snapshot, summary
 
 pytestmark = pytest.mark.server
 
@@ -163,3 +164,81 @@ def test_export_from_a_laptop_then_import_into_a_server(kb, chroma, folder, db, 
                          "--db", str(team), "--json").stdout)["hits"]
     assert hits[0]["source"].endswith("printer-offline-windows.html")
     assert kb("verify", "--chroma-url", chroma.url, "--db", str(team)).exit_code == 0
+
+
+class StallingProxy:
+    """A TCP proxy on 127.0.0.1 to a Chroma server. It forwards everything until a client sends a
+    request whose bytes contain `stall_on` (a path such as b"/upsert"); that request is swallowed,
+    and its connection never answers again: a server that hangs in the middle of a run."""
+
+    def __init__(self, port: int):
+        self.upstream = ("127.0.0.1", port)
+        self.stall_on: bytes | None = None
+        self.stalled = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+                server = socket.create_connection(self.upstream)
+            except OSError:
+                return
+            self.conns += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket, from_client: bool) -> None:
+        mute = False
+        while True:
+            try:
+                data = source.recv(65536)
+                if not data:
+                    return
+                if from_client and self.stall_on and self.stall_on in data:
+                    mute = True
+                    self.stalled += 1
+                if not mute:
+                    target.sendall(data)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.conns:
+            conn.close()
+
+
+def test_a_server_that_stops_answering_mid_run_times_out_then_the_next_run_completes(chroma, folder, tmp_path, db):
+    """After the client is made (its first requests answered), a request that is never answered
+    fails within --timeout with "cannot reach the Chroma server", for a query and mid-index."""
+    proxy = StallingProxy(chroma.port)
+    common = ("--chroma-url", proxy.url, "--db", str(db), "--timeout", "2")
+    try:
+        code, _, err = run("index", str(folder), *common, tmp=tmp_path)
+        assert code == 0, err
+        proxy.stall_on = b"/query"
+        code, _, err = run("query", "printer offline", *common, tmp=tmp_path)
+        assert code == 1 and proxy.stalled == 1, err
+        assert err.startswith("kbindex: error: ") and "cannot reach the Chroma server" in err, err
+        assert len(err.strip().splitlines()) == 1, err
+        changed = folder / "printer-offline-windows.html"
+        changed.write_text(changed.read_text().replace("</h1>", " (updated)</h1>", 1))
+        proxy.stall_on = b"/upsert"
+        code, _, err = run("index", str(folder), *common, tmp=tmp_path)
+        assert code == 1 and proxy.stalled == 2, err
+        assert "cannot reach the Chroma server" in err and "Traceback" not in err, err
+        proxy.stall_on = None
+        code, out, err = run("index", str(folder), *common, "--json", tmp=tmp_path)
+        assert code == 0, err
+        assert summary(out)["indexed"] == 1 and summary(out)["unchanged"] == 9  # the change, written now
+        code, out, err = run("query", "printer offline", *common, tmp=tmp_path)
+        assert code == 0 and "printer" in out.lower(), out + err
+        assert_consistent(db, {str(p) for p in folder.iterdir()}, url=proxy.url)
+    finally:
+        proxy.close()
