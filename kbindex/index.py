@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kbindex.chunk import ChunkConfig, chunk_document
 from kbindex.config import DEFAULT_MAX_BYTES, Settings
-from kbindex.crawl import Crawler, CrawlMemory, CrawlOptions, CrawlResult
+from kbindex.crawl import Crawler, CrawlMemory, CrawlOptions, CrawlResult, url_identity
 from kbindex.embed import Embedder
 from kbindex.errors import FetchError, ModelMismatchError, SkipSource, SourceError, UsageError
 from kbindex.extract import extract, extract_or_error
@@ -178,6 +178,7 @@ Validators = Callable[[str], tuple[str | None, str | None]]  # url -> (etag, las
 def iter_pages(
     sources: Sequence[Source], fetcher: Fetcher, max_bytes: int = DEFAULT_MAX_BYTES,
     validators: Validators | None = None, memory: Callable[[Source], CrawlMemory] | None = None,
+    names: Callable[[str], str] | None = None,
 ) -> Iterator[tuple[Source, str, Page | SourceError]]:
     """Each source's pages (or the error that replaced one), with the root source they came from.
 
@@ -187,7 +188,8 @@ def iter_pages(
     Last-Modified seen last time for a URL; pages whose links are not needed (sitemap and feed
     entries, a start URL with --depth 0) are then fetched conditionally (a 304 comes back as a
     Page with status 304 and no body). memory gives each crawl what the last run learned from the
-    site's pages (crawl.CrawlMemory), so that those are fetched conditionally too.
+    site's pages (crawl.CrawlMemory), so that those are fetched conditionally too. names gives
+    the name an index already keeps a page under (see crawl.Crawler).
     """
     for source in sources:
         if source.kind == "folder":
@@ -197,7 +199,8 @@ def iter_pages(
             yield source, source.value, _read(Path(source.value), max_bytes)
         else:
             crawler = Crawler(fetcher, source.options or CrawlOptions(), _agent_token(fetcher),
-                              validators=validators, memory=memory(source) if memory else None)
+                              validators=validators, memory=memory(source) if memory else None,
+                              names=names)
             result = source.crawl if source.crawl is not None else CrawlResult(source.value)
             for item in crawler.crawl(source.value, result):
                 yield source, item.source, item
@@ -314,6 +317,7 @@ class Indexer:
         self._dimension_checked = False
         self._texts: dict[str, str] = {}  # content hash -> first source with that text
         self._memories: dict[str, _LedgerMemory] = {}  # crawl root -> its memory (this run)
+        self._identities: dict[str | None, str] | None = None  # URL identity -> entry key, when asked
         self.collection: Collection | None = None
         self.lexical: LexicalIndex | None = None
         self._lexical_flagged = False
@@ -388,8 +392,9 @@ class Indexer:
         extractor = ExtractAhead(extract_or_error, self.workers)
         try:
             for source, name, item in iter_pages(sources, fetcher, self.max_bytes, self._validators,
-                                                 self._memory):
+                                                 self._memory, self._stored_name):
                 if name in self._seen:
+                    self._collapsed(source, name, item)
                     continue
                 self._seen.add(name)
                 wanted, body_hash = self._triage(item) if isinstance(item, Page) else (False, None)
@@ -447,6 +452,26 @@ class Indexer:
         if not self._current(entry):
             return None, None  # must be fetched in full: nothing (valid) to compare with
         return entry.etag, entry.last_modified
+
+    def _stored_name(self, name: str) -> str:
+        """The key this index keeps a page under: an entry with the same URL identity as `name`
+        (crawl.url_identity) when there is one (made when names had another form: query
+        parameters sorted, escapes decoded), else `name`."""
+        if name in self._entries or not _SCHEME.match(name):
+            return name
+        if self._identities is None:
+            self._identities = {url_identity(k): k for k in self._entries if _SCHEME.match(k)}
+        return self._identities.get(url_identity(name), name)
+
+    def _collapsed(self, source: Source, name: str, item: Page | SourceError) -> None:
+        """A page already taken this run came again: said when it is a source named on the
+        command line (its start page), which would otherwise vanish without a word."""
+        if source.kind != "url" or not isinstance(item, Page) or name not in source.crawl.start_names:
+            return
+        reason = f"same page as {name}, already read from another source"
+        self.summary.skipped += 1
+        self.summary.skips.append({"source": source.value, "reason": reason, "kind": "duplicate"})
+        self.on_event("skipped", source.value, reason)
 
     def _memory(self, source: Source) -> _LedgerMemory:
         memory = self._memories[source.value] = _LedgerMemory(self, source.value)

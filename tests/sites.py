@@ -147,6 +147,9 @@ class DynamicRoutes(dict):
     def get(self, path, default=None):
         if path in self:
             return self[path]
+        page, _, query = path.partition("?")
+        if query and page in self and all(p.startswith("utm_") for p in query.split("&")):
+            return self[page]  # as real servers do, tracking parameters are ignored
         for prefix, handler in self.prefixes.items():
             if path.startswith(prefix):
                 return handler
