@@ -216,7 +216,8 @@ def token_slots(identity: str) -> list[tuple[str, str]]:
 @dataclass
 class _Variants:
     texts: dict[str, str] = field(default_factory=dict)  # fingerprint -> first page name with it
-    pages: int = 0
+    pages: int = 0  # read
+    pending: int = 0  # requested, not read yet
 
 
 class TokenWatch:
@@ -224,21 +225,26 @@ class TokenWatch:
     in the query or the path, which otherwise make every link new on every page.
 
     Each page read is filed under every pattern of its URL with one part wildcarded
-    (token_slots). A page with the same text as an earlier page of one of its patterns is a
-    duplicate of it; once TOKEN_VARIANTS pages of a pattern have the same text and none of them
-    another, the wildcarded part is volatile and URLs of that pattern are no longer requested.
+    (token_slots); a page whose URL lacks a query parameter counts for the pattern of that
+    parameter too (`/p` and `/p?s=A`). A page with the same text as an earlier page of one of its
+    patterns is a duplicate of it; once TOKEN_VARIANTS pages of a pattern have the same text and
+    none of them another, the wildcarded part is volatile and URLs of that pattern are no longer
+    requested. Until a pattern has shown two texts, no more of its URLs are requested at once
+    than would make it volatile (`hold`), so that requests in flight do not outrun the finding.
     """
 
     def __init__(self):
         self._patterns: dict[str, _Variants] = {}
+        self._pages: dict[str, tuple[str, str]] = {}  # identity -> (fingerprint, name)
         self.volatile: set[str] = set()
 
     def see(self, identity: str, fingerprint: str, name: str) -> tuple[str | None, str | None]:
         """(the name of an earlier page with this text whose URL differs in one part or None,
         the part found volatile just now or None)."""
+        self._pages[identity] = (fingerprint, name)
         first = found = None
         for pattern, part in token_slots(identity):
-            variants = self._patterns.setdefault(pattern, _Variants())
+            variants = self._variants(pattern, identity, part)
             variants.pages += 1
             if len(variants.texts) < MAX_TEXTS_PER_PATTERN:
                 variants.texts.setdefault(fingerprint, name)
@@ -251,9 +257,38 @@ class TokenWatch:
                 found = found or part
         return first, found
 
+    def _variants(self, pattern: str, identity: str, part: str) -> _Variants:
+        variants = self._patterns.get(pattern)
+        if variants is None:
+            variants = self._patterns[pattern] = _Variants()
+            # The same URL without this query parameter, read before, is one of its variants.
+            parts = urlsplit(identity)
+            pairs = [p for p in parts.query.split("&") if p != part]
+            if len(pairs) < len(parts.query.split("&")):
+                bare = urlunsplit((parts.scheme, parts.netloc, parts.path, "&".join(pairs), ""))
+                if bare in self._pages:
+                    fingerprint, name = self._pages[bare]
+                    variants.texts[fingerprint] = name
+                    variants.pages += 1
+        return variants
+
     def refuses(self, identity: str) -> bool:
         """Whether the URL is of a pattern found volatile."""
         return bool(self.volatile) and any(p in self.volatile for p, _ in token_slots(identity))
+
+    def hold(self, identity: str) -> bool:
+        """Whether requesting the URL now could outrun finding its pattern volatile."""
+        for pattern, _ in token_slots(identity):
+            variants = self._patterns.get(pattern)
+            if variants is not None and len(variants.texts) <= 1 and (
+                    variants.pages + variants.pending >= TOKEN_VARIANTS):
+                return True
+        return False
+
+    def sent(self, identity: str, count: int = 1) -> None:
+        """The URL was requested (count=1) or its answer was read (count=-1)."""
+        for pattern, part in token_slots(identity):
+            self._variants(pattern, identity, part).pending += count
 
 
 # ---------------------------------------------------------------- scope
@@ -666,6 +701,7 @@ class _Item:
     visit: Visit | None = None  # what the last run learned from it, when it is fetched conditionally
     unrequested: bool = False  # known unchanged from the sitemap's lastmod: handled without a request
     hops: int = 0  # client-side redirects (meta refresh) that led here
+    sent: bool = False  # requested by the scheduler's loop (counted in TokenWatch until read)
 
     @property
     def key(self) -> str:
@@ -842,6 +878,7 @@ class Crawler:
         self._facts: dict[str, _Facts] = {}  # identity -> what the page there is (rel=canonical)
         # canonical targets probed, not yet handled: (their fetch, the visit it was made with)
         self._prefetched: dict[str, tuple[Future, Visit | None]] = {}
+        self._claims: dict[str, set[str | None]] = {}  # canonical target -> texts naming it
         self._tokens = TokenWatch()
         self._inflight: deque[tuple[Future, _Item]] = deque()
         self._transient = False
@@ -850,6 +887,7 @@ class Crawler:
         allow_private = options.allow_private or self.fetcher.is_private_host(start)
         start_url = request_url(start) or start
         start_item = _Item(start_url, 0)
+        self._start_key = start_item.key
         start_name = self._name(start_url)
         result.start_names.update({start, start_url, start_name})
         self._seen.add(start_item.key)
@@ -912,12 +950,19 @@ class Crawler:
                 if deadline is not None and time.monotonic() >= deadline:
                     result.stopped = "max_time"
                     break
+                held: list[_Item] = []
                 while self._frontier and len(inflight) < window:
                     if options.max_pages is not None and requested >= options.max_pages:
                         break
                     item = self._frontier.popleft()
                     if item.key in self._handled:
                         continue  # handled early: the canonical target of a page before it
+                    if self._tokens.refuses(item.key):  # found to be a session token meanwhile
+                        result.skipped["trap"] += 1
+                        continue
+                    if self._tokens.hold(item.key):  # its pattern may be a token: wait for it
+                        held.append(item)
+                        continue
                     if item.key in self._prefetched:  # probed as a canonical target: not fetched again
                         future, item.visit = self._prefetched.pop(item.key)
                         inflight.append((future, item))
@@ -933,16 +978,22 @@ class Crawler:
                         continue
                     inflight.append((pool.submit(self._fetch, item.url, allow_private, not item.follow,
                                                  item.visit), item))
+                    self._tokens.sent(item.key)
+                    item.sent = True
                     requested += 1
+                self._frontier.extendleft(reversed(held))
                 result.queued = len(self._frontier) + len(inflight)
                 if not inflight:
-                    result.stopped = "max_pages"
+                    if self._frontier:  # what is left waits for page requests the budget has not
+                        result.stopped = "max_pages"
                     break
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
                 future, item = inflight[0]
                 if not wait([future], timeout=timeout).done:
                     continue  # the deadline passed: stopped at the top of the loop
                 inflight.popleft()
+                if item.sent:
+                    self._tokens.sent(item.key, -1)
                 yield from self._handle(item, future, result, allow_private)
                 if options.on_progress:
                     options.on_progress(result)
@@ -1197,21 +1248,36 @@ class Crawler:
                    allow_private: bool) -> tuple[str, str] | None:
         """(target, reason) when the page's rel=canonical is trusted: the target is in scope and
         has the same text, or is an article itself (not a listing, noindex page or redirect
-        stub). A target not read yet is fetched to see (_probe) and then handled before the
-        pages waiting in the frontier, so that the article it is gets indexed."""
+        stub) other than a home page that no page of another text named before. A target not
+        read yet is fetched to see (_probe) and then handled before the pages waiting in the
+        frontier, so that the article it is gets indexed.
+
+        A template that names one page (often the home page) as every page's canonical would
+        otherwise fold a whole site into that page."""
         target = request_url(analysis.canonical) if analysis.canonical else None
         key = url_identity(target) if target else None
         if key is None or key == final or not self.scope.contains(target):
             return None
         facts = self._facts.get(key) or self._probe(target, key, result, allow_private)
-        same = facts is not None and analysis.fingerprint is not None and (
-            facts.fingerprint == analysis.fingerprint)
-        if facts is None or not (same or facts.article):
+        if facts is None:
+            return None
+        claims = self._claims.setdefault(key, set())
+        claims.add(analysis.fingerprint)
+        same = analysis.fingerprint is not None and facts.fingerprint == analysis.fingerprint
+        named_by_others = bool(claims - {analysis.fingerprint, facts.fingerprint})
+        if not same and not (facts.article and not self._home(key) and not named_by_others):
             return None
         if key in self._prefetched:  # probed just now: its turn comes next
             self._seen.add(key)
             self._frontier.appendleft(_Item(target, item.depth, item.streak, item.follow))
         return facts.name, f"same page as {facts.name} (rel=canonical)"
+
+    def _home(self, key: str) -> bool:
+        """Whether a URL is a home page: a host's root, a scope's root or the start URL."""
+        path = urlsplit(key).path
+        return path == "/" or key == self._start_key or any(
+            urlsplit(url_identity(f"{scheme}://{netloc}{prefix}") or "").path == path
+            for scheme, netloc, prefix in self.scope.roots)
 
     def _probe(self, target: str, key: str, result: CrawlResult, allow_private: bool) -> _Facts | None:
         """What a canonical target not handled yet is: its fetch (or the one in flight) is
@@ -1262,6 +1328,11 @@ class Crawler:
                 yield SkipSource(name, f"redirects out of scope to {to} (meta refresh)", kind="out_of_scope")
                 return
             self.scope = self.scope.widen(url, self.options.scope)  # as for the start URL's redirects
+        if not allow_private and self.fetcher.is_private_host(url):
+            result.errors += 1
+            yield FetchError(name, f"refused the meta refresh to {to}: its host resolves to a non-public "
+                             "address (use --allow-private to allow)", kind="private_address")
+            return
         if trap_reason(url) or not self._allowed(url, result, allow_private):
             yield SkipSource(name, f"redirects to {to} (meta refresh), disallowed by robots.txt",
                              kind="robots")

@@ -206,6 +206,16 @@ def iter_pages(
                 yield source, item.source, item
 
 
+def _collapse(source: Source, name: str, first: str, item: Page | SourceError) -> SkipSource | None:
+    """A page already taken this run (as `first`) came again as `name`: a skip to report when it
+    is the start page of a URL named on the command line, which would otherwise vanish without
+    a word (two sources never collapse into one silently)."""
+    if source.kind != "url" or not isinstance(item, Page) or name not in source.crawl.start_names:
+        return None
+    return SkipSource(source.value, f"same page as {first}, already read from another source",
+                      kind="duplicate")
+
+
 def _agent_token(fetcher: Fetcher) -> str:
     """The product token robots.txt groups are matched against: "kbindex" unless overridden."""
     return (getattr(fetcher, "user_agent", "") or "kbindex").split("/", 1)[0].split()[0] or "kbindex"
@@ -312,6 +322,7 @@ class Indexer:
         self._ahead: EmbedAhead[_Batch] | None = None  # started by the first batch to embed
         self._in_flight: set[str] = set()  # text hashes sent to the model, not yet in the cache
         self._seen: set[str] = set()
+        self._seen_keys: dict[str | None, str] = {}  # URL identity (crawl.url_identity) -> name seen
         self._entries: dict[str, Entry] = {}
         self._adopt = False
         self._dimension_checked = False
@@ -393,10 +404,12 @@ class Indexer:
         try:
             for source, name, item in iter_pages(sources, fetcher, self.max_bytes, self._validators,
                                                  self._memory, self._stored_name):
-                if name in self._seen:
-                    self._collapsed(source, name, item)
+                key = url_identity(name) if _SCHEME.match(name) else name
+                if name in self._seen or key in self._seen_keys:
+                    self._collapsed(source, name, self._seen_keys.get(key, name), item)
                     continue
                 self._seen.add(name)
+                self._seen_keys[key] = name
                 wanted, body_hash = self._triage(item) if isinstance(item, Page) else (False, None)
                 for payload, extracted in extractor.submit((source, item, body_hash), item if wanted else None):
                     self._take(*payload, extracted)
@@ -463,15 +476,12 @@ class Indexer:
             self._identities = {url_identity(k): k for k in self._entries if _SCHEME.match(k)}
         return self._identities.get(url_identity(name), name)
 
-    def _collapsed(self, source: Source, name: str, item: Page | SourceError) -> None:
-        """A page already taken this run came again: said when it is a source named on the
-        command line (its start page), which would otherwise vanish without a word."""
-        if source.kind != "url" or not isinstance(item, Page) or name not in source.crawl.start_names:
-            return
-        reason = f"same page as {name}, already read from another source"
-        self.summary.skipped += 1
-        self.summary.skips.append({"source": source.value, "reason": reason, "kind": "duplicate"})
-        self.on_event("skipped", source.value, reason)
+    def _collapsed(self, source: Source, name: str, first: str, item: Page | SourceError) -> None:
+        skip = _collapse(source, name, first, item)
+        if skip is not None:  # reported only: no entry is touched
+            self.summary.skipped += 1
+            self.summary.skips.append({"source": skip.source, "reason": skip.reason, "kind": skip.kind})
+            self.on_event("skipped", skip.source, skip.reason)
 
     def _memory(self, source: Source) -> _LedgerMemory:
         memory = self._memories[source.value] = _LedgerMemory(self, source.value)
@@ -1008,7 +1018,7 @@ def dry_run(
     is filled in as the real run would fill it, minus the store's unchanged/deleted counts.
     """
     summary = summary if summary is not None else Summary()
-    seen: set[str] = set()
+    seen: dict[str | None, str] = {}  # URL identity (or path) -> name
     texts: dict[str, str] = {}
 
     def problem(source: Source, name: str, error: SourceError) -> PlanEntry:
@@ -1024,9 +1034,12 @@ def dry_run(
     def pages() -> Iterator[tuple[tuple[Source, str, Page | SourceError], Document | SourceError | None]]:
         with ExtractAhead(extract_or_error, workers or default_workers()) as extractor:
             for source, name, item in iter_pages(sources, fetcher, max_bytes):
-                if name not in seen:
-                    seen.add(name)
+                key = url_identity(name) if _SCHEME.match(name) else name
+                if key not in seen:
+                    seen[key] = name
                     yield from extractor.submit((source, name, item), item if isinstance(item, Page) else None)
+                elif (skip := _collapse(source, name, seen[key], item)) is not None:
+                    yield from extractor.submit((source, name, skip), None)
             yield from extractor.drain()
 
     for (source, name, item), doc in pages():
