@@ -59,6 +59,7 @@ IGNORED_PARAM = re.compile(
     re.IGNORECASE,
 )
 _PATH_SESSION = re.compile(r";(jsessionid|phpsessid)=[^/?#;]*", re.IGNORECASE)
+_INDEX_FILE = re.compile(r"(?<=/)(index|default|home)\.[a-z]+$", re.IGNORECASE)
 _BAD_HOST = re.compile(r"[\x00-\x20\x7f]")
 
 # Trap bounds. A crawl always ends (--max-pages bounds it in any case); these stop the known
@@ -103,6 +104,7 @@ _DROP = ("script", "style", "noscript", "template", "nav", "header", "footer", "
 # ---------------------------------------------------------------- URLs
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a site repeats its navigation links on every page
 def request_url(url: str, base: str | None = None) -> str | None:
     """The URL to request for a link as found: joined to `base`, the fragment removed, unsafe
     characters percent-encoded and an international host name in punycode (w3lib's
@@ -129,7 +131,7 @@ def request_url(url: str, base: str | None = None) -> str | None:
     return None if not host or _BAD_HOST.search(host) else safe
 
 
-@functools.lru_cache(maxsize=1 << 16)  # a site repeats its navigation links on every page
+@functools.lru_cache(maxsize=1 << 16)
 def page_name(url: str) -> str | None:
     """The name a page is stored and shown under: its request URL without user info, default
     port, trailing fragment and IGNORED_PARAM parameters (query order kept), so the name is still
@@ -280,7 +282,8 @@ class TokenWatch:
         """Whether requesting the URL now could outrun finding its pattern volatile."""
         for pattern, _ in token_slots(identity):
             variants = self._patterns.get(pattern)
-            if variants is not None and len(variants.texts) <= 1 and (
+            # pages >= 1: a pattern known only from 304s (no text) is never held back
+            if variants is not None and variants.pages and len(variants.texts) <= 1 and (
                     variants.pages + variants.pending >= TOKEN_VARIANTS):
                 return True
         return False
@@ -1273,11 +1276,11 @@ class Crawler:
         return facts.name, f"same page as {facts.name} (rel=canonical)"
 
     def _home(self, key: str) -> bool:
-        """Whether a URL is a home page: a host's root, a scope's root or the start URL."""
-        path = urlsplit(key).path
-        return path == "/" or key == self._start_key or any(
-            urlsplit(url_identity(f"{scheme}://{netloc}{prefix}") or "").path == path
-            for scheme, netloc, prefix in self.scope.roots)
+        """Whether a URL is a home page: a host's root, a scope's root or the start URL (with or
+        without an index.html, default.aspx... at the end)."""
+        path = _INDEX_FILE.sub("", urlsplit(key).path)
+        return path == "/" or key == self._start_key or path == _INDEX_FILE.sub(
+            "", urlsplit(self._start_key).path) or any(prefix == path for _, _, prefix in self.scope.roots)
 
     def _probe(self, target: str, key: str, result: CrawlResult, allow_private: bool) -> _Facts | None:
         """What a canonical target not handled yet is: its fetch (or the one in flight) is

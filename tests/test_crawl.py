@@ -113,7 +113,12 @@ def test_url_identity_resolves_relative_links():
     assert request_url("../b/c.html?x=1#top", "https://example.com/a/d/e.html") == "https://example.com/a/b/c.html?x=1"
 
 
-URL_TEXT = st.text(alphabet="abcAB/.%?&=#é ~_-2Ee;:@+", max_size=40)
+# Paths from pieces that normalizers get wrong (escaped dots, escapes of unreserved characters,
+# non-ASCII, spaces, empty segments), joined by "/", then any query and fragment text.
+SEGMENTS = st.sampled_from(["a", "B", ".", "..", "%2e", "%2E%2e", ".%2e", "%7e", "%2F", "é", "a b", "",
+                            "x;y=1", "%25", "~"])
+URL_TEXT = st.builds(lambda segments, rest: "/".join(segments) + rest, st.lists(SEGMENTS, max_size=6),
+                     st.text(alphabet="abAB/.%?&=#é ~_-2Ee;:@+", max_size=20))
 HOSTS = st.sampled_from(["example.com", "EXAMPLE.com:80", "bücher.example", "u:p@h.example:8080",
                          "[::1]", "xn--bcher-kva.example"])
 

@@ -145,18 +145,21 @@ def test_case_19_two_named_pages_stay_two_pages(kb):
 def _canonical_site(canonical: str, home: bytes) -> FixtureServer:
     head = f'<link rel="canonical" href="{canonical}">'
     links = "".join(f'<li><a href="/help/{n}.html">{n}</a></li>' for n in ("wifi", "vpn"))
+    home = home.replace(b"</main>", f"<ul>{links}</ul></main>".encode())
     return FixtureServer({
         "/robots.txt": ROBOTS_ALL,
-        "/": Response(body=home.replace(b"</main>", f"<ul>{links}</ul></main>".encode())),
+        "/": Response(body=home),
+        "/index.html": Response(body=home),
         "/help/wifi.html": Response(body=article("Wi-Fi drops", head=head)),
         "/help/vpn.html": Response(body=article("VPN slow", head=head)),
     })
 
 
-def test_a_home_page_named_canonical_everywhere_is_not_trusted_even_when_it_is_not_a_listing(kb):
+@pytest.mark.parametrize("home", ["/", "/index.html"])
+def test_a_home_page_named_canonical_everywhere_is_not_trusted_even_when_it_is_not_a_listing(kb, home):
     """Made-up: the home page is a welcome text (not a listing) and every page names it."""
     welcome = article("Welcome", " ".join(f"welcome text {i}" for i in range(80)))
-    with _canonical_site("/", welcome) as site:
+    with _canonical_site(home, welcome) as site:
         out = kb.json("index", site.url("/"), *FAST, "--scope", "host")
     sources = {s["source"] for s in json.loads(kb("sources", "--json").stdout)}
     assert {site.url("/help/wifi.html"), site.url("/help/vpn.html")} <= sources
@@ -383,3 +386,25 @@ def test_pages_of_one_pattern_with_different_text_are_all_read():
     with FixtureServer(routes) as site:
         items, result = crawl(site.url("/"))
     assert len(pages(items)) == 9 and result.skipped["trap"] == 0
+
+
+# ---------------------------------------------------------------- names kept across forms
+
+
+def test_an_entry_keeps_its_name_when_the_link_changes_form(kb):
+    """A page stored under one form of its URL (parameters in another order, an escape decoded,
+    a tracking parameter added) is the same entry: not indexed again, nothing pruned."""
+    routes = {"/robots.txt": ROBOTS_ALL,
+              "/": Response(body=article("Home", links='<a href="/page?a=1&b=%7Ex">page</a>'))}
+    for query in ("?a=1&b=%7Ex", "?b=~x&a=1&utm_source=mail"):
+        routes[f"/page{query}"] = Response(body=article("The page"))
+    with FixtureServer(routes) as site:
+        first = kb.json("index", site.url("/"), *FAST)
+        site.routes["/"] = Response(body=article("Home", links='<a href="/page?b=~x&a=1&utm_source=mail">page</a>'))
+        again = kb.json("index", site.url("/"), *FAST)
+        requested = [r.path for r in site.log]
+    assert first["indexed"] == 2
+    assert "/page?b=~x&a=1&utm_source=mail" in requested  # requested as now linked
+    assert (again["indexed"], again["unchanged"], again["pruned"]) == (0, 2, 0)
+    sources = {s["source"] for s in json.loads(kb("sources", "--json").stdout)}
+    assert sources == {site.url("/"), site.url("/page?a=1&b=%7Ex")}
