@@ -109,26 +109,49 @@ def request_url(url: str, base: str | None = None) -> str | None:
     """The URL to request for a link as found: joined to `base`, the fragment removed, unsafe
     characters percent-encoded and an international host name in punycode (w3lib's
     `safe_url_string`, after the WHATWG URL standard), nothing else changed; None for schemes
-    other than http(s) and malformed URLs.
+    other than http(s) and malformed URLs. Idempotent.
 
     The query string above all is sent as written: applications route on it (`index.php?/kb/x`,
     `?name=News&sid=12`), so reordering or dropping parameters can lead to pages that do not exist.
     """
+    url = url.strip()
+    if base is not None:
+        try:
+            url = urljoin(base, url)
+        except ValueError:
+            return None
+    # The fragment is never sent: cut first, so that all anchors of a page are one cache entry.
+    url = url.partition("#")[0]
+    found = _REQUESTED.get(url, _MISSING)
+    if found is _MISSING:
+        # safe_url_string is pure Python: cached without the fragment (links to the anchors of
+        # one page), the result too (it is its own request URL, so page_name does not pay again).
+        found = _request_url(url)
+        if len(_REQUESTED) > MAX_CACHED_URLS:
+            _REQUESTED.clear()
+        _REQUESTED[url] = found
+        if found is not None:
+            _REQUESTED[found] = found
+    return found
+
+
+_MISSING = object()
+MAX_CACHED_URLS = 1 << 16
+_REQUESTED: dict[str, str | None] = {}
+
+
+def _request_url(url: str) -> str | None:
     from w3lib.url import safe_url_string
 
-    url = url.strip()
     try:
-        if base is not None:
-            url = urljoin(base, url)
         parts = urlsplit(url)
-        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        if (parts.scheme.lower() not in ("http", "https") or not parts.hostname
+                or _BAD_HOST.search(parts.hostname)):
             return None
         parts.port  # noqa: B018 (raises ValueError for a port out of range)
-        safe = safe_url_string(urlunsplit(parts._replace(fragment="")))
-        host = urlsplit(safe).hostname
+        return safe_url_string(url)
     except ValueError:  # a bad port, IPv6 literal or host name (UnicodeError is a ValueError)
         return None
-    return None if not host or _BAD_HOST.search(host) else safe
 
 
 @functools.lru_cache(maxsize=1 << 16)
