@@ -59,6 +59,7 @@ IGNORED_PARAM = re.compile(
     re.IGNORECASE,
 )
 _PATH_SESSION = re.compile(r";(jsessionid|phpsessid)=[^/?#;]*", re.IGNORECASE)
+_TOKEN_SEGMENT = re.compile(r"\d|[a-z][A-Z]")
 _INDEX_FILE = re.compile(r"(?<=/)(index|default|home)\.[a-z]+$", re.IGNORECASE)
 _BAD_HOST = re.compile(r"[\x00-\x20\x7f]")
 
@@ -210,8 +211,9 @@ def trap_reason(url: str) -> str | None:
 def token_slots(identity: str) -> list[tuple[str, str]]:
     """(pattern, part) for each part of a URL that may carry a session token: each query
     parameter's value, each path parameter's value (`;name=value`) and each path segment with a
-    digit in it (`/s/ABC123/page`); the pattern is the URL with that part replaced by `*`.
-    Segments without a digit are words that choose the page (`/about`) and are left out."""
+    digit or a lower-to-upper case change in it (`/s/ABC123/page`, `/s/qWxYz/page`); the pattern
+    is the URL with that part replaced by `*`. Other segments are words that choose the page
+    (`/about`, `/getting-started`) and are left out."""
     parts = urlsplit(identity)
     slots = []
 
@@ -222,7 +224,7 @@ def token_slots(identity: str) -> list[tuple[str, str]]:
     segments = parts.path.split("/")
     for i, segment in enumerate(segments):
         head, *params = segment.split(";")
-        if any(c.isdigit() for c in head):
+        if _TOKEN_SEGMENT.search(head):
             slots.append((with_part(i, ";".join(["*", *params])), head))
         for j, param in enumerate(params):
             key, eq, value = param.partition("=")
@@ -385,7 +387,7 @@ def compile_patterns(patterns, option: str) -> tuple[re.Pattern, ...]:
 class Analysis:
     """What the crawler needs from an HTML page."""
 
-    links: tuple[str, ...] = ()  # absolute, as written (canonicalized by the scheduler)
+    links: tuple[str, ...] = ()  # absolute, as written (requested as found: request_url)
     canonical: str | None = None
     noindex: bool = False
     nofollow: bool = False
@@ -1365,6 +1367,8 @@ class Crawler:
             return
         result.discovered += key not in self._seen
         self._seen.add(key)
+        if item.depth == 0:  # the start URL's stub: what it leads to is what the user named
+            result.start_names.add(to)
         self._frontier.appendleft(_Item(url, item.depth, item.streak, item.follow, hops=item.hops + 1))
 
     def _fetch_now(self, url: str, allow_private: bool, visit: Visit | None = None) -> Future:

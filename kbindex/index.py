@@ -183,7 +183,7 @@ def iter_pages(
     """Each source's pages (or the error that replaced one), with the root source they came from.
 
     A URL source is crawled (crawl.Crawler): a site breadth-first within its scope, a sitemap's
-    or a feed's entries. `name` is the page's canonical URL or the file's path. Once a source is
+    or a feed's entries. `name` is the page's name (crawl.page_name) or the file's path. Once a source is
     exhausted, `source.complete` tells whether all of it was seen. validators gives the ETag and
     Last-Modified seen last time for a URL; pages whose links are not needed (sitemap and feed
     entries, a start URL with --depth 0) are then fetched conditionally (a 304 comes back as a

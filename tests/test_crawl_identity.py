@@ -328,6 +328,11 @@ def _token_site(link) -> FixtureServer:
     return server
 
 
+def _letters(token: str) -> str:
+    """A hex token as letters of alternating case (aBcD...): a token without a digit."""
+    return "".join(chr(97 + int(c, 16)).upper() if i % 2 else chr(97 + int(c, 16)) for i, c in enumerate(token))
+
+
 class _TokenRoutes(dict):
     """Exact routes, then any path whose page (last segment without parameters, or ?page=) is
     a, b or c."""
@@ -348,10 +353,11 @@ class _TokenRoutes(dict):
 @pytest.mark.parametrize("link,trap", [
     (lambda page, token: f"/{page}?token={token}", True),  # a query parameter under an unknown name
     (lambda page, token: f"/s/{token}/{page}", True),  # a path segment
+    (lambda page, token: f"/s/{_letters(token)}/{page}", True),  # a path segment without digits
     (lambda page, token: f"/{page};sess={token}", True),  # a path parameter under an unknown name
     (lambda page, token: f"/{page};jsessionid={token}", False),  # a known name: not in the identity
     (lambda page, token: f"/view?page={page}&s={int(token, 16) % 10_000}", True),  # a counter
-], ids=["query", "path", "path-param", "jsessionid", "counter"])
+], ids=["query", "path", "path-letters", "path-param", "jsessionid", "counter"])
 def test_session_tokens_under_any_name_stop_the_crawl_of_that_pattern(link, trap):
     with _token_site(link) as site:
         items, result = crawl(site.url(link("a", "5a5a5a5a5a5a")), scope="host", max_pages=300)
