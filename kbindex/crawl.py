@@ -52,7 +52,7 @@ svgz tar tgz tif tiff ttf txt wav webm webp wma wmv woff woff2 xls xlsx xz zip
 # request. Tracking parameters, and the session parameters of platforms that name them so (Java,
 # PHP, ASP, ColdFusion). Ambiguous names (`sid`, `id`, `s`, `token`) are kept: `sid` is an article
 # number on PHP-Nuke sites; session tokens under other names are found by their pages' text
-# (`_TokenWatch`).
+# (`TokenWatch`).
 IGNORED_PARAM = re.compile(
     r"^(utm_\w+|fbclid|gclid|dclid|gbraid|wbraid|msclkid|yclid|igshid|mc_cid|mc_eid|_ga|_gl|"
     r"_hsenc|_hsmi|mkt_tok|ref_src|jsessionid|phpsessid|aspsessionid\w*|cfid|cftoken)$",
@@ -185,7 +185,7 @@ def url_identity(url: str, base: str | None = None) -> str | None:
     segments (also percent-encoded ones) and lower-cases the host. None for non-http(s) URLs."""
     from w3lib.url import canonicalize_url
 
-    name = page_name(url if base is None else urljoin(base, url.strip()))
+    name = page_name(url) if base is None else page_name(request_url(url, base) or "")
     return None if name is None else canonicalize_url(name, keep_blank_values=True)
 
 
@@ -468,7 +468,10 @@ def _refresh_target(doc, base: str) -> str | None:
         target = match.group(3) if match.group(3) is not None else match.group(4)
         target = (target or "").strip()
         if target:
-            return urljoin(base, target)
+            try:
+                return urljoin(base, target)
+            except ValueError:  # a malformed URL (a bad IPv6 literal): not a redirect to follow
+                continue
     return None
 
 
@@ -817,8 +820,8 @@ class Crawler:
     Pages are yielded with `source` set to their name (page_name after redirects, or the name
     `names` says an index keeps a page of that identity under); URLs are requested as found and
     de-duplicated by url_identity, so a page reached by two URLs comes out once. A trusted
-    `<link rel="canonical">` makes a page a duplicate of its target, a meta refresh a redirect. Listing pages,
-    noindex pages and duplicates come out as SkipSource so that they are counted and reported;
+    `<link rel="canonical">` makes a page a duplicate of its target, a meta refresh a redirect.
+    Listing pages, noindex pages and duplicates come out as SkipSource so that they are counted and reported;
     URLs never requested (out of scope, robots.txt, depth, traps) are only counted, in
     `result.skipped`.
 
@@ -990,6 +993,8 @@ class Crawler:
                         continue
                     if self._tokens.hold(item.key):  # its pattern may be a token: wait for it
                         held.append(item)
+                        if len(held) >= window * 16:
+                            break  # bounded work per page handled; the rest waits its turn
                         continue
                     if item.key in self._prefetched:  # probed as a canonical target: not fetched again
                         future, item.visit = self._prefetched.pop(item.key)
