@@ -12,6 +12,7 @@ BeautifulSoup and is all link discovery needs).
 
 from __future__ import annotations
 
+import copy
 import functools
 import io
 import re
@@ -24,12 +25,12 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urljoin, urlsplit, urlunsplit
 
 from kbindex.config import DEFAULT_CONCURRENCY, DEFAULT_MAX_PAGES, MAX_CRAWL_DELAY
 from kbindex.errors import FetchError, SkipSource, SourceError, UsageError
 from kbindex.fetch import TEXT_TYPES, Fetcher, host_key
-from kbindex.records import Page, Visit
+from kbindex.records import Page, Visit, text_hash
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 # Media types read for a discovered link; the ones that are not HTML are sniffed.
@@ -50,17 +51,20 @@ m4a m4v mkv mov mp3 mp4 mpeg mpg msi odp ods odt ogg otf pdf png ppt pptx ps rar
 svgz tar tgz tif tiff ttf txt wav webm webp wma wmv woff woff2 xls xlsx xz zip
 """.split())
 
-# Tracking and session parameters: they change the URL, never the page.
-TRACKING_PARAM = re.compile(
+# Parameters that never choose the page: left out of a page's name and identity, never out of the
+# request. Tracking parameters, and the session parameters of platforms that name them so (Java,
+# PHP, ASP, ColdFusion). Ambiguous names (`sid`, `id`, `s`, `token`) are kept: `sid` is an article
+# number on PHP-Nuke sites; session tokens under other names are found by their pages' text
+# (`TokenWatch`).
+IGNORED_PARAM = re.compile(
     r"^(utm_\w+|fbclid|gclid|dclid|gbraid|wbraid|msclkid|yclid|igshid|mc_cid|mc_eid|_ga|_gl|"
-    r"_hsenc|_hsmi|mkt_tok|ref_src|spm|jsessionid|phpsessid|aspsessionid\w*|sid|sessionid|"
-    r"session_id|cfid|cftoken)$",
+    r"_hsenc|_hsmi|mkt_tok|ref_src|jsessionid|phpsessid|aspsessionid\w*|cfid|cftoken)$",
     re.IGNORECASE,
 )
-_PATH_SESSION = re.compile(r";(jsessionid|phpsessid|sid)=[^/?#]*", re.IGNORECASE)
-_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+_PATH_SESSION = re.compile(r";(jsessionid|phpsessid)=[^/?#;]*", re.IGNORECASE)
+_TOKEN_SEGMENT = re.compile(r"\d|[a-z][A-Z]")
+_INDEX_FILE = re.compile(r"(?<=/)(index|default|home)\.[a-z]+$", re.IGNORECASE)
+_BAD_HOST = re.compile(r"[\x00-\x20\x7f]")
 
 # Trap bounds. A crawl always ends (--max-pages bounds it in any case); these stop the known
 # traps long before that, without cutting a real site short.
@@ -70,15 +74,27 @@ MAX_QUERY_PARAMS = 12  # facet explosions
 MAX_QUERY_VARIANTS = 1000  # distinct query strings on one path
 TRAP_STREAK = 5  # chained listing pages of one URL pattern that found nothing new: an endless
 #                  calendar or an archive paginated past its end
+# Pages of one URL pattern (one part wildcarded) with the same text that make that part a session
+# token: two can be a page and its print version, three are a generator.
+TOKEN_VARIANTS = 3
+MAX_TEXTS_PER_PATTERN = 8  # distinct texts kept per pattern: past two, the part is not volatile
+MAX_PREFETCHED = 32  # canonical targets fetched ahead of their turn to check a rel=canonical
 MAX_SITEMAPS = 200  # sitemap files read per crawl (an index may name many)
 MAX_SITEMAP_NESTING = 3  # sitemap indexes naming sitemap indexes
 # Entries taken from all the sitemaps of one crawl. --max-pages stops reading sitemaps much
 # sooner (see Crawler._sitemap_room); this bounds a crawl without a page limit: about 300 bytes
 # of frontier and seen-set per URL, so some 150 MB at most.
 MAX_SITEMAP_ENTRIES = 500_000
+# A meta refresh within this many seconds is a redirect (Scrapy's METAREFRESH_MAXDELAY); a longer
+# one is a page that reloads itself now and then.
+MAX_REFRESH_DELAY = 100
+_REFRESH = re.compile(
+    r"""\s*(\d+(?:\.[\d.]*)?|\.[\d.]*)(?:\s*[;,]\s*|\s+|$)(?:url\s*=\s*)?(?:(['"])(.*?)(?:\2|$)|(.*))""",
+    re.IGNORECASE | re.DOTALL,
+)
 # The version of `analyze` and of what a Visit records. Raise it whenever either changes: stored
 # visits of another version are ignored, so every page is read again once.
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 2  # 2: request URLs kept as found, meta refresh, canonical checked
 
 LISTING_LINK_DENSITY = 0.5  # share of the main text's words inside links
 THIN_WORDS = 50  # fewer words of non-link text: not an article on its own
@@ -98,68 +114,87 @@ _DROP = ("script", "style", "noscript", "template", "nav", "header", "footer", "
 
 
 @functools.lru_cache(maxsize=1 << 16)  # a site repeats its navigation links on every page
-def canonicalize(url: str, base: str | None = None) -> str | None:
-    """The canonical form of an http(s) URL, or None for other schemes and malformed URLs.
+def request_url(url: str, base: str | None = None) -> str | None:
+    """The URL to request for a link as found: joined to `base`, the fragment removed, unsafe
+    characters percent-encoded and an international host name in punycode (w3lib's
+    `safe_url_string`, after the WHATWG URL standard), nothing else changed; None for schemes
+    other than http(s) and malformed URLs. Idempotent.
 
-    Written by hand because none of the libraries at hand does all of it (courlan keeps
-    fragments, dot segments and session ids; w3lib is not a dependency): lower-case scheme and
-    host, no default port, no user info, dot segments resolved, percent-encoding normalized
-    (unreserved characters decoded, hex upper-cased, unsafe characters encoded), query
-    parameters sorted with tracking and session parameters removed, no fragment.
+    The query string above all is sent as written: applications route on it (`index.php?/kb/x`,
+    `?name=News&sid=12`), so reordering or dropping parameters can lead to pages that do not exist.
     """
     url = url.strip()
-    try:
-        if base is not None:
+    if base is not None:
+        try:
             url = urljoin(base, url)
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
+        except ValueError:
             return None
-        host = parts.hostname.rstrip(".")
-        port = parts.port
-    except ValueError:
+    # The fragment is never sent: cut first, so that all anchors of a page are one cache entry.
+    url = url.partition("#")[0]
+    found = _REQUESTED.get(url, _MISSING)
+    if found is _MISSING:
+        # safe_url_string is pure Python: cached without the fragment (links to the anchors of
+        # one page), the result too (it is its own request URL, so page_name does not pay again).
+        found = _request_url(url)
+        if len(_REQUESTED) > MAX_CACHED_URLS:
+            _REQUESTED.clear()
+        _REQUESTED[url] = found
+        if found is not None:
+            _REQUESTED[found] = found
+    return found
+
+
+_MISSING = object()
+MAX_CACHED_URLS = 1 << 16
+_REQUESTED: dict[str, str | None] = {}
+
+
+def _request_url(url: str) -> str | None:
+    from w3lib.url import safe_url_string
+
+    try:
+        parts = urlsplit(url)
+        if (parts.scheme.lower() not in ("http", "https") or not parts.hostname
+                or _BAD_HOST.search(parts.hostname)):
+            return None
+        parts.port  # noqa: B018 (raises ValueError for a port out of range)
+        return safe_url_string(url)
+    except ValueError:  # a bad port, IPv6 literal or host name (UnicodeError is a ValueError)
         return None
-    if ":" in host:
-        host = f"[{host}]"
-    if port and not (scheme == "http" and port == 80 or scheme == "https" and port == 443):
-        host = f"{host}:{port}"
-    path = _PATH_SESSION.sub("", parts.path)
-    path = _normalize_escapes(_remove_dot_segments(path or "/"))
-    path = quote(path, safe=_PATH_SAFE)
-    query = ""
-    if parts.query:
-        pairs = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-                 if not TRACKING_PARAM.match(k)]
-        query = urlencode(sorted(pairs))
-    return urlunsplit((scheme, host, path, query, ""))
 
 
-def _normalize_escapes(text: str) -> str:
-    def fix(match: re.Match) -> str:
-        char = chr(int(match.group(1), 16))
-        return char if char in _UNRESERVED else "%" + match.group(1).upper()
+@functools.lru_cache(maxsize=1 << 16)
+def page_name(url: str) -> str | None:
+    """The name a page is stored and shown under: its request URL without user info, default
+    port, trailing fragment and IGNORED_PARAM parameters (query order kept), so the name is still
+    a URL that fetches the page. None where request_url is None."""
+    url = request_url(url)
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    if (parts.scheme, parts.port) in (("http", 80), ("https", 443)):
+        host = host.rpartition(":")[0]
+    path = _PATH_SESSION.sub("", parts.path) or "/"
+    url = urlunsplit((parts.scheme, host, path, parts.query, ""))
+    ignored = {k for k, _ in parse_qsl(parts.query, keep_blank_values=True) if IGNORED_PARAM.match(k)}
+    if ignored:
+        from w3lib.url import url_query_cleaner
 
-    return _PERCENT.sub(fix, text)
+        # unique=False: a repeated parameter (?tag=a&tag=b) is data, not a duplicate
+        url = url_query_cleaner(url, ignored, remove=True, unique=False)
+    return url
 
 
-def _remove_dot_segments(path: str) -> str:
-    if "." not in path:
-        return path
-    out: list[str] = []
-    segments = path.split("/")
-    for i, seg in enumerate(segments):
-        if seg == "..":
-            if len(out) > 1:
-                out.pop()
-            if i == len(segments) - 1:
-                out.append("")
-        elif seg == ".":
-            if i == len(segments) - 1:
-                out.append("")
-        else:
-            out.append(seg)
-    result = "/".join(out)
-    return result if result.startswith("/") else "/" + result
+@functools.lru_cache(maxsize=1 << 16)
+def url_identity(url: str, base: str | None = None) -> str | None:
+    """A page's identity, for de-duplication only (never requested): w3lib's `canonicalize_url`
+    of its page_name, which sorts query parameters, normalizes percent-encoding, resolves dot
+    segments (also percent-encoded ones) and lower-cases the host. None for non-http(s) URLs."""
+    from w3lib.url import canonicalize_url
+
+    name = page_name(url) if base is None else page_name(request_url(url, base) or "")
+    return None if name is None else canonicalize_url(name, keep_blank_values=True)
 
 
 def url_pattern(url: str) -> str:
@@ -181,13 +216,124 @@ def trap_reason(url: str) -> str | None:
     return None
 
 
+def token_slots(identity: str) -> list[tuple[str, str]]:
+    """(pattern, part) for each part of a URL that may carry a session token: each query
+    parameter's value, each path parameter's value (`;name=value`) and each path segment with a
+    digit or a lower-to-upper case change in it (`/s/ABC123/page`, `/s/qWxYz/page`); the pattern
+    is the URL with that part replaced by `*`. Other segments are words that choose the page
+    (`/about`, `/getting-started`) and are left out."""
+    parts = urlsplit(identity)
+    slots = []
+
+    def with_part(i: int, segment: str) -> str:
+        path = "/".join(segments[:i] + [segment] + segments[i + 1:])
+        return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+    segments = parts.path.split("/")
+    for i, segment in enumerate(segments):
+        head, *params = segment.split(";")
+        if _TOKEN_SEGMENT.search(head):
+            slots.append((with_part(i, ";".join(["*", *params])), head))
+        for j, param in enumerate(params):
+            key, eq, value = param.partition("=")
+            if value:
+                wild = params[:j] + [key + "=*"] + params[j + 1:]
+                slots.append((with_part(i, ";".join([head, *wild])), param))
+    pairs = parts.query.split("&") if parts.query else []
+    for i, pair in enumerate(pairs):
+        key, eq, value = pair.partition("=")
+        if value:
+            query = "&".join(pairs[:i] + [key + "=*"] + pairs[i + 1:])
+            slots.append((urlunsplit((parts.scheme, parts.netloc, parts.path, query, "")), pair))
+    return slots
+
+
+@dataclass
+class _Variants:
+    texts: dict[str, str] = field(default_factory=dict)  # fingerprint -> first page name with it
+    pages: int = 0  # read
+    pending: int = 0  # requested, not read yet
+
+
+class TokenWatch:
+    """Finds URL parts that change while the page stays the same: session tokens under any name,
+    in the query or the path, which otherwise make every link new on every page.
+
+    Each page read is filed under every pattern of its URL with one part wildcarded
+    (token_slots); a page whose URL lacks a query parameter counts for the pattern of that
+    parameter too (`/p` and `/p?s=A`). A page with the same text as an earlier page of one of its
+    patterns is a duplicate of it; once TOKEN_VARIANTS pages of a pattern have the same text and
+    none of them another, the wildcarded part is volatile and URLs of that pattern are no longer
+    requested. Until a pattern has shown two texts, no more of its URLs are requested at once
+    than would make it volatile (`hold`), so that requests in flight do not outrun the finding.
+    """
+
+    def __init__(self):
+        self._patterns: dict[str, _Variants] = {}
+        self._pages: dict[str, tuple[str, str]] = {}  # identity -> (fingerprint, name)
+        self.volatile: set[str] = set()
+
+    def see(self, identity: str, fingerprint: str, name: str) -> tuple[str | None, str | None]:
+        """(the name of an earlier page with this text whose URL differs in one part or None,
+        the part found volatile just now or None)."""
+        self._pages[identity] = (fingerprint, name)
+        first = found = None
+        for pattern, part in token_slots(identity):
+            variants = self._variants(pattern, identity, part)
+            variants.pages += 1
+            if len(variants.texts) < MAX_TEXTS_PER_PATTERN:
+                variants.texts.setdefault(fingerprint, name)
+            earlier = variants.texts.get(fingerprint)
+            if earlier != name and first is None:
+                first = earlier
+            if (variants.pages >= TOKEN_VARIANTS and len(variants.texts) == 1
+                    and pattern not in self.volatile):
+                self.volatile.add(pattern)
+                found = found or part
+        return first, found
+
+    def _variants(self, pattern: str, identity: str, part: str) -> _Variants:
+        variants = self._patterns.get(pattern)
+        if variants is None:
+            variants = self._patterns[pattern] = _Variants()
+            # The same URL without this query parameter, read before, is one of its variants.
+            parts = urlsplit(identity)
+            pairs = [p for p in parts.query.split("&") if p != part]
+            if len(pairs) < len(parts.query.split("&")):
+                bare = urlunsplit((parts.scheme, parts.netloc, parts.path, "&".join(pairs), ""))
+                if bare in self._pages:
+                    fingerprint, name = self._pages[bare]
+                    variants.texts[fingerprint] = name
+                    variants.pages += 1
+        return variants
+
+    def refuses(self, identity: str) -> bool:
+        """Whether the URL is of a pattern found volatile."""
+        return bool(self.volatile) and any(p in self.volatile for p, _ in token_slots(identity))
+
+    def hold(self, identity: str) -> bool:
+        """Whether requesting the URL now could outrun finding its pattern volatile."""
+        for pattern, _ in token_slots(identity):
+            variants = self._patterns.get(pattern)
+            # pages >= 1: a pattern known only from 304s (no text) is never held back
+            if variants is not None and variants.pages and len(variants.texts) <= 1 and (
+                    variants.pages + variants.pending >= TOKEN_VARIANTS):
+                return True
+        return False
+
+    def sent(self, identity: str, count: int = 1) -> None:
+        """The URL was requested (count=1) or its answer was read (count=-1)."""
+        for pattern, part in token_slots(identity):
+            self._variants(pattern, identity, part).pending += count
+
+
 # ---------------------------------------------------------------- scope
 
 
 @dataclass(frozen=True)
 class Scope:
     """Which URLs a crawl may fetch: same scheme and host, under a path prefix, filtered by
-    --include/--exclude regular expressions (searched in the canonical URL)."""
+    --include/--exclude regular expressions (searched in the page's name: page_name)."""
 
     roots: tuple[tuple[str, str, str], ...]  # (scheme, netloc, path prefix)
     include: tuple[re.Pattern, ...] = ()
@@ -199,7 +345,7 @@ class Scope:
 
     def widen(self, url: str, mode: str = "path") -> Scope:
         """This scope plus the root of url (a start URL, or where it redirected)."""
-        parts = urlsplit(url)
+        parts = urlsplit(page_name(url) or url)
         if mode == "host":
             prefix = "/"
         elif parts.path.endswith("/"):
@@ -214,7 +360,7 @@ class Scope:
         return Scope(self.roots + (root,), self.include, self.exclude)
 
     def in_roots(self, url: str) -> bool:
-        parts = urlsplit(url)
+        parts = urlsplit(page_name(url) or url)  # no user info or default port
         for scheme, netloc, prefix in self.roots:
             if parts.scheme == scheme and parts.netloc == netloc and (
                 parts.path.startswith(prefix) or parts.path == prefix.rstrip("/")
@@ -225,9 +371,10 @@ class Scope:
     def contains(self, url: str) -> bool:
         if not self.in_roots(url):
             return False
-        if self.include and not any(p.search(url) for p in self.include):
+        name = page_name(url) or url
+        if self.include and not any(p.search(name) for p in self.include):
             return False
-        return not any(p.search(url) for p in self.exclude)
+        return not any(p.search(name) for p in self.exclude)
 
 
 def compile_patterns(patterns, option: str) -> tuple[re.Pattern, ...]:
@@ -248,13 +395,15 @@ def compile_patterns(patterns, option: str) -> tuple[re.Pattern, ...]:
 class Analysis:
     """What the crawler needs from an HTML page."""
 
-    links: tuple[str, ...] = ()  # absolute, as written (canonicalized by the scheduler)
+    links: tuple[str, ...] = ()  # absolute, as written (requested as found: request_url)
     canonical: str | None = None
     noindex: bool = False
     nofollow: bool = False
     listing: bool = False  # mostly links to other pages: followed, not indexed
     thin: bool = False  # little text of its own
     nesting: int = 0  # deepest element nesting
+    refresh: str | None = None  # a client-side redirect (meta refresh): its target, absolute
+    fingerprint: str | None = None  # hash of the title and main text: the same article
 
 
 def is_html(page: Page) -> bool:
@@ -299,8 +448,39 @@ def analyze(page: Page, base: str) -> Analysis:
             content = (el.get("content") or "").lower()
             noindex = noindex or "noindex" in content or "none" in content
             nofollow = nofollow or "nofollow" in content or "none" in content
-    listing, thin = _listing(doc, base, {canonicalize(base), canonicalize(canonical or base)} - {None})
-    return Analysis(tuple(links), canonical, noindex, nofollow, listing, thin, nesting)
+    refresh = _refresh_target(doc, base)
+    title = " ".join((doc.findtext(".//title") or "").split())
+    listing, thin, text = _listing(doc, base, {url_identity(base), url_identity(canonical or base)} - {None})
+    return Analysis(tuple(links), canonical, noindex, nofollow, listing, thin, nesting, refresh,
+                    text_hash(title + "\n" + text))
+
+
+def _refresh_target(doc, base: str) -> str | None:
+    """The target of a `<meta http-equiv="refresh">` that sends the reader elsewhere within
+    MAX_REFRESH_DELAY seconds, joined to base; None for none, a reload or one inside <noscript>.
+
+    The content is parsed as the HTML standard's "shared declarative refresh steps" say
+    (https://html.spec.whatwg.org/#shared-declarative-refresh-steps): a delay, then `;` or `,`,
+    then an optional `URL=`, then the URL, optionally quoted. By hand because w3lib's
+    get_meta_refresh is a regular expression over the raw HTML that needs `url=` and the
+    http-equiv attribute before content.
+    """
+    for el in doc.iter("meta"):
+        if (el.get("http-equiv") or "").strip().lower() != "refresh":
+            continue
+        if any(a.tag == "noscript" for a in el.iterancestors()):
+            continue  # a fallback for readers without JavaScript, not where the page is
+        match = _REFRESH.match(el.get("content") or "")
+        if match is None or float(match.group(1).split(".")[0] or 0) > MAX_REFRESH_DELAY:
+            continue
+        target = match.group(3) if match.group(3) is not None else match.group(4)
+        target = (target or "").strip()
+        if target:
+            try:
+                return urljoin(base, target)
+            except ValueError:  # a malformed URL (a bad IPv6 literal): not a redirect to follow
+                continue
+    return None
 
 
 def _nesting(doc) -> int:
@@ -339,22 +519,25 @@ def _main(doc) -> tuple:
     return root, articles
 
 
-def _listing(doc, base: str, own: set[str]) -> tuple[bool, bool]:
-    """(is a listing page, is thin): computed on the main content, page chrome removed."""
+def _listing(doc, base: str, own: set[str]) -> tuple[bool, bool, str]:
+    """(is a listing page, is thin, its main text with spaces collapsed): computed on the main
+    content, page chrome removed."""
     root, articles = _main(doc)
-    text_words = len(root.text_content().split())
+    words = root.text_content().split()
+    text_words = len(words)
     anchors = list(root.iter("a"))
     link_words = sum(len(a.text_content().split()) for a in anchors)
     thin = text_words - link_words < THIN_WORDS
+    text = " ".join(words)
     if len(articles) >= 2:  # one <article> per post: a blog's home, archive or label page
-        return True, thin
+        return True, thin, text
     host = urlsplit(base).netloc
 
     def title_link(heading) -> str | None:
         """The page a heading links to when the link is (nearly) the whole heading: a title."""
         words = len(heading.text_content().split())
         for a in heading.iter("a"):
-            target = canonicalize(a.get("href") or "", base)
+            target = url_identity(a.get("href") or "", base)
             if (target and target not in own and urlsplit(target).netloc == host
                     and len(a.text_content().split()) >= 0.6 * words):
                 return target
@@ -366,12 +549,12 @@ def _listing(doc, base: str, own: set[str]) -> tuple[bool, bool]:
     # Headings that link to other pages are the titles of the articles a listing shows; a page
     # whose own title links elsewhere is a teaser of that page (a one-post archive).
     if len(targets) >= 2 or first_links_away:
-        return True, thin
+        return True, thin, text
     density = link_words / max(text_words, 1)
     dense = len(anchors) >= 5 and density >= LISTING_LINK_DENSITY
     # A near-empty page that is mostly navigation (an empty calendar month, a last archive page).
     empty_nav = thin and len(anchors) >= 2 and density >= 0.3
-    return dense or empty_nav, thin
+    return dense or empty_nav, thin, text
 
 
 def read_sitemap(body: bytes, max_bytes: int) -> tuple[list[str], list[str]] | None:
@@ -717,12 +900,28 @@ class CrawlResult:
 
 @dataclass
 class _Item:
-    url: str
+    url: str  # as requested: the link as found (request_url)
     depth: int
     streak: int = 0  # chained barren listing pages of this URL's pattern before it
     follow: bool = True  # follow its links (not for sitemap and feed entries)
     visit: Visit | None = None  # what the last run learned from it, when it is fetched conditionally
     unrequested: bool = False  # known unchanged from the sitemap's lastmod: handled without a request
+    hops: int = 0  # client-side redirects (meta refresh) that led here
+    sent: bool = False  # requested by the scheduler's loop (counted in TokenWatch until read)
+
+    @property
+    def key(self) -> str:
+        """Its identity (url_identity): what the crawl's seen and done sets hold."""
+        return url_identity(self.url) or self.url
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What a handled or probed page is, for judging another page's rel=canonical to it."""
+
+    name: str
+    article: bool  # would be indexed as an article: not a listing, noindex page or redirect stub
+    fingerprint: str | None  # Analysis.fingerprint; None when it came from a 304
 
 
 _DISALLOW_ALL = object()  # robots.txt answered 5xx or not at all: RFC 9309 says assume disallow
@@ -735,7 +934,8 @@ class CrawlMemory(Protocol):
     """
 
     def recall(self, url: str) -> Visit | None:
-        """The visit recorded for a requested URL, when its validators may be used."""
+        """The visit recorded for a requested URL (by its url_identity), when its validators may
+        be used."""
 
     def remember(self, visit: Visit) -> None:
         """Record what this run learned from a page (called for every HTML page handled)."""
@@ -754,10 +954,27 @@ def _analysis(visit: Visit) -> Analysis:
                     visit.thin)
 
 
-def _visit(url: str, final: str, name: str, outcome: str, page: Page, analysis: Analysis) -> Visit:
-    return Visit(url, final, name, outcome, page.etag, page.last_modified,
+def _visit(key: str, final: str, name: str, outcome: str, page: Page, analysis: Analysis) -> Visit:
+    return Visit(key, final, name, outcome, page.etag, page.last_modified,
                  tuple(dict.fromkeys(analysis.links)), analysis.canonical, analysis.noindex,
                  analysis.nofollow, analysis.listing, analysis.thin, ANALYSIS_VERSION)
+
+
+def _facts_of(name: str, final: str, analysis: Analysis, robots: bool) -> _Facts:
+    canonical = url_identity(analysis.canonical) if analysis.canonical else None
+    article = not (analysis.listing or (analysis.noindex and robots) or analysis.refresh
+                   or canonical not in (None, final))
+    return _Facts(name, article, analysis.fingerprint)
+
+
+def _renamed(error: SourceError, name: str) -> SourceError:
+    """The error under the page's name (what an index keeps it under), not the URL requested."""
+    if error.source == name:
+        return error
+    renamed = copy.copy(error)
+    renamed.source = name
+    renamed.args = (f"{name}: {error.reason}",)
+    return renamed
 
 
 def _article(name: str, page: Page) -> Page:
@@ -775,9 +992,11 @@ def _article(name: str, page: Page) -> Page:
 class Crawler:
     """Breadth-first crawl of one source: yields each page to index, or the error instead.
 
-    Pages are yielded with `source` set to their canonical URL (after redirects and an in-scope
-    `<link rel="canonical">`), so a page reached by two URLs comes out once. Listing pages,
-    noindex pages and duplicates come out as SkipSource so that they are counted and reported;
+    Pages are yielded with `source` set to their name (page_name after redirects, or the name
+    `names` says an index keeps a page of that identity under); URLs are requested as found and
+    de-duplicated by url_identity, so a page reached by two URLs comes out once. A trusted
+    `<link rel="canonical">` makes a page a duplicate of its target, a meta refresh a redirect.
+    Listing pages, noindex pages and duplicates come out as SkipSource so that they are counted and reported;
     URLs never requested (out of scope, robots.txt, depth, traps) are only counted, in
     `result.skipped`.
 
@@ -789,8 +1008,11 @@ class Crawler:
 
     def __init__(self, fetcher: Fetcher, options: CrawlOptions | None = None, user_agent_token: str = "kbindex",
                  validators: Callable[[str], tuple[str | None, str | None]] | None = None,
-                 memory: CrawlMemory | None = None):
+                 memory: CrawlMemory | None = None, names: Callable[[str], str] | None = None):
         self.fetcher = fetcher
+        # The name an index already keeps a page under (one with the same url_identity), so that
+        # a name that changed form (query order, escapes) goes on naming the same entry.
+        self.names = names or (lambda name: name)
         # ETag / Last-Modified from the last run, for conditional GETs of pages whose links are
         # not needed (sitemap and feed entries, a start page with depth 0).
         self.validators = validators or (lambda url: (None, None))
@@ -801,6 +1023,10 @@ class Crawler:
         self.token = user_agent_token
         self._include = compile_patterns(self.options.include, "--include")
         self._exclude = compile_patterns(self.options.exclude, "--exclude")
+
+    def _name(self, url: str) -> str:
+        """The name a page at this URL is handed on under: its page_name, or the index's own."""
+        return self.names(page_name(url) or url)
 
     # -------------------------------------------------------- robots.txt
 
@@ -859,19 +1085,29 @@ class Crawler:
         self._sitemap_failed = False  # a sitemap could not be read: its pages are unknown
         self._reports: list[SourceError] = []  # sitemap problems, yielded by the generator
         self._probes: dict[str, frozenset[str] | None] = {}  # host -> its soft-404 words
-        self._lastmods: dict[str, datetime] = {}  # canonical URL -> sitemap lastmod (--trust-lastmod)
+        self._lastmods: dict[str, datetime] = {}  # URL identity -> sitemap lastmod (--trust-lastmod)
+        self._handled: set[str] = set()  # identities of requested URLs handled
+        self._facts: dict[str, _Facts] = {}  # identity -> what the page there is (rel=canonical)
+        # canonical targets probed, not yet handled: (their fetch, the visit it was made with)
+        self._prefetched: dict[str, tuple[Future, Visit | None]] = {}
+        self._claims: dict[str, set[str | None]] = {}  # canonical target -> texts naming it
+        self._tokens = TokenWatch()
+        self._inflight: deque[tuple[Future, _Item]] = deque()
         self._transient = False
         started = time.monotonic()
         deadline = started + options.max_time if options.max_time else None
         allow_private = options.allow_private or self.fetcher.is_private_host(start)
-        canonical_start = canonicalize(start) or start
-        result.start_names.update({start, canonical_start})
-        self._seen.add(canonical_start)
+        start_url = request_url(start) or start
+        start_item = _Item(start_url, 0)
+        self._start_key = start_item.key
+        start_name = self._name(start_url)
+        result.start_names.update({start, start_url, start_name})
+        self._seen.add(start_item.key)
         result.discovered += 1
-        self.scope = Scope.for_start(canonical_start, options.scope, self._include, self._exclude)
+        self.scope = Scope.for_start(start_name, options.scope, self._include, self._exclude)
 
         self._robots_error: FetchError | None = None
-        if not self._allowed(canonical_start, result, allow_private):
+        if not self._allowed(start_url, result, allow_private):
             result.complete, result.stopped = False, result.stopped or "robots"
             error = self._robots_error
             if error is not None:
@@ -883,33 +1119,34 @@ class Crawler:
             return
         # A site's start page is fetched conditionally when the last run read it as a site's page
         # (its links are then known); a start URL crawled with --depth 0 needs no links.
-        visit = self._recall(_Item(canonical_start, 0)) if options.depth != 0 else None
+        visit = self._recall(start_item) if options.depth != 0 else None
         if visit is not None:
             etag, modified = visit.etag, visit.last_modified
         else:
-            etag, modified = self.validators(canonical_start) if options.depth == 0 else (None, None)
+            etag, modified = self.validators(start_name) if options.depth == 0 else (None, None)
         try:
-            page = self.fetcher.fetch(start, accept=START_TYPES, allow_private=allow_private,
+            page = self.fetcher.fetch(start_url, accept=START_TYPES, allow_private=allow_private,
                                       etag=etag, last_modified=modified)
         except SourceError as exc:
             result.complete, result.stopped = False, "start_failed"
             result.errors += isinstance(exc, FetchError)
-            yield exc
+            yield _renamed(exc, start_name)
             return
         if page.status == 304 and visit is None:  # unchanged since the last run: nothing to follow
             result.kind, result.complete = "page", True
             result.fetched += 1
             result.not_modified += 1
-            yield replace(page, source=canonical_start)
+            yield replace(page, source=start_name)
             return
-        final = canonicalize(page.url or start) or canonical_start
+        final = self._name(page.url or start_url)
         result.start_names.add(final)
-        if final != canonical_start and not self.scope.in_roots(final):
+        if final != start_name and not self.scope.in_roots(final):
             # The start URL redirected (http -> https, / -> /en/): crawl where it led.
             self.scope = self.scope.widen(final, options.scope)
         if page.status == 304:  # a site's start page, unchanged: followed by its stored links
             result.kind = "site"
-            yield from self._site(_Item(canonical_start, 0, visit=visit), page, None, result, allow_private)
+            start_item.visit = visit
+            yield from self._site(start_item, page, None, result, allow_private)
         else:
             yield from self._start(page, start, final, result, allow_private)
 
@@ -917,7 +1154,7 @@ class Crawler:
         # Results are handled in the order requests were made (breadth-first, deterministic: the
         # same site gives the same pages in the same order, so "first of two duplicates" is
         # stable); a window of queued requests keeps the workers busy behind a slow page.
-        inflight: deque[tuple[Future, _Item]] = deque()
+        inflight = self._inflight
         window = options.concurrency * 4
         requested = result.fetched  # the start page counts against --max-pages
         try:
@@ -925,10 +1162,25 @@ class Crawler:
                 if deadline is not None and time.monotonic() >= deadline:
                     result.stopped = "max_time"
                     break
+                held: list[_Item] = []
                 while self._frontier and len(inflight) < window:
                     if options.max_pages is not None and requested >= options.max_pages:
                         break
                     item = self._frontier.popleft()
+                    if item.key in self._handled:
+                        continue  # handled early: the canonical target of a page before it
+                    if self._tokens.refuses(item.key):  # found to be a session token meanwhile
+                        result.skipped["trap"] += 1
+                        continue
+                    if self._tokens.hold(item.key):  # its pattern may be a token: wait for it
+                        held.append(item)
+                        if len(held) >= window * 16:
+                            break  # bounded work per page handled; the rest waits its turn
+                        continue
+                    if item.key in self._prefetched:  # probed as a canonical target: not fetched again
+                        future, item.visit = self._prefetched.pop(item.key)
+                        inflight.append((future, item))
+                        continue
                     item.visit = self._recall(item)
                     if self._unchanged_by_lastmod(item):
                         item.unrequested = True  # handled as a 304 that was never asked for
@@ -940,16 +1192,22 @@ class Crawler:
                         continue
                     inflight.append((pool.submit(self._fetch, item.url, allow_private, not item.follow,
                                                  item.visit), item))
+                    self._tokens.sent(item.key)
+                    item.sent = True
                     requested += 1
+                self._frontier.extendleft(reversed(held))
                 result.queued = len(self._frontier) + len(inflight)
                 if not inflight:
-                    result.stopped = "max_pages"
+                    if self._frontier:  # what is left waits for page requests the budget has not
+                        result.stopped = "max_pages"
                     break
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
                 future, item = inflight[0]
                 if not wait([future], timeout=timeout).done:
                     continue  # the deadline passed: stopped at the top of the loop
                 inflight.popleft()
+                if item.sent:
+                    self._tokens.sent(item.key, -1)
                 yield from self._handle(item, future, result, allow_private)
                 if options.on_progress:
                     options.on_progress(result)
@@ -1000,7 +1258,7 @@ class Crawler:
                 return
             result.kind = "page"  # Markdown, reStructuredText or plain text: index it as it is
             result.fetched += 1
-            self._done.add(final)
+            self._done.add(url_identity(final) or final)
             yield Page(source=final, body=page.body, content_type=page.content_type, url=page.url,
                        status=page.status, etag=page.etag, last_modified=page.last_modified)
             return
@@ -1016,7 +1274,7 @@ class Crawler:
         if analysis.nesting > MAX_NESTING:
             yield SkipSource(start, f"markup nested more than {MAX_NESTING} elements deep", kind="too_deep")
             return
-        yield from self._site(_Item(canonicalize(start) or start, 0), page, analysis, result, allow_private)
+        yield from self._site(_Item(request_url(start) or start, 0), page, analysis, result, allow_private)
 
     def _site(self, item: _Item, page: Page, analysis: Analysis | None, result: CrawlResult,
               allow_private: bool):
@@ -1024,7 +1282,7 @@ class Crawler:
         future: Future = Future()
         future.set_result((page, analysis))
         yield from self._handle(item, future, result, allow_private)
-        final = canonicalize(page.url or item.url) or item.url
+        final = page.url or item.url
         if self.options.robots:
             rules = self._robots(final, result, allow_private)
             if rules is not None and rules is not _DISALLOW_ALL:
@@ -1064,15 +1322,15 @@ class Crawler:
                     return
                 self._sitemap_entries += 1
                 if kind == "sitemap":
-                    child_url = canonicalize(link, url)
+                    child_url = request_url(link, url)  # requested as written: cHash=... must match
                     if child_url and urlsplit(child_url).netloc == host and len(children) <= MAX_SITEMAPS:
                         children.append(child_url)
                     continue
                 free = False
                 if self.options.trust_lastmod and (when := parse_lastmod(lastmod)) is not None:
-                    canonical = canonicalize(link, url)
-                    if canonical:
-                        self._lastmods[canonical] = when
+                    key = url_identity(link, url)
+                    if key:
+                        self._lastmods[key] = when
                         free = True
                 queued = len(self._frontier)
                 self._enqueue(link, None, parent, barren=False, result=result,
@@ -1121,9 +1379,11 @@ class Crawler:
 
     def _recall(self, item: _Item) -> Visit | None:
         """The last run's visit of a page, if its validators can be used."""
-        visit = self.memory.recall(item.url)
+        visit = self.memory.recall(item.key)
         if visit is None or visit.parser != ANALYSIS_VERSION or not (visit.etag or visit.last_modified):
             return None
+        if visit.outcome == "redirect":
+            return None  # a meta refresh stub: a 304 would not say where it leads
         return visit
 
     def _unchanged_by_lastmod(self, item: _Item) -> bool:
@@ -1131,7 +1391,7 @@ class Crawler:
         made (a sitemap that lies about lastmod hides changes: hence an option)."""
         if not self.options.trust_lastmod or item.visit is None:
             return False
-        lastmod = self._lastmods.get(item.url)
+        lastmod = self._lastmods.get(item.key)
         seen = parse_lastmod(item.visit.seen)
         return lastmod is not None and seen is not None and lastmod <= seen
 
@@ -1145,7 +1405,7 @@ class Crawler:
         if visit is not None:
             etag, modified = visit.etag, visit.last_modified
         else:
-            etag, modified = self.validators(url) if conditional else (None, None)
+            etag, modified = self.validators(self._name(url)) if conditional else (None, None)
         page = self.fetcher.fetch(url, accept=PAGE_TYPES, allow_private=allow_private,
                                   etag=etag, last_modified=modified)
         if page.status == 304:
@@ -1170,9 +1430,12 @@ class Crawler:
             return exc
 
     def _handle(self, item: _Item, future: Future, result: CrawlResult, allow_private: bool):
+        if item.key in self._handled:
+            return  # handled already: the canonical target of a page before it, or a redirect's
+        self._handled.add(item.key)
         outcome = self._settle(future.result, result)
         if isinstance(outcome, SourceError):
-            yield outcome
+            yield _renamed(outcome, self._name(item.url))
             return
         page, analysis = outcome
         result.fetched += not item.unrequested
@@ -1180,11 +1443,12 @@ class Crawler:
         if page.status == 304:
             result.not_modified += 1
             if visit is None:  # a sitemap or feed entry unchanged since the last run
-                self._done.add(item.url)
-                yield replace(page, source=item.url)
+                self._done.add(item.key)
+                yield replace(page, source=self._name(item.url))
                 return
-            if (canonicalize(page.url or item.url) or item.url) != visit.final:
+            if url_identity(page.url or item.url) != url_identity(visit.final):
                 # It redirects somewhere else now: what was stored is about another page.
+                self._handled.discard(item.key)
                 yield from self._handle(_Item(item.url, item.depth, item.streak, item.follow),
                                         self._fetch_now(item.url, allow_private), result, allow_private)
                 return
@@ -1192,42 +1456,44 @@ class Crawler:
             analysis = _analysis(visit)
             page = replace(page, etag=page.etag or visit.etag,
                            last_modified=page.last_modified or visit.last_modified)
-        final = canonicalize(page.url or item.url) or item.url
+        final_url = page.url or item.url
+        final = url_identity(final_url) or final_url
+        name = self._name(final_url)
 
-        def remember(outcome: str, name: str) -> None:
-            self.memory.remember(_visit(item.url, final, name, outcome, page, analysis))
+        def remember(outcome: str, as_name: str = name) -> None:
+            self.memory.remember(_visit(item.key, final_url, as_name, outcome, page, analysis))
 
-        if final != item.url:
+        if final != item.key:
             if final in self._done:
-                remember("duplicate", final)
-                yield SkipSource(item.url, f"redirects to {final}, already seen", kind="duplicate")
+                remember("duplicate")
+                yield SkipSource(self._name(item.url), f"redirects to {name}, already seen", kind="duplicate")
                 return
-            if not self.scope.contains(final) and item.depth > 0:
-                remember("out_of_scope", final)
-                yield SkipSource(item.url, f"redirects out of scope to {final}", kind="out_of_scope")
+            if not self.scope.contains(final_url) and item.depth > 0:
+                remember("out_of_scope")
+                yield SkipSource(self._name(item.url), f"redirects out of scope to {name}",
+                                 kind="out_of_scope")
                 return
             self._seen.add(final)
         self._done.add(final)
-        name = final
-        if analysis.canonical:
-            canonical = canonicalize(analysis.canonical)
-            if canonical and canonical != final and self.scope.contains(canonical):
-                if canonical in self._done:
-                    remember("duplicate", canonical)
-                    yield SkipSource(final, f"same page as {canonical} (rel=canonical)", kind="duplicate")
-                    self._follow(item, final, analysis, result, allow_private)
-                    return
-                self._seen.add(canonical)
-                self._done.add(canonical)
-                name = canonical
         if item.depth == 0:
-            result.start_names.update({final, name})
-        self._follow(item, final, analysis, result, allow_private)
-        if analysis.noindex and self.options.robots:
-            remember("noindex", name)
+            result.start_names.add(name)
+        if analysis.refresh and url_identity(analysis.refresh) != final:
+            remember("redirect")  # never recalled: a 304 would not say where the stub leads
+            self._facts[final] = _Facts(name, False, analysis.fingerprint)
+            yield from self._client_redirect(item, name, analysis.refresh, result, allow_private)
+            return
+        self._facts[final] = self._facts[item.key] = _facts_of(name, final, analysis, self.options.robots)
+        self._follow(item, final_url, analysis, result, allow_private)
+        duplicate = self._same_text(final, name, analysis) or self._canonical(
+            item, final, analysis, result, allow_private)
+        if duplicate is not None:
+            remember("duplicate", duplicate[0])
+            yield SkipSource(name, duplicate[1], kind="duplicate")
+        elif analysis.noindex and self.options.robots:
+            remember("noindex")
             yield SkipSource(name, "meta robots noindex", kind="noindex")
         elif analysis.listing:
-            remember("listing", name)
+            remember("listing")
             yield SkipSource(name, "listing page: its links were followed, it is not indexed",
                              kind="listing")
         elif page.status == 304 and (visit.outcome, visit.name) == ("soft_404", name):
@@ -1240,7 +1506,7 @@ class Crawler:
             # body is needed. Its links were followed above; it is read in full now.
             outcome = self._settle(lambda: self._fetch(item.url, allow_private), result)
             if isinstance(outcome, SourceError):
-                yield outcome
+                yield _renamed(outcome, name)
                 return
             page, analysis = outcome
             if page.status == 304:  # a 304 to an unconditional request is the index's error
@@ -1281,18 +1547,19 @@ class Crawler:
         if len(words) >= SOFT_404_PROBE_WORDS:
             return None
         url = page.url or page.source
-        probe = self._probe(url, result, allow_private)
+        probe = self._soft_404_probe(url, result, allow_private)
         if probe is None:
             return None
         final, probe_words = probe
-        if canonicalize(url) == final:
+        if url_identity(url) == final:
             return None  # the page the site sends unknown URLs to is itself no soft 404
         mine = set(words) - _url_words(url)
         if mine and len(mine & probe_words) / len(mine | probe_words) >= SOFT_404_SIMILARITY:
             return "the same text as the site's answer to a URL that does not exist"
         return None
 
-    def _probe(self, url: str, result: CrawlResult, allow_private: bool) -> tuple[str, frozenset[str]] | None:
+    def _soft_404_probe(self, url: str, result: CrawlResult,
+                        allow_private: bool) -> tuple[str, frozenset[str]] | None:
         """(final URL, main-text words) of the host's answer to a random URL beside `url` when
         that is a 200 HTML page; None when the host answers such URLs with an error."""
         host = host_key(url)
@@ -1309,16 +1576,129 @@ class Crawler:
         if page.status != 200 or not is_html(page):
             return None
         _, _, text = main_text(page.body)
-        found = (canonicalize(page.url or probe_url) or probe_url,
+        found = (url_identity(page.url or probe_url) or probe_url,
                  frozenset(_words(text)) - _url_words(probe_url))
         self._probes[host] = found
         return found
 
-    def _fetch_now(self, url: str, allow_private: bool) -> Future:
-        """An unconditional fetch in this thread, as a finished future for _handle."""
+
+    def _same_text(self, final: str, name: str, analysis: Analysis) -> tuple[str, str] | None:
+        """(earlier page, reason) when a page read before has this text at a URL that differs in
+        one part only; the part is reported once found to be a session token (TokenWatch)."""
+        if analysis.fingerprint is None:
+            return None
+        other, part = self._tokens.see(final, analysis.fingerprint, name)
+        if other is None:
+            return None
+        if part:
+            return other, (f"same page as {other}: URLs that differ only in {part!r} are one page "
+                           "(a session token), so URLs like it are not followed")
+        return other, f"same page as {other} (same text, the URLs differ in one part)"
+
+    def _canonical(self, item: _Item, final: str, analysis: Analysis, result: CrawlResult,
+                   allow_private: bool) -> tuple[str, str] | None:
+        """(target, reason) when the page's rel=canonical is trusted: the target is in scope and
+        has the same text, or is an article itself (not a listing, noindex page or redirect
+        stub) other than a home page that no page of another text named before. A target not
+        read yet is fetched to see (_probe) and then handled before the pages waiting in the
+        frontier, so that the article it is gets indexed.
+
+        A template that names one page (often the home page) as every page's canonical would
+        otherwise fold a whole site into that page."""
+        target = request_url(analysis.canonical) if analysis.canonical else None
+        key = url_identity(target) if target else None
+        if key is None or key == final or not self.scope.contains(target):
+            return None
+        facts = self._facts.get(key) or self._probe(target, key, result, allow_private)
+        if facts is None:
+            return None
+        claims = self._claims.setdefault(key, set())
+        claims.add(analysis.fingerprint)
+        same = analysis.fingerprint is not None and facts.fingerprint == analysis.fingerprint
+        named_by_others = bool(claims - {analysis.fingerprint, facts.fingerprint})
+        if not same and not (facts.article and not self._home(key) and not named_by_others):
+            return None
+        if key in self._prefetched:  # probed just now: its turn comes next
+            self._seen.add(key)
+            self._frontier.appendleft(_Item(target, item.depth, item.streak, item.follow))
+        return facts.name, f"same page as {facts.name} (rel=canonical)"
+
+    def _home(self, key: str) -> bool:
+        """Whether a URL is a home page: a host's root, a scope's root or the start URL (with or
+        without an index.html, default.aspx... at the end)."""
+        path = _INDEX_FILE.sub("", urlsplit(key).path)
+        return path == "/" or key == self._start_key or path == _INDEX_FILE.sub(
+            "", urlsplit(self._start_key).path) or any(prefix == path for _, _, prefix in self.scope.roots)
+
+    def _probe(self, target: str, key: str, result: CrawlResult, allow_private: bool) -> _Facts | None:
+        """What a canonical target not handled yet is: its fetch (or the one in flight) is
+        waited for; a new fetch waits in _prefetched for the target's turn. None where it
+        cannot be read (or may not be: robots.txt, traps, too many probes waiting)."""
+        waiting = next(((f, i) for f, i in self._inflight if i.key == key), None)
+        if waiting is None:
+            if (len(self._prefetched) >= MAX_PREFETCHED or trap_reason(target)
+                    or not self._allowed(target, result, allow_private)):
+                return None
+            queued = _Item(target, 0)
+            queued.visit = self._recall(queued)  # a 304 says what it is from the stored visit
+            future = self._fetch_now(target, allow_private, queued.visit)
+            self._prefetched[key] = future, queued.visit
+            waiting = future, queued
+        future, queued = waiting
+        try:
+            page, analysis = future.result()
+        except SourceError:
+            return None
+        if analysis is None:  # a 304 of a page fetched with its stored visit
+            if queued.visit is None:
+                return None
+            analysis = _analysis(queued.visit)
+        final_url = page.url or target
+        return _facts_of(self._name(final_url), url_identity(final_url) or key, analysis,
+                         self.options.robots)
+
+    def _client_redirect(self, item: _Item, name: str, target: str, result: CrawlResult,
+                         allow_private: bool):
+        """A meta refresh to another URL is a redirect: followed with the checks an HTTP redirect
+        gets (scope, robots.txt, hop count; the fetcher checks addresses), the stub never indexed."""
+        url = request_url(target)
+        if url is None:
+            yield SkipSource(name, f"meta refresh to {target[:200]}, not an http(s) URL", kind="bad_redirect")
+            return
+        key, to = url_identity(url), self._name(url)
+        if item.hops >= self.fetcher.max_redirects:
+            result.errors += 1
+            yield FetchError(name, f"more than {self.fetcher.max_redirects} redirects (meta refresh)",
+                             kind="too_many_redirects")
+            return
+        if key in self._done or key in self._handled:
+            yield SkipSource(name, f"redirects to {to} (meta refresh), already seen", kind="duplicate")
+            return
+        if not self.scope.contains(url):
+            if item.depth > 0:
+                yield SkipSource(name, f"redirects out of scope to {to} (meta refresh)", kind="out_of_scope")
+                return
+            self.scope = self.scope.widen(url, self.options.scope)  # as for the start URL's redirects
+        if not allow_private and self.fetcher.is_private_host(url):
+            result.errors += 1
+            yield FetchError(name, f"refused the meta refresh to {to}: its host resolves to a non-public "
+                             "address (use --allow-private to allow)", kind="private_address")
+            return
+        if trap_reason(url) or not self._allowed(url, result, allow_private):
+            yield SkipSource(name, f"redirects to {to} (meta refresh), disallowed by robots.txt",
+                             kind="robots")
+            return
+        result.discovered += key not in self._seen
+        self._seen.add(key)
+        if item.depth == 0:  # the start URL's stub: what it leads to is what the user named
+            result.start_names.add(to)
+        self._frontier.appendleft(_Item(url, item.depth, item.streak, item.follow, hops=item.hops + 1))
+
+    def _fetch_now(self, url: str, allow_private: bool, visit: Visit | None = None) -> Future:
+        """A fetch in this thread (unconditional without a visit), as a finished future."""
         future: Future = Future()
         try:
-            future.set_result(self._fetch(url, allow_private))
+            future.set_result(self._fetch(url, allow_private, visit=visit))
         except SourceError as exc:
             future.set_exception(exc)
         return future
@@ -1331,11 +1711,12 @@ class Crawler:
         links = []
         new_elsewhere = False
         for link in analysis.links:
-            url = canonicalize(link)
+            url = request_url(link)
             if url is None:
                 continue
             links.append(url)
-            if url not in self._seen and url_pattern(url) != pattern and self.scope.contains(url):
+            if (url_identity(url) not in self._seen and url_pattern(url) != pattern
+                    and self.scope.contains(url)):
                 new_elsewhere = True
         barren = (analysis.listing or analysis.thin) and not new_elsewhere
         for url in links:
@@ -1343,10 +1724,11 @@ class Crawler:
 
     def _enqueue(self, url: str, parent_pattern: str | None, parent: _Item, barren: bool,
                  result: CrawlResult, allow_private: bool, follow: bool) -> None:
-        url = canonicalize(url)
-        if url is None or url in self._seen:
+        url = request_url(url)
+        key = url_identity(url) if url else None
+        if key is None or key in self._seen:
             return
-        self._seen.add(url)
+        self._seen.add(key)
         result.discovered += 1
         reason = self._refuse(url, parent, parent_pattern, barren, result, allow_private)
         if reason:
@@ -1363,7 +1745,7 @@ class Crawler:
             return "not_html"
         if self.options.depth is not None and parent.depth + 1 > self.options.depth:
             return "depth"
-        if trap_reason(url):
+        if trap_reason(url) or self._tokens.refuses(url_identity(url)):
             return "trap"
         if urlsplit(url).query:
             key = url.split("?", 1)[0]
@@ -1375,4 +1757,3 @@ class Crawler:
         if not self._allowed(url, result, allow_private):
             return "robots"
         return None
-

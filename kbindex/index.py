@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kbindex.chunk import ChunkConfig, chunk_document
 from kbindex.config import DEFAULT_MAX_BYTES, Settings
-from kbindex.crawl import Crawler, CrawlMemory, CrawlOptions, CrawlResult
+from kbindex.crawl import Crawler, CrawlMemory, CrawlOptions, CrawlResult, url_identity
 from kbindex.embed import Embedder
 from kbindex.errors import (
     FetchError,
@@ -195,16 +195,18 @@ Validators = Callable[[str], tuple[str | None, str | None]]  # url -> (etag, las
 def iter_pages(
     sources: Sequence[Source], fetcher: Fetcher, max_bytes: int = DEFAULT_MAX_BYTES,
     validators: Validators | None = None, memory: Callable[[Source], CrawlMemory] | None = None,
+    names: Callable[[str], str] | None = None,
 ) -> Iterator[tuple[Source, str, Page | SourceError]]:
     """Each source's pages (or the error that replaced one), with the root source they came from.
 
     A URL source is crawled (crawl.Crawler): a site breadth-first within its scope, a sitemap's
-    or a feed's entries. `name` is the page's canonical URL or the file's path. Once a source is
+    or a feed's entries. `name` is the page's name (crawl.page_name) or the file's path. Once a source is
     exhausted, `source.complete` tells whether all of it was seen. validators gives the ETag and
     Last-Modified seen last time for a URL; pages whose links are not needed (sitemap and feed
     entries, a start URL with --depth 0) are then fetched conditionally (a 304 comes back as a
     Page with status 304 and no body). memory gives each crawl what the last run learned from the
-    site's pages (crawl.CrawlMemory), so that those are fetched conditionally too.
+    site's pages (crawl.CrawlMemory), so that those are fetched conditionally too. names gives
+    the name an index already keeps a page under (see crawl.Crawler).
     """
     for source in sources:
         if source.kind == "folder":
@@ -217,10 +219,21 @@ def iter_pages(
             yield source, source.value, _read(Path(source.value), max_bytes)
         else:
             crawler = Crawler(fetcher, source.options or CrawlOptions(), _agent_token(fetcher),
-                              validators=validators, memory=memory(source) if memory else None)
+                              validators=validators, memory=memory(source) if memory else None,
+                              names=names)
             result = source.crawl if source.crawl is not None else CrawlResult(source.value)
             for item in crawler.crawl(source.value, result):
                 yield source, item.source, item
+
+
+def _collapse(source: Source, name: str, first: str, item: Page | SourceError) -> SkipSource | None:
+    """A page already taken this run (as `first`) came again as `name`: a skip to report when it
+    is the start page of a URL named on the command line, which would otherwise vanish without
+    a word (two sources never collapse into one silently)."""
+    if source.kind != "url" or not isinstance(item, Page) or name not in source.crawl.start_names:
+        return None
+    return SkipSource(source.value, f"same page as {first}, already read from another source",
+                      kind="duplicate")
 
 
 def _agent_token(fetcher: Fetcher) -> str:
@@ -330,11 +343,13 @@ class Indexer:
         self._in_flight: set[str] = set()  # text hashes sent to the model, not yet in the cache
         self._seen: set[str] = set()
         self._unreadable: list[str] = []  # folders a walk could not list: nothing under them is pruned
+        self._seen_keys: dict[str | None, str] = {}  # URL identity (crawl.url_identity) -> name seen
         self._entries: dict[str, Entry] = {}
         self._adopt = False
         self._dimension_checked = False
         self._texts: dict[str, str] = {}  # content hash -> first source with that text
         self._memories: dict[str, _LedgerMemory] = {}  # crawl root -> its memory (this run)
+        self._identities: dict[str | None, str] | None = None  # URL identity -> entry key, when asked
         self.collection: Collection | None = None
         self.lexical: LexicalIndex | None = None
         self._lexical_flagged = False
@@ -409,10 +424,13 @@ class Indexer:
         extractor = ExtractAhead(extract_or_error, self.workers)
         try:
             for source, name, item in iter_pages(sources, fetcher, self.max_bytes, self._validators,
-                                                 self._memory):
-                if name in self._seen:
+                                                 self._memory, self._stored_name):
+                key = url_identity(name) if _SCHEME.match(name) else name
+                if name in self._seen or key in self._seen_keys:
+                    self._collapsed(source, name, self._seen_keys.get(key, name), item)
                     continue
                 self._seen.add(name)
+                self._seen_keys[key] = name
                 wanted, body_hash = self._triage(item) if isinstance(item, Page) else (False, None)
                 for payload, extracted in extractor.submit((source, item, body_hash), item if wanted else None):
                     self._take(*payload, extracted)
@@ -468,6 +486,23 @@ class Indexer:
         if not self._current(entry):
             return None, None  # must be fetched in full: nothing (valid) to compare with
         return entry.etag, entry.last_modified
+
+    def _stored_name(self, name: str) -> str:
+        """The key this index keeps a page under: an entry with the same URL identity as `name`
+        (crawl.url_identity) when there is one (made when names had another form: query
+        parameters sorted, escapes decoded), else `name`."""
+        if name in self._entries or not _SCHEME.match(name):
+            return name
+        if self._identities is None:
+            self._identities = {url_identity(k): k for k in self._entries if _SCHEME.match(k)}
+        return self._identities.get(url_identity(name), name)
+
+    def _collapsed(self, source: Source, name: str, first: str, item: Page | SourceError) -> None:
+        skip = _collapse(source, name, first, item)
+        if skip is not None:  # reported only: no entry is touched
+            self.summary.skipped += 1
+            self.summary.skips.append({"source": skip.source, "reason": skip.reason, "kind": skip.kind})
+            self.on_event("skipped", skip.source, skip.reason)
 
     def _memory(self, source: Source) -> _LedgerMemory:
         memory = self._memories[source.value] = _LedgerMemory(self, source.value)
@@ -1038,7 +1073,7 @@ def dry_run(
     is filled in as the real run would fill it, minus the store's unchanged/deleted counts.
     """
     summary = summary if summary is not None else Summary()
-    seen: set[str] = set()
+    seen: dict[str | None, str] = {}  # URL identity (or path) -> name
     texts: dict[str, str] = {}
 
     def problem(source: Source, name: str, error: SourceError) -> PlanEntry:
@@ -1054,9 +1089,12 @@ def dry_run(
     def pages() -> Iterator[tuple[tuple[Source, str, Page | SourceError], Document | SourceError | None]]:
         with ExtractAhead(extract_or_error, workers or default_workers()) as extractor:
             for source, name, item in iter_pages(sources, fetcher, max_bytes):
-                if name not in seen:
-                    seen.add(name)
+                key = url_identity(name) if _SCHEME.match(name) else name
+                if key not in seen:
+                    seen[key] = name
                     yield from extractor.submit((source, name, item), item if isinstance(item, Page) else None)
+                elif (skip := _collapse(source, name, seen[key], item)) is not None:
+                    yield from extractor.submit((source, name, skip), None)
             yield from extractor.drain()
 
     for (source, name, item), doc in pages():

@@ -18,7 +18,7 @@ def text_hash(text: str) -> str:
 class Page:
     """Raw bytes of one source, with the facts needed to decode and identify them."""
 
-    source: str  # canonical URL, or absolute file path
+    source: str  # the page's name (crawl.page_name, after redirects), or absolute file path
     body: bytes
     content_type: str | None = None  # e.g. "text/html; charset=utf-8"; None for files
     url: str | None = None  # final URL after redirects (None for files)
@@ -101,11 +101,11 @@ class Visit:
     links, canonical URL, meta robots and listing test are those stored here.
     """
 
-    url: str  # the URL requested (canonical)
-    final: str  # where it led after redirects (canonical)
-    name: str  # the name the page went by: final, or its in-scope rel=canonical
+    url: str  # the URL requested, by its identity (crawl.url_identity): what it is recalled by
+    final: str  # where it led after redirects, as requested
+    name: str  # the name the page went by: final's, or its trusted rel=canonical target's
     outcome: str  # "page" (handed on to be indexed), "listing", "noindex", "duplicate", "out_of_scope",
-    #               "soft_404"
+    #               "soft_404", "redirect" (a meta refresh stub: never recalled)
     etag: str | None = None
     last_modified: str | None = None
     links: tuple[str, ...] = ()  # absolute, as written, before scope filtering

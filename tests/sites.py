@@ -5,13 +5,18 @@
   post linked from nowhere else, an Atom feed, page chrome (sidebar widgets, comments).
 - `docs`: a documentation site with a table of contents under /docs/, a page outside that folder,
   a redirect, a duplicate page, non-HTML links, a gzip bomb and a slow page.
+- `from_routes` / `from_folder`: a reproduction case's site (tests/fixtures/...), served as the
+  case's serve.py serves it.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
+import mimetypes
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from tests.server import FixtureServer, Request, Response
 
@@ -147,6 +152,9 @@ class DynamicRoutes(dict):
     def get(self, path, default=None):
         if path in self:
             return self[path]
+        page, _, query = path.partition("?")
+        if query and page in self and all(p.startswith("utm_") for p in query.split("&")):
+            return self[page]  # as real servers do, tracking parameters are ignored
         for prefix, handler in self.prefixes.items():
             if path.startswith(prefix):
                 return handler
@@ -260,3 +268,38 @@ def docs(slow_delay: float = 3.0, validators: str | None = None) -> FixtureServe
     for path, (title, text) in DOC_PAGES.items():
         routes[path] = Response(body=_doc(title, text))
     return FixtureServer(routes, validators=validators)
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def from_routes(path: Path, robots: str = "User-agent: *\nAllow: /\n") -> FixtureServer:
+    """A site from a reproduction case's routes.json ({path with its query: {"status", "headers",
+    "body"}}), answered only on those exact paths and query strings, as applications that route
+    on the raw query string do; {{ORIGIN}} in a body becomes the server's base URL."""
+    server = FixtureServer()
+    routes = {"/robots.txt": Response(body=robots.encode(), headers={"Content-Type": "text/plain"})}
+    for route, spec in json.loads(path.read_text(encoding="utf-8")).items():
+        body = spec.get("body", "").replace("{{ORIGIN}}", server.base).encode()
+        routes[route] = Response(spec.get("status", 200), body, dict(spec.get("headers", {})))
+    server.routes = routes
+    return server
+
+
+def from_folder(root: Path) -> FixtureServer:
+    """A static site from a folder: each file under its path, a folder's index.html under the
+    folder's path with a slash (and a redirect to it without); no robots.txt (404)."""
+    server = FixtureServer()
+    for file in sorted(root.rglob("*")):
+        if not file.is_file():
+            continue
+        path = "/" + file.relative_to(root).as_posix()
+        body = file.read_bytes().replace(b"{{ORIGIN}}", server.base.encode())
+        kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        server.routes[path] = Response(body=body, headers={"Content-Type": kind})
+        if file.name == "index.html":
+            folder = path[: -len("index.html")]
+            server.routes[folder] = server.routes[path]
+            if folder != "/":
+                server.routes[folder.rstrip("/")] = Response(301, b"", {"Location": folder})
+    return server
