@@ -129,15 +129,19 @@ def _pinned_artifact(settings, recorded: str | None) -> dict | None:
     return entry if entry and recorded and entry.get("model") == recorded else None
 
 
-def _record_artifact(settings, embedder) -> None:
-    """Note in the index folder which prepared model the collection's vectors came from."""
-    artifact = getattr(embedder, "artifact", None)
-    if artifact is None:  # nothing was embedded, or the torch backend (no artifact)
-        return
-    from kbindex.modelcache import record_use, scope_key
+def _record_artifact(settings, embedder, rebuilt: bool) -> None:
+    """Note in the index folder which prepared model the collection's vectors came from. A rebuilt
+    collection whose vectors all came from the embedding cache (the model was not loaded) is held
+    to no model until a run embeds with one."""
+    from kbindex.modelcache import forget_collection, record_use, scope_key
 
+    scope = scope_key(settings.collection, settings.chroma_url)
+    artifact = getattr(embedder, "artifact", None)
     try:
-        record_use(settings.db, scope_key(settings.collection, settings.chroma_url), embedder.name, artifact)
+        if artifact is not None:
+            record_use(settings.db, scope, embedder.name, artifact)
+        elif rebuilt:
+            forget_collection(settings.db, scope)
     except OSError as exc:
         _notice(f"cannot record the model artifact in {settings.db}: {exc.strerror or exc}")
 
@@ -262,7 +266,7 @@ def index(ctx, sources, urls_file, dry_run, no_prune, rebuild, wait, workers, qu
         summary = _index_run(run, embedder, dry_run=dry_run, prune=not no_prune, rebuild=rebuild,
                              wait=wait, workers=workers, quiet=quiet, verbose=verbose, as_json=as_json)
         if not dry_run:
-            _record_artifact(run.settings, embedder)
+            _record_artifact(run.settings, embedder, rebuild)
         total = summary if total is None else total.merge(summary)
     if as_json:
         click.echo(json.dumps(total.as_dict()))

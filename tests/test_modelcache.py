@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -188,8 +189,24 @@ def test_a_cache_that_cannot_be_written_falls_back_with_one_notice(tmp_path):
         ModelCache(blocker / "models").prepare(ArtifactSpec("org/other", "fp32", {}), writer())
 
 
+def test_a_read_only_cache_is_read_and_falls_back_only_to_make_a_model(tmp_path, monkeypatch):
+    """As root can write into any folder, "read-only" is what the write check reports here."""
+    root = tmp_path / "cache"
+    made = ModelCache(root).prepare(SPEC, writer())
+    checked = modelcache._writable
+    monkeypatch.setattr(modelcache, "_writable",
+                        lambda folder: "Read-only file system" if folder == root else checked(folder))
+    notices: list = []
+    cache = ModelCache(root, tmp_path / "db" / "models", notices.append)
+    assert cache.prepare(SPEC, writer()).path == made.path and notices == []
+    other = cache.prepare(ArtifactSpec("org/other", "fp32", {}), writer())
+    assert other.path.parent == tmp_path / "db" / "models"
+    assert notices == [f"the model cache {root} cannot be written (Read-only file system); "
+                       f"using {tmp_path / 'db' / 'models'}"]
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder anyway")
-def test_a_read_only_cache_is_read_and_falls_back_only_to_make(tmp_path):
+def test_a_read_only_folder_is_read_and_falls_back_only_to_make(tmp_path):
     root = tmp_path / "cache"
     made = ModelCache(root).prepare(SPEC, writer())
     root.chmod(0o555)
@@ -272,8 +289,7 @@ def test_prune_removes_what_only_gone_or_changed_index_folders_used(models, tmp_
     modelcache.touch(again)
     os.utime(again.path / modelcache.LAST_USED, (0, 0))
     assert models("--json").stdout.count(str(gone.resolve())) == 1
-    gone.joinpath(modelcache.INDEX_RECORD).unlink()
-    gone.rmdir()
+    shutil.rmtree(gone)
     assert models("prune", "--yes").exit_code == 0 and not again.path.exists()
 
 
@@ -310,3 +326,13 @@ def test_cache_location_follows_the_environment(monkeypatch, tmp_path):
     assert modelcache.cache_root() == tmp_path / "home" / ".cache" / "kbindex" / "models"
     monkeypatch.setenv("KBINDEX_CACHE_DIR", str(tmp_path / "mine"))
     assert modelcache.cache_root() == tmp_path / "mine"
+
+
+def test_package_version_reads_the_installed_metadata():
+    from importlib.metadata import version
+
+    from kbindex.embed import package_version
+
+    assert package_version("click") == version("click")
+    assert package_version("onnxruntime", "onnxruntime", "onnxruntime-gpu") == version("onnxruntime")
+    assert package_version("no_such_module_here") == ""
