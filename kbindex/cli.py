@@ -102,6 +102,7 @@ def cli(ctx, config_path):
         ctx.default_map["collections"] = {
             "delete": dict(config.defaults), **dict(config.defaults)
         }
+        ctx.default_map["models"] = {"prepare": dict(config.defaults)}
 
 
 def _notice(message: str) -> None:
@@ -821,7 +822,7 @@ def models_prune(yes):
 
 
 @models_cmd.command("prepare")
-@common_options
+@functools.partial(common_options, collection=False)
 def models_prepare(settings):
     """Prepare the model a new collection would use (ONNX export, int8 calibration), once per machine.
 

@@ -675,14 +675,15 @@ def quantize_int8(source: Path, target: Path) -> None:
 
 
 def _differences(recorded: dict | None, current: dict) -> str:
-    """", made with nncf 3.4 (here 3.5)" for the inputs that differ, when the record has them."""
+    """"; it was made with nncf 3.4.0, this machine has 3.5.0" for the inputs that differ, when the
+    record has them."""
     if not isinstance(recorded, dict):
         return ""
-    changed = [f"{k} {recorded[k]} (here {current.get(k)})" for k in sorted(recorded)
+    changed = [f"{k} {recorded[k]}, this machine has {current.get(k)}" for k in sorted(recorded)
                if k in current and recorded[k] != current[k] and "sha256" not in k]
     changed += [f"other {k.removesuffix('_sha256')} files" for k in sorted(recorded)
                 if "sha256" in k and recorded[k] != current.get(k)]
-    return f" (it was made with {', '.join(changed)})" if changed else ""
+    return f"; it was made with {'; '.join(changed)}" if changed else ""
 
 
 PAD_MULTIPLE = 16
@@ -833,9 +834,9 @@ class OnnxEmbedder:
             if found is None:
                 raise ModelError(
                     f"this collection was built with the model artifact {pinned.get('artifact')}, which "
-                    f"is not in the model cache ({self.cache.root}), and this machine makes "
-                    f"{spec.name} instead{_differences(pinned.get('inputs'), spec.inputs)}: its "
-                    "vectors would differ; re-embed the collection with --rebuild")
+                    f"the model cache ({self.cache.root}) does not hold, and this machine would make "
+                    f"{spec.name} instead{_differences(pinned.get('inputs'), spec.inputs)}: the vectors "
+                    "would differ, so re-embed the collection with --rebuild")
             self.artifact = found
         else:
             self.artifact = self._prepare_artifact(kind, spec)
