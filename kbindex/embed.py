@@ -851,12 +851,11 @@ class OnnxEmbedder:
                 spec, lambda folder: export_onnx(self.spec, folder / "model.onnx", fuse=kind == "fp32-fused"),
                 announce=f"exporting {self.model_id} to ONNX for {self.runtime}, once per machine "
                          "(cached in {cache})")
-        source_kind = "fp32-fused" if kind == "int8" else "fp32"
-        source_spec = self.artifact_spec(source_kind)
         found = self.cache.find(spec.name, spec.key)
         if found is not None:  # made: its source is not needed
             return found
-        source = self._prepare_artifact(source_kind, source_spec).file("model.onnx")
+        source_kind = "fp32-fused" if kind == "int8" else "fp32"
+        source = self._prepare_artifact(source_kind, self.artifact_spec(source_kind)).file("model.onnx")
         if kind == "int8":
             return self.cache.prepare(spec, lambda folder: quantize_int8(source, folder / "model.onnx"),
                                       announce=f"quantizing {self.model_id} to dynamic int8, once")
