@@ -336,3 +336,16 @@ def test_package_version_reads_the_installed_metadata():
     assert package_version("click") == version("click")
     assert package_version("onnxruntime", "onnxruntime", "onnxruntime-gpu") == version("onnxruntime")
     assert package_version("no_such_module_here") == ""
+
+
+def test_deleting_a_collection_lets_its_model_be_pruned(kb, db, tmp_path):
+    from tests.conftest import SAMPLE_KB
+
+    assert kb("index", str(SAMPLE_KB / "printer-offline-windows.html")).exit_code == 0
+    assert kb("index", str(SAMPLE_KB / "printer-offline-windows.html"), "--collection", "other").exit_code == 0
+    made = ModelCache(tmp_path / "cache").prepare(SPEC, writer())
+    for name in ("kbindex", "other"):
+        modelcache.record_use(db, name, "org/tiny-model#int8-static", made)
+    assert kb("collections", "delete", "kbindex", "--yes").exit_code == 0
+    record = json.loads((db / modelcache.INDEX_RECORD).read_text())["collections"]
+    assert list(record) == ["other"]
