@@ -11,14 +11,14 @@ import shutil
 import statistics
 from collections.abc import Iterator
 
-from benchmarks.common import SHARED_DATA, WORK, Timer, run_kbindex
+from benchmarks.common import MODEL_CACHE, SHARED_DATA, WORK, Timer, run_kbindex
 
 NAME = "embed"
 SCIFACT = SHARED_DATA / "scifact"
 THROUGHPUT_DOCS = int(os.environ.get("BENCH_EMBED_DOCS", "400"))
 PIPELINE_PAGES = int(os.environ.get("BENCH_PIPELINE_PAGES", "2000"))
 ROUNDS = 3  # timings are interleaved and the best round of each path is kept: the machine is shared
-CACHE = WORK / "onnx-cache"
+CACHE = MODEL_CACHE  # where the kbindex processes started here find the models
 # "all"; "index" for only the index, memory and cold-query figures; "throughput" for only the
 # chunks/s table (SciFact nDCG@10 over the whole corpus takes long); "batch" for chunks/s by
 # texts per inference call.
@@ -91,18 +91,6 @@ def _html_folder(corpus: dict[str, str], titles: dict[str, str], count: int):
             encoding="utf-8",
         )
     return folder
-
-
-def _seed_cache(db) -> None:
-    """Give a fresh index folder the already exported model, as a second run would have it."""
-    target = db / "onnx"
-    target.mkdir(parents=True, exist_ok=True)
-    for item in CACHE.iterdir():
-        dest = target / item.name
-        if item.is_dir():
-            shutil.copytree(item, dest, dirs_exist_ok=True)
-        else:
-            shutil.copy2(item, dest)
 
 
 def run() -> Iterator[str]:
@@ -205,7 +193,6 @@ def _index_and_query(corpus, titles, default) -> Iterator[str]:
         folder = _html_folder(corpus, titles, count)
         db = WORK / f"embed-index-{count}"
         shutil.rmtree(db, ignore_errors=True)
-        _seed_cache(db)
         seconds, rss, out = run_kbindex("index", str(folder), "--db", str(db), "--json")
         results[count] = (seconds, rss, json.loads(out)["chunks_added"], db)
         yield (f"kbindex index {count} pages (defaults, models cached, fresh process): {seconds:.1f} s, "
@@ -219,7 +206,6 @@ def _index_and_query(corpus, titles, default) -> Iterator[str]:
     folder = _html_folder(corpus, titles, PIPELINE_PAGES)
     db = WORK / f"embed-index-{PIPELINE_PAGES}"
     shutil.rmtree(db, ignore_errors=True)
-    _seed_cache(db)
     probe = list(corpus.values())[:200]
     with Timer() as before:
         default.embed(probe)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from benchmarks.bench_embed import SCIFACT, _html_folder, _seed_cache, load_scifact
+from benchmarks.bench_embed import SCIFACT, _html_folder, load_scifact
 from benchmarks.common import ROOT, WORK, run_kbindex
 
 NAME = "langchain"
@@ -88,7 +88,10 @@ def run() -> Iterator[str]:
     yield (f"folder: {PAGES} HTML pages (SciFact abstracts with site chrome), fresh processes")
     db = WORK / "lc-kbindex"
     shutil.rmtree(db, ignore_errors=True)
-    seconds, rss, out = run_kbindex("index", str(folder), "--db", str(db), "--json")
+    empty = WORK / "lc-empty-model-cache"  # the first run on a machine: the models are made in it
+    shutil.rmtree(empty, ignore_errors=True)
+    seconds, rss, out = run_kbindex("index", str(folder), "--db", str(db), "--json",
+                                    env={"KBINDEX_CACHE_DIR": str(empty)})
     first = (seconds, rss, f"{json.loads(out)['chunks_added']} chunks")
     best: dict[str, tuple[float, float, str]] = {}
     for _ in range(2):  # alternate the two and keep each one's faster run: the machine is shared
@@ -100,13 +103,12 @@ def run() -> Iterator[str]:
             best["langchain"] = (seconds, rss, f"{docs} documents, {splits} chunks")
         db = WORK / "lc-kbindex"
         shutil.rmtree(db, ignore_errors=True)
-        _seed_cache(db)
         seconds, rss, out = run_kbindex("index", str(folder), "--db", str(db), "--json")
         if seconds < best.get("kbindex", (float("inf"),))[0]:
             best["kbindex"] = (seconds, rss, f"{json.loads(out)['chunks_added']} chunks")
     base = best["langchain"][0]
-    rows = [("LangChain recipe", best["langchain"]), ("kbindex index (export cached)", best["kbindex"]),
-            ("kbindex index (first run, exports model)", first)]
+    rows = [("LangChain recipe", best["langchain"]), ("kbindex index (models prepared)", best["kbindex"]),
+            ("kbindex index (empty model cache)", first)]
     for name, (seconds, rss, what) in rows:
         yield (f"{name:<42} {seconds:6.1f} s  peak RSS (all processes) {rss:5.0f} MiB  {what}  "
                      f"speed-up vs LangChain {base / seconds:.2f}x")

@@ -147,16 +147,49 @@ def cli(ctx, config_path):
         ctx.default_map["collections"] = {
             "delete": dict(config.defaults), **dict(config.defaults)
         }
+        ctx.default_map["models"] = {"prepare": dict(config.defaults)}
 
 
-def _embedder(settings, recorded: str | None = None):
+def _notice(message: str) -> None:
+    click.echo(f"kbindex: {message}", err=True)
+
+
+def _embedder(settings, recorded: str | None = None, model: str | None = None, pin: bool = True):
+    """The embedder for settings (model: another model name, e.g. the one a collection records);
+    with pin, an int8 model is held to the artifact the collection was built with (its index
+    folder says), which --rebuild does not need."""
     from kbindex.embed import load_embedder
 
-    embedder = load_embedder(settings.model, settings.device, settings.backend, settings.quantize,
-                             settings.onnx_cache, recorded)
-    if hasattr(embedder, "notice"):  # the once-per-model export and quantization take a while
-        embedder.notice = lambda message: click.echo(f"kbindex: {message}", err=True)
+    pinned = _pinned_artifact(settings, recorded) if pin else None
+    embedder = load_embedder(model or settings.model, settings.device, settings.backend, settings.quantize,
+                             None, recorded, fallback_dir=settings.model_fallback, pinned=pinned)
+    if hasattr(embedder, "notice"):  # the once-per-machine export and quantization take a while
+        embedder.notice = _notice
     return embedder
+
+
+def _pinned_artifact(settings, recorded: str | None) -> dict | None:
+    from kbindex.modelcache import recorded_artifact, scope_key
+
+    entry = recorded_artifact(settings.db, scope_key(settings.collection, settings.chroma_url))
+    return entry if entry and recorded and entry.get("model") == recorded else None
+
+
+def _record_artifact(settings, embedder, rebuilt: bool) -> None:
+    """Note in the index folder which prepared model the collection's vectors came from. A rebuilt
+    collection whose vectors all came from the embedding cache (the model was not loaded) is held
+    to no model until a run embeds with one."""
+    from kbindex.modelcache import forget_collection, record_use, scope_key
+
+    scope = scope_key(settings.collection, settings.chroma_url)
+    artifact = getattr(embedder, "artifact", None)
+    try:
+        if artifact is not None:
+            record_use(settings.db, scope, embedder.name, artifact)
+        elif rebuilt:
+            forget_collection(settings.db, scope)
+    except OSError as exc:
+        _notice(f"cannot record the model artifact in {settings.db}: {exc.strerror or exc}")
 
 
 def _recorded_model(settings) -> str | None:
@@ -276,11 +309,15 @@ def index(ctx, sources, urls_file, dry_run, no_prune, rebuild, wait, workers, qu
         run = replace(run, settings=replace(run.settings, timeout=run.options["timeout"]))
         recorded = _recorded_model(run.settings)
         key = (run.settings.model, recorded)
+        pinned = None if rebuild else _pinned_artifact(run.settings, recorded)
+        key = (*key, pinned and pinned["key"])
         embedder = embedders.get(key)
         if embedder is None:
-            embedder = embedders[key] = _embedder(run.settings, recorded)
+            embedder = embedders[key] = _embedder(run.settings, recorded, pin=not rebuild)
         summary = _index_run(run, embedder, dry_run=dry_run, prune=not no_prune, rebuild=rebuild,
                              wait=wait, workers=workers, quiet=quiet, verbose=verbose, as_json=as_json)
+        if not dry_run:
+            _record_artifact(run.settings, embedder, rebuild)
         total = summary if total is None else total.merge(summary)
     if as_json:
         click.echo(json.dumps(total.as_dict()))
@@ -402,12 +439,10 @@ def verify(repair, wait, as_json, settings):
       kbindex verify
       kbindex verify --repair
     """
-    from kbindex.embed import load_embedder
     from kbindex.verify import verify as run_verify
 
     report = run_verify(settings, repair=repair, wait=wait,
-                        embedder=lambda model: load_embedder(model, settings.device, settings.backend,
-                                                             settings.quantize, settings.onnx_cache))
+                        embedder=lambda model: _embedder(settings, model, model))
     if as_json:
         click.echo(json.dumps(report.as_dict()))
     else:
@@ -746,7 +781,118 @@ def collections_delete(name, yes, settings):
         click.echo("nothing deleted", err=True)
         sys.exit(1)
     delete_collection(settings, name)
+    from kbindex.modelcache import forget_collection, scope_key
+
+    forget_collection(settings.db, scope_key(name, settings.chroma_url))  # its model may be pruned now
     click.echo(f"deleted collection {name!r}")
+
+
+@cli.group("models", invoke_without_command=True)
+@json_option
+@click.pass_context
+def models_cmd(ctx, as_json):
+    """List the prepared models in this machine's model cache: model, kind, size, last used.
+
+    The cache is $KBINDEX_CACHE_DIR, else $XDG_CACHE_HOME/kbindex/models, else
+    ~/.cache/kbindex/models. "used by" counts the index folders whose collections were built with
+    the artifact.
+
+    \b
+    Example:
+      kbindex models
+      kbindex models prepare
+      kbindex models prune --yes
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from kbindex.modelcache import cache_root, list_artifacts
+
+    items = list_artifacts()
+    if as_json:
+        for item in items:
+            click.echo(json.dumps(item.as_dict()))
+        return
+    if not items:
+        click.echo(f"no prepared models in {cache_root()}")
+        return
+    headers = ("model", "kind", "size", "last used", "used by", "name")
+    table = [headers]
+    for item in items:
+        used = item.as_dict()["last_used"]
+        table.append((item.model, item.kind + ("" if item.valid else " (damaged)"), _size(item.size),
+                      used.replace("T", " ")[:16] if used else "never", str(len(item.users)), item.name))
+    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
+    click.echo(f"{cache_root()}:")
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count / 2**10:.0f} KiB"
+
+
+@models_cmd.command("prune")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def models_prune(yes):
+    """Remove prepared models that no collection on this machine uses (asks first unless --yes).
+
+    A model is in use while an index folder that recorded it (in its models.json) still exists and
+    names it for one of its collections. Models loaded in the last 10 minutes are kept: a run may
+    be using one it has not recorded yet. A removed model is prepared again when next needed.
+
+    \b
+    Example:
+      kbindex models prune --yes
+    """
+    import time
+
+    from kbindex.modelcache import cache_root, leftovers, remove, unused
+
+    recent = time.time() - 600
+    doomed = [item for item in unused() if not item.last_used or item.last_used < recent]
+    stale = leftovers()
+    if not doomed and not stale:
+        click.echo(f"nothing to prune in {cache_root()}")
+        return
+    for item in doomed:
+        click.echo(f"  {item.model}  {item.kind}  {_size(item.size)}  {item.name}")
+    if stale:
+        click.echo(f"  {len(stale)} unfinished preparation folder{'' if len(stale) == 1 else 's'}")
+    total = sum(item.size for item in doomed)
+    if not yes and not click.confirm(f"Remove these ({_size(total)})?", default=False):
+        click.echo("nothing removed", err=True)
+        sys.exit(1)
+    import shutil
+
+    for item in doomed:
+        remove(item)
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    click.echo(f"removed {len(doomed)} prepared model{'' if len(doomed) == 1 else 's'} ({_size(total)})")
+
+
+@models_cmd.command("prepare")
+@functools.partial(common_options, collection=False)
+def models_prepare(settings):
+    """Prepare the model a new collection would use (ONNX export, int8 calibration), once per machine.
+
+    `make install` runs it, so that the first `kbindex index` starts at once.
+
+    \b
+    Example:
+      kbindex models prepare
+      kbindex models prepare --backend onnx --quantize none
+    """
+    import time
+
+    start = time.perf_counter()
+    embedder = _embedder(settings)
+    if not hasattr(embedder, "model_path"):
+        click.echo(f"nothing to prepare: {embedder.name} runs on PyTorch as it is")
+        return
+    embedder.embed(["kbindex"])  # prepares the model, and compiles it once (OpenVINO keeps the kernels)
+    click.echo(f"ready: {embedder.name} ({embedder.artifact.manifest['kind']}) in {embedder.artifact.path} "
+               f"({time.perf_counter() - start:.1f} s)")
 
 
 def main():

@@ -16,6 +16,7 @@ ENV_DEVICE = "KBINDEX_DEVICE"
 ENV_CHROMA_URL = "KBINDEX_CHROMA_URL"
 ENV_BACKEND = "KBINDEX_BACKEND"
 ENV_QUANTIZE = "KBINDEX_QUANTIZE"
+ENV_CACHE_DIR = "KBINDEX_CACHE_DIR"  # the per-machine model cache (kbindex/modelcache.py)
 
 DEFAULT_DB = "data/index"
 DEFAULT_COLLECTION = "kbindex"
@@ -27,7 +28,9 @@ DEFAULT_BACKEND = "auto"
 # auto: what an existing collection holds; for a new one int8 (static on OpenVINO, dynamic on ONNX
 # Runtime; SciFact nDCG@10 against fp32 in docs/benchmarks.md) and none on PyTorch.
 DEFAULT_QUANTIZE = "auto"
-ONNX_CACHE = "onnx"  # exported models live in <db>/onnx/<weights hash>-v<n>/
+# Prepared models (ONNX export, int8) live in the per-machine model cache; in <db>/models only when
+# that cannot be written.
+MODEL_FALLBACK = "models"
 
 # all-MiniLM-L6-v2 has a 256-word-piece window; using all of it keeps whole KB sections together
 # (most are shorter) while a 32-token overlap (one or two sentences) keeps a sentence that straddles
@@ -83,5 +86,6 @@ class Settings:
     timeout: float = DEFAULT_TIMEOUT  # seconds the Chroma server may take to connect or answer
 
     @property
-    def onnx_cache(self) -> Path:
-        return Path(self.db) / ONNX_CACHE
+    def model_fallback(self) -> Path:
+        """Where prepared models go when the machine's model cache cannot be written."""
+        return Path(self.db) / MODEL_FALLBACK

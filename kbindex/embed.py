@@ -1,9 +1,10 @@
 """Embedders: turn texts into normalized vectors. The only module importing the model stack.
 
 Two backends run the same sentence-transformers model: PyTorch through sentence-transformers, and
-ONNX Runtime on a graph exported once from that model (cached under the index folder, keyed by the
-weights' hash). The ONNX path imports neither torch nor sentence-transformers once its export is
-cached: a query starts in well under a second, and CPU throughput is higher.
+ONNX Runtime or OpenVINO on a graph exported once from that model (prepared once per machine in
+the model cache, kbindex/modelcache.py, keyed by the model files' hashes and what else changes the
+result). The ONNX path imports neither torch nor sentence-transformers once its export is cached:
+a query starts in well under a second, and CPU throughput is higher.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -193,6 +193,8 @@ def load_embedder(
     quantize: str = "auto",
     cache_dir: Path | None = None,
     recorded: str | None = None,
+    fallback_dir: Path | None = None,
+    pinned: dict | None = None,
 ) -> Embedder:
     """The embedder for a model name or path (loaded lazily on first use).
 
@@ -204,8 +206,13 @@ def load_embedder(
             and dynamic on onnxruntime; the vectors differ, so the model identity recorded in the
             collection names the kind ("model#int8-static", "model#int8") and a collection is only
             ever extended or queried with the kind it holds.
-        cache_dir: where exported models are kept (the CLI uses <--db>/onnx).
+        cache_dir: the model cache where prepared models are kept (default: the machine's,
+            modelcache.cache_root()).
         recorded: the model identity recorded in the collection, when it exists.
+        fallback_dir: where models are prepared when cache_dir cannot be written (the CLI uses
+            <--db>/models).
+        pinned: the artifact the collection was built with, as its index folder records it
+            (modelcache.recorded_artifact); an int8 model other than this one is refused.
     """
     prefix, sep, _ = name.partition(":")
     if sep and prefix in _FACTORIES:
@@ -246,7 +253,8 @@ def load_embedder(
         if fallback:
             return SentenceTransformerEmbedder(name, device)
         raise
-    return OnnxEmbedder(identity, spec, cache_dir or default_cache_dir(), quantize, runtime=chosen)
+    return OnnxEmbedder(identity, spec, cache_dir, quantize, runtime=chosen, fallback_dir=fallback_dir,
+                        pinned=pinned)
 
 
 # Identity suffix of each int8 kind -> the backend that makes those vectors. fp32 vectors are the
@@ -415,12 +423,6 @@ def read_spec(folder: Path) -> ModelSpec:
     )
 
 
-def default_cache_dir() -> Path:
-    """Where exported ONNX models go when no index folder is given (library use)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "kbindex" / "onnx"
-
-
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -457,19 +459,57 @@ def weights_hash(spec: ModelSpec, cache_dir: Path) -> str:
     return value
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+# Files besides the weights that change what an export or a calibration makes: the architecture
+# (config.json) and the tokenization (the calibration texts become token ids).
+_SHAPING_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                  "vocab.txt", "sentence_bert_config.json")
+
+
+def configs_hash(spec: ModelSpec) -> str:
+    """sha256 over the model's config and tokenizer files (a few hundred KB: hashed each time)."""
+    digest = hashlib.sha256()
+    for name in _SHAPING_FILES:
+        path = spec.folder / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def package_version(module: str, *distributions: str) -> str:
+    """The installed version of the package that provides module ("" if none), from the first of
+    distributions (default: the module's name) whose metadata sits beside it.
+
+    Read from the name of its .dist-info folder next to the module: importing the package (NNCF,
+    OpenVINO) would cost seconds on every query, and importlib.metadata.version scans every path
+    entry (0.2 s on a busy machine); importlib.metadata is the fallback.
+    """
+    import importlib.util
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = distributions or (module,)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the cache is as shared as --db
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        found = None
+    if found is not None and found.origin:
+        site = Path(found.origin).parent.parent
+        for name in names:
+            prefix = name.replace("-", "_").lower() + "-"
+            for info in site.glob("*.dist-info"):
+                if info.name.lower().startswith(prefix):
+                    return info.name[len(prefix):-len(".dist-info")]
+    for name in names:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return ""
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    from kbindex.modelcache import write_atomic
+
+    write_atomic(path, data)
 
 
 def export_onnx(spec: ModelSpec, target: Path, fuse: bool = True) -> None:
@@ -634,6 +674,18 @@ def quantize_int8(source: Path, target: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _differences(recorded: dict | None, current: dict) -> str:
+    """"; it was made with nncf 3.4.0, this machine has 3.5.0" for the inputs that differ, when the
+    record has them."""
+    if not isinstance(recorded, dict):
+        return ""
+    changed = [f"{k} {recorded[k]}, this machine has {current.get(k)}" for k in sorted(recorded)
+               if k in current and recorded[k] != current[k] and "sha256" not in k]
+    changed += [f"other {k.removesuffix('_sha256')} files" for k in sorted(recorded)
+                if "sha256" in k and recorded[k] != current.get(k)]
+    return f"; it was made with {'; '.join(changed)}" if changed else ""
+
+
 PAD_MULTIPLE = 16
 
 
@@ -645,8 +697,9 @@ class OnnxEmbedder:
     the runtimes and tokenizers release the GIL while they work.
     """
 
-    def __init__(self, identity: str, spec: ModelSpec, cache_dir: Path, quantize: str = "none",
-                 batch_size: int | None = None, threads: int | None = None, runtime: str = "onnx"):
+    def __init__(self, identity: str, spec: ModelSpec, cache_dir: Path | None = None, quantize: str = "none",
+                 batch_size: int | None = None, threads: int | None = None, runtime: str = "onnx",
+                 fallback_dir: Path | None = None, pinned: dict | None = None):
         if runtime not in ("onnx", "openvino"):
             raise UsageError(f"unknown runtime {runtime!r}")
         if runtime == "openvino":
@@ -660,7 +713,12 @@ class OnnxEmbedder:
         # int8 vectors differ from fp32 ones (mean cosine ~0.995), and static from dynamic int8: a
         # different identity keeps a collection from mixing them.
         self.name = identity + identity_suffix(runtime, quantize)
-        self.cache_dir = Path(cache_dir)
+        from kbindex.modelcache import ModelCache
+
+        self.cache = ModelCache(cache_dir, fallback_dir, notice=self._say)
+        self.cache_dir = self.cache.root
+        self.pinned = pinned
+        self.artifact = None  # the prepared model (modelcache.Artifact) once model_path() ran
         self.threads = threads or available_cores()
         # Texts per inference call. Small batches are faster on a CPU: on 2 cores, SciFact chunks
         # ran at 81 chunks/s (int8) and 53 (fp32) in batches of 4, against 65 and 43 in batches
@@ -716,36 +774,101 @@ class OnnxEmbedder:
         encoded = counter.encode_batch(self._prepare(texts), add_special_tokens=True)
         return [len(e.ids) for e in encoded]
 
-    def model_path(self) -> Path:
-        """The cached model file for this runtime and quantization, made on first use.
+    # Artifact kinds in the model cache, and the file each one's model is in.
+    KINDS = {"fp32": "model.onnx",  # the plain torch.onnx graph: OpenVINO reads it
+             "fp32-fused": "model.onnx",  # onnxruntime's fused graph
+             "int8": "model.onnx",  # dynamic int8 (onnxruntime), from fp32-fused
+             "int8-static": "model.xml"}  # static int8 (OpenVINO IR), calibrated from fp32
 
-        onnxruntime: model.onnx (the fused graph) and model-int8.onnx (dynamic int8) made from it.
-        OpenVINO: plain.onnx (the unfused graph) and the static int8 model made from it.
-        """
-        key = weights_hash(self.spec, self.cache_dir)[:16]
-        folder = self.cache_dir / f"{key}-v{ONNX_EXPORT_VERSION}"
-        source = folder / ("model.onnx" if self.runtime == "onnx" else "plain.onnx")
-        if not source.exists():
-            self._say(f"exporting {self.model_id} to ONNX for {self.runtime}, once (cached in {folder})")
-            export_onnx(self.spec, source, fuse=self.runtime == "onnx")
-            _write_atomic(folder / "source.json", json.dumps(
-                {"model": self.model_id, "folder": str(self.spec.folder), "weights_sha256": key}
-            ).encode())
+    def artifact_kind(self) -> str:
         if self.quantize == "none":
-            return source
-        if self.runtime == "onnx":
-            quantized = folder / f"model-{self.quantize}.onnx"
-            if not quantized.exists():
-                self._say(f"quantizing {self.model_id} to dynamic int8, once")
-                quantize_int8(source, quantized)
-            return quantized
+            return "fp32-fused" if self.runtime == "onnx" else "fp32"
+        return "int8" if self.runtime == "onnx" else "int8-static"
+
+    def artifact_spec(self, kind: str):
+        """The model cache's key for one kind of artifact of this model: every input that can
+        change its output.
+
+        fp32 exports carry no runtime version: each is checked against PyTorch (cosine >= 0.9999)
+        before it is kept, so its vectors are PyTorch's whatever made it. int8 ones do: the
+        quantizer's version (onnxruntime for dynamic int8, NNCF and OpenVINO for static int8) and
+        the calibration texts change the vectors.
+        """
+        from kbindex.modelcache import ArtifactSpec
+
+        inputs = {"weights_sha256": weights_hash(self.spec, self._memo_dir()),
+                  "configs_sha256": configs_hash(self.spec), "export_version": ONNX_EXPORT_VERSION}
+        if kind == "int8":
+            inputs["onnxruntime"] = package_version("onnxruntime", "onnxruntime", "onnxruntime-gpu",
+                                                    "onnxruntime-openvino")
+        elif kind == "int8-static":
+            from kbindex import ovbackend
+
+            inputs.update(calibration_version=ovbackend.CALIBRATION_VERSION,
+                          calibration_sha256=hashlib.sha256(ovbackend.CALIBRATION.read_bytes()).hexdigest(),
+                          nncf=package_version("nncf"), openvino=package_version("openvino"))
+        return ArtifactSpec(self.model_id, kind, inputs)
+
+    def _memo_dir(self) -> Path:
+        """Where the weights' hash is remembered: the cache when it can be written."""
+        for root in self.cache.roots():
+            if os.access(root, os.W_OK):
+                return root
+        return self.cache.root
+
+    def model_path(self) -> Path:
+        """The prepared model file for this runtime and quantization, made on first use.
+
+        onnxruntime: fp32-fused (the fused graph) and int8 (dynamic) made from it. OpenVINO: fp32
+        (the unfused graph) and int8-static made from it. Each is an artifact of the model cache.
+
+        Raises:
+            ModelError: it cannot be made, or the collection was built with another int8 model
+                that this machine neither has nor makes (pinned).
+        """
+        kind = self.artifact_kind()
+        spec = self.artifact_spec(kind)
+        pinned = self.pinned
+        if pinned and pinned.get("key") != spec.key and kind in ("int8", "int8-static"):
+            found = self.cache.find(str(pinned.get("artifact", "")), pinned["key"])
+            if found is None:
+                raise ModelError(
+                    f"this collection was built with the model artifact {pinned.get('artifact')}, which "
+                    f"the model cache ({self.cache.root}) does not hold, and this machine would make "
+                    f"{spec.name} instead{_differences(pinned.get('inputs'), spec.inputs)}: the vectors "
+                    "would differ, so re-embed the collection with --rebuild")
+            self.artifact = found
+        else:
+            self.artifact = self._prepare_artifact(kind, spec)
+        from kbindex.modelcache import touch
+
+        touch(self.artifact)
+        return self.artifact.file(self.KINDS[kind])
+
+    def _prepare_artifact(self, kind: str, spec):
+        if kind in ("fp32", "fp32-fused"):
+            return self.cache.prepare(
+                spec, lambda folder: export_onnx(self.spec, folder / "model.onnx", fuse=kind == "fp32-fused"),
+                announce=f"exporting {self.model_id} to ONNX for {self.runtime}, once per machine "
+                         "(cached in {cache})")
+        found = self.cache.find(spec.name, spec.key)
+        if found is not None:  # made: its source is not needed
+            return found
+        source_kind = "fp32-fused" if kind == "int8" else "fp32"
+        source = self._prepare_artifact(source_kind, self.artifact_spec(source_kind)).file("model.onnx")
+        if kind == "int8":
+            return self.cache.prepare(spec, lambda folder: quantize_int8(source, folder / "model.onnx"),
+                                      announce=f"quantizing {self.model_id} to dynamic int8, once")
         from kbindex import ovbackend
 
-        quantized = folder / ovbackend.IR_NAME
-        if not quantized.exists():
-            self._say(f"quantizing {self.model_id} to static int8 (calibration with NNCF), once")
-            ovbackend.quantize_static(source, quantized, self.spec.folder)
-        return quantized
+        def calibrate(folder: Path) -> None:
+            ovbackend.quantize_static(source, folder / ovbackend.IR_NAME, self.spec.folder)
+            # One fixed name in the cache (the calibration version is in the key).
+            os.replace(folder / ovbackend.IR_NAME, folder / "model.xml")
+            os.replace((folder / ovbackend.IR_NAME).with_suffix(".bin"), folder / "model.bin")
+
+        return self.cache.prepare(
+            spec, calibrate, announce=f"quantizing {self.model_id} to static int8 (calibration with NNCF), once")
 
     def _say(self, message: str) -> None:
         if self.notice is not None:
@@ -767,8 +890,9 @@ class OnnxEmbedder:
             raise ModelError(f"cannot write the model cache in {self.cache_dir}: {exc}") from exc
         if self.runtime == "openvino":
             from kbindex import ovbackend
+            from kbindex.modelcache import KERNELS
 
-            return ovbackend.OpenVinoSession(path, self.threads, path.parent / "openvino-blobs")
+            return ovbackend.OpenVinoSession(path, self.threads, path.parent / KERNELS)
         return _OrtSession(path, self.threads)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:

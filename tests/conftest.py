@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -39,6 +40,35 @@ def network_watch(folder: Path) -> tuple[dict[str, str], Path]:
     (folder / "sitecustomize.py").write_text(_SITECUSTOMIZE)
     log = folder / "connections.log"
     return {"PYTHONPATH": str(folder), "KBINDEX_TEST_NET_LOG": str(log)}, log
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory, request):
+    """One model cache (KBINDEX_CACHE_DIR) for the whole session, for every test and every process
+    they start: the ONNX export and the int8 calibration are made once per session, not once per
+    index folder. With tests marked `model` selected, the default artifacts (the plain export and
+    the static int8 model) are made first, the quantization with network access refused and logged
+    (`quantization_log`, checked by test_openvino)."""
+    from kbindex.config import ENV_CACHE_DIR
+
+    root = tmp_path_factory.mktemp("model-cache")
+    previous = os.environ.get(ENV_CACHE_DIR)
+    os.environ[ENV_CACHE_DIR] = str(root)
+    cache = SimpleNamespace(root=root, quantization_log=None)
+    if any(item.get_closest_marker("model") for item in request.session.items):
+        from kbindex.embed import load_embedder
+
+        load_embedder("all-MiniLM-L6-v2", "cpu", "openvino", "none").model_path()
+        env, cache.quantization_log = network_watch(tmp_path_factory.mktemp("nonet"))
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(key, value)
+            load_embedder("all-MiniLM-L6-v2", "cpu", "openvino", "int8").model_path()
+    yield cache
+    if previous is None:
+        os.environ.pop(ENV_CACHE_DIR, None)
+    else:
+        os.environ[ENV_CACHE_DIR] = previous
 
 
 @pytest.fixture

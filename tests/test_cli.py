@@ -132,7 +132,7 @@ def test_index_a_url_and_a_redirected_url(kb, site):
 def test_url_failures_are_reported_and_lose_nothing(kb, site, path, message):
     kb("index", site.url("/page"))
     out = kb("index", site.url(path), str(SAMPLE_KB / "printer-offline-windows.html"),
-             "--timeout", "1", "--max-bytes", "1000000", "--json")
+             "--timeout", "1", "--max-bytes", "1000000", "--retries", "0", "--json")  # not a retry test
     assert out.exit_code == 1
     summary = json.loads(out.stdout)
     assert summary["failed"] == 1 and summary["indexed"] == 1
@@ -147,7 +147,7 @@ def test_unreachable_url(kb):
     with socket.socket() as s:  # a port that nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    out = kb("index", f"http://127.0.0.1:{port}/x", "--json")
+    out = kb("index", f"http://127.0.0.1:{port}/x", "--retries", "0", "--json")  # not a retry test
     assert out.exit_code == 1
     assert "cannot connect" in json.loads(out.stdout)["failures"][0]["reason"]
 

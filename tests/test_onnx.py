@@ -53,8 +53,8 @@ def _sample_texts() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def onnx_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("onnx-cache")
+def onnx_cache(model_cache):
+    return model_cache.root  # the session's: the export is made once per test session
 
 
 @pytest.fixture(scope="module")
@@ -175,11 +175,12 @@ def test_int8_is_close_but_distinct_and_has_its_own_identity(int8_model, onnx_mo
 @pytest.mark.model
 def test_export_is_cached_and_reused(onnx_model, onnx_cache, monkeypatch):
     onnx_model.embed(["warm up"])
-    files = sorted(onnx_cache.glob("*/model.onnx"))
+    files = sorted(onnx_cache.glob("*--fp32-fused--*/model.onnx"))
     assert len(files) == 1
-    key = files[0].parent.name
-    sha = embed.weights_hash(onnx_model.spec, onnx_cache)
-    assert key.startswith(sha[:16])
+    assert files[0] == onnx_model.model_path() == onnx_model.artifact.file("model.onnx")
+    inputs = onnx_model.artifact.manifest["inputs"]
+    assert inputs["weights_sha256"] == embed.weights_hash(onnx_model.spec, onnx_cache)
+    assert files[0].parent.name.endswith(onnx_model.artifact_spec("fp32-fused").key[:16])
     before = files[0].stat().st_mtime_ns
 
     def no_export(*args):
@@ -341,7 +342,8 @@ def test_quantize_auto_on_a_gpu_is_torch_fp32(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """One index folder (so one ONNX export) for the CLI tests; each test uses its own collection."""
+    """One index folder for the CLI tests (the models come from the session's model cache); each
+    test uses its own collection."""
     db = tmp_path_factory.mktemp("cli") / "index"
     runner = CliRunner()
 
