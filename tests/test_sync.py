@@ -283,8 +283,12 @@ def test_a_second_writer_is_refused_and_readers_are_not_blocked(kb, folder, db):
         assert kb("delete", str(folder)).exit_code == 1
         assert kb("query", "printer offline").exit_code == 0
         assert kb("stats").exit_code == 0
-        assert kb("verify").exit_code == 0
+        # verify would read the write half done: it says so, with its own exit code
+        out = kb("verify")
+        assert out.exit_code == 75 and "a write is in progress" in out.stderr, out.output
+        assert "problem" not in out.stdout
     assert kb("index", str(folder)).exit_code == 0
+    assert kb("verify").exit_code == 0
 
 
 def test_wait_queues_behind_the_holder(kb, folder, db):
