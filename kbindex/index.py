@@ -1007,13 +1007,14 @@ class Restored:
 
 def restore(settings: Settings, rows: Iterable, model: str, dimension: int | None, ledger: Ledger,
             embedder_factory: Callable[[str], Embedder] | None) -> Restored:
-    """Write a fresh collection from chunks kbindex holds elsewhere and swap it in for `name`.
+    """Write a fresh collection from chunks kbindex holds elsewhere and swap it in for the
+    collection of settings.
 
     rows are lexical.Row (id, text, metadata and context line: the keyword index's copy, or
     Chroma's metadata read back); each vector comes from the embedding cache, by model and hash
     of the embedded text (context line and text, as chunk.chunk_document embeds them). Only
-    chunks whose vector is not cached are embedded, with embedder_factory(model); ModelError or
-    StoreError when that is needed and impossible. The caller holds the write lock.
+    chunks whose vector is not cached are embedded, with embedder_factory(model); StoreError
+    when that is needed and no factory is given. The caller holds the write lock.
     """
     store = Store(settings.db, settings.chroma_url)
     name = settings.collection
@@ -1021,6 +1022,16 @@ def restore(settings: Settings, rows: Iterable, model: str, dimension: int | Non
     names = store.collection_names()
     if temp in names:
         store.delete_collection(temp)
+    fresh, done = _fill(store, temp, rows, model, dimension, ledger, embedder_factory)
+    swap(store, name, temp, names)
+    ledger.bind(fresh.id)
+    return done
+
+
+def _fill(store: Store, name: str, rows: Iterable, model: str, dimension: int | None, ledger: Ledger,
+          embedder_factory: Callable[[str], Embedder] | None) -> tuple[Collection, Restored]:
+    """Create collection `name` in store and write rows into it, vectors from the cache (see
+    restore)."""
     fresh: Collection | None = None
     embedder: Embedder | None = None
     done = Restored()
@@ -1042,7 +1053,7 @@ def restore(settings: Settings, rows: Iterable, model: str, dimension: int | Non
             vectors.update(zip(missing, made))
             done.embedded += sum(1 for h in hashes if h in missing)
         if fresh is None:
-            fresh = store.create(temp, model, dimension or len(next(iter(vectors.values()))),
+            fresh = store.create(name, model, dimension or len(next(iter(vectors.values()))),
                                  ledger_id=ledger.ledger_id)
         fresh.add_stored([r.id for r in part], [vectors[h] for h in hashes], [r.text for r in part],
                          [r.metadata for r in part])
@@ -1057,10 +1068,66 @@ def restore(settings: Settings, rows: Iterable, model: str, dimension: int | Non
     if part:
         write(part)
     if fresh is None:
-        fresh = store.create(temp, model, dimension or 1, ledger_id=ledger.ledger_id)
-    swap(store, name, temp, names)
-    ledger.bind(fresh.id)
-    return done
+        fresh = store.create(name, model, dimension or 1, ledger_id=ledger.ledger_id)
+    return fresh, done
+
+
+@dataclass(frozen=True)
+class Carried:
+    """One collection to carry into a fresh local store (restore_store)."""
+
+    name: str
+    model: str
+    dimension: int | None
+    rows: Callable[[], Iterable]  # lexical.Row of every chunk
+    ledger: Ledger  # the ledger scope of the collection
+
+
+def restore_store(db: Path, collections: Sequence[Carried],
+                  embedder_factory: Callable[[str], Embedder] | None) -> tuple[Path, dict[str, Restored]]:
+    """Make a fresh local Chroma store holding `collections` (written as restore() does) and put
+    it in the place of a store whose own SQLite file is damaged, which is kept in a folder
+    `store-damaged-<time>` beside it. Returns that folder and what was written per collection.
+
+    A Chroma store is one SQLite file for all its collections plus a folder per vector index;
+    once the file is damaged no collection can be written into it, so the whole store is made
+    again, in a folder next to it, then moved in by renames. The caller holds the write lock.
+    """
+    import shutil
+    import uuid
+
+    db = Path(db)
+    building = db / ".store-rebuild"
+    shutil.rmtree(building, ignore_errors=True)
+    fresh = Store(building)
+    written: dict[str, Restored] = {}
+    for carried in collections:
+        made, written[carried.name] = _fill(fresh, carried.name, carried.rows(), carried.model,
+                                            carried.dimension, carried.ledger, embedder_factory)
+        carried.ledger.bind(made.id)
+    Store.forget_clients()  # Chroma keeps one client per folder: neither may be used after the moves
+
+    def store_parts(folder: Path) -> list[Path]:
+        parts = []
+        for path in folder.iterdir():
+            if path.name.startswith("chroma.sqlite3"):
+                parts.append(path)
+            elif path.is_dir():
+                try:
+                    uuid.UUID(path.name)  # a vector index folder is named by its segment's id
+                except ValueError:
+                    continue
+                parts.append(path)
+        return parts
+
+    aside = db / f"store-damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside.mkdir()
+    for path in store_parts(db):
+        path.rename(aside / path.name)
+    for path in store_parts(building):
+        path.rename(db / path.name)
+    shutil.rmtree(building, ignore_errors=True)
+    return aside, written
 
 
 def read_document(arg: str, fetcher: Fetcher, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:

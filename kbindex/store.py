@@ -51,6 +51,14 @@ class Store:
         self._client = None
         self._batch: int | None = None
 
+    @staticmethod
+    def forget_clients() -> None:
+        """Drop the clients Chroma keeps per store folder in this process (before the files of a
+        local store are moved: a client kept would go on using the moved files)."""
+        from chromadb.api.shared_system_client import SharedSystemClient
+
+        SharedSystemClient.clear_system_cache()
+
     @property
     def location(self) -> str:
         return self.url or str(self.db.resolve())

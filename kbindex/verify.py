@@ -36,7 +36,20 @@ from kbindex.config import Settings
 from kbindex.crawl import CrawlOptions
 from kbindex.embed import Embedder
 from kbindex.errors import KbindexError, LockedError, StoreError, WriteInProgressError
-from kbindex.index import _SCHEME, OLD_SUFFIX, Indexer, Restored, Source, Summary, bind, ledger_scope, restore
+from kbindex.index import (
+    _SCHEME,
+    OLD_SUFFIX,
+    REBUILD_SUFFIX,
+    Carried,
+    Indexer,
+    Restored,
+    Source,
+    Summary,
+    bind,
+    ledger_scope,
+    restore,
+    restore_store,
+)
 from kbindex.ledger import Entry, Ledger
 from kbindex.lexical import LexicalIndex, Row
 from kbindex.lock import LOCK_NAME, WriteLock
@@ -469,7 +482,10 @@ def _repair(settings: Settings, report: Report, findings: _Findings,
             lexical.rebuild_fts()
             lexical.close()
             report.actions.append("rebuilt the keyword index's full-text index from its chunks")
-        if findings.vector_damaged or findings.store_file_damaged:
+        if findings.store_file_damaged:
+            if not _rebuild_store(settings, report, embedder):
+                return
+        elif findings.vector_damaged:
             if not _rebuild_vectors(settings, report, findings, ledger, embedder):
                 return
         if findings.ledger_damaged or findings.swap_interrupted or findings.vector_damaged or \
@@ -515,34 +531,85 @@ def _rebuild_vectors(settings: Settings, report: Report, findings: _Findings, le
         report.actions.append(f"not rebuilt: collection {name!r} belongs to another ledger (run verify "
                               "--repair with the --db that indexes it)")
         return False
-    rows, origin, dump = None, "", None
-    if findings.keyword not in ("file",):
-        lexical = LexicalIndex.open(settings.db, name)
-        if lexical.count():
-            rows, origin = list(lexical.rows()), "the keyword index"
-        lexical.close()
-    if rows is None:
-        dump = Path(tempfile.mkstemp(suffix=".jsonl")[1])
-        _, failure = _in_child(settings, {"task": "rows", "out": str(dump)})
-        if failure is None:
-            with open(dump, encoding="utf-8") as handle:
-                rows = [Row.from_stored(r["id"], r["text"], r["metadata"]) for r in map(json.loads, handle)]
-            origin = "the store's own copy of the chunks"
-        dump.unlink(missing_ok=True)
+    rows, origin = _chunks_of(settings)
     if rows is None:
         report.actions.append(
             f"cannot rebuild collection {name!r}: neither the keyword index nor the store's copy of the "
             "chunks can be read; re-index it with `kbindex index --rebuild`")
         return False
-    if findings.store_file_damaged:
-        report.actions.append("the store's SQLite file stays damaged for other collections in it; "
-                              "rebuilding the collection writes it into the same file")
     done: Restored = restore(settings, rows, model, dimension, ledger, embedder)
     report.rebuilt = {"collection": name, "chunks": done.chunks, "from_cache": done.from_cache,
                       "embedded": done.embedded}
     report.actions.append(
         f"rebuilt the vector index of collection {name!r} from {origin}: {done.chunks} chunks, "
         f"{done.from_cache} vectors from the embedding cache, {done.embedded} embedded")
+    return True
+
+
+def _chunks_of(settings: Settings) -> tuple[list[Row] | None, str]:
+    """Every chunk of the collection (text, metadata, context line) and where they were read:
+    the keyword index when it holds any, else the store's own copy, read in a child process
+    (the vector index may crash the process that loads it). (None, "") when neither can be read."""
+    try:
+        lexical = LexicalIndex.open(settings.db, settings.collection)
+        try:
+            if lexical.count():
+                return list(lexical.rows()), "the keyword index"
+        finally:
+            lexical.close()
+    except (StoreError, sqlite3.Error):
+        pass
+    fd, name = tempfile.mkstemp(suffix=".jsonl")
+    os.close(fd)
+    dump = Path(name)
+    try:
+        _, failure = _in_child(settings, {"task": "rows", "out": str(dump)})
+        if failure is not None:
+            return None, ""
+        with open(dump, encoding="utf-8") as handle:
+            rows = [Row.from_stored(r["id"], r["text"], r["metadata"]) for r in map(json.loads, handle)]
+        return rows, "the store's own copy of the chunks"
+    finally:
+        dump.unlink(missing_ok=True)
+
+
+def _rebuild_store(settings: Settings, report: Report, embedder: Callable[[str], Embedder] | None) -> bool:
+    """Make the local store again, every collection in it, when its SQLite file is damaged."""
+    from dataclasses import replace
+
+    store = Store(settings.db)
+    carried: list[Carried] = []
+    ledgers: list[Ledger] = []
+    for name in store.collection_names():
+        if name.endswith(REBUILD_SUFFIX):  # an unfinished rebuild: made again by running it again
+            continue
+        collection = store.collection(name)
+        target = replace(settings, collection=name)
+        rows, origin = _chunks_of(target)
+        if rows is None or collection.model is None:
+            report.actions.append(
+                f"not rebuilt: the store's file is damaged and the chunks of collection {name!r} cannot be "
+                "read from the keyword index or the store; re-index it with `kbindex index --rebuild`")
+            for ledger in ledgers:
+                ledger.close()
+            return False
+        ledger = Ledger(settings.db, ledger_scope(target))
+        ledgers.append(ledger)
+        carried.append(Carried(name, collection.model, collection.dimension, lambda rows=rows: rows, ledger))
+    try:
+        aside, written = restore_store(settings.db, carried, embedder)
+    finally:
+        for ledger in ledgers:
+            ledger.close()
+    for name, done in written.items():
+        report.actions.append(
+            f"rebuilt collection {name!r} into a fresh store: {done.chunks} chunks, {done.from_cache} "
+            f"vectors from the embedding cache, {done.embedded} embedded")
+    mine = written.get(settings.collection)
+    if mine is not None:
+        report.rebuilt = {"collection": settings.collection, "chunks": mine.chunks,
+                          "from_cache": mine.from_cache, "embedded": mine.embedded}
+    report.actions.append(f"the damaged store's files are kept in {aside}")
     return True
 
 
