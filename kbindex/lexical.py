@@ -272,7 +272,9 @@ class LexicalIndex:
         if found != ["ok"]:
             return [f"the file is damaged ({'; '.join(found[:2])})"]
         try:
-            self._conn.execute(f"INSERT INTO {self._fts}({self._fts}) VALUES ('integrity-check')")
+            # rank 1: also compare the index with its external content table, the chunks
+            # (https://sqlite.org/fts5.html#the_integrity_check_command).
+            self._conn.execute(f"INSERT INTO {self._fts}({self._fts}, rank) VALUES ('integrity-check', 1)")
         except sqlite3.Error as exc:
             return [f"its full-text index does not match its chunks ({exc})"]
         return []
