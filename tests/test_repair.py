@@ -308,21 +308,30 @@ def test_verify_wait_checks_once_the_write_is_over(tmp_path, kb, db):
 # -- import is all or nothing ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def export(kb, tmp_path) -> Path:
+@pytest.fixture(scope="module")
+def export(tmp_path_factory) -> Path:
     """An export of 600 chunks with vectors (more than two import batches)."""
-    folder = tmp_path / "kb"
-    write_manuals(folder, 6, 100)
-    kb("index", str(folder))
-    path = tmp_path / "dump.jsonl"
-    assert kb("export", "--with-vectors", "-o", str(path)).exit_code == 0
+    from kbindex.chunk import ChunkConfig
+    from kbindex.index import Indexer, parse_sources
+    from kbindex.transfer import export_jsonl
+    from tests.fakes import HashEmbedder
+
+    root = tmp_path_factory.mktemp("export")
+    write_manuals(root / "kb", 6, 100)
+    with Indexer(Settings(db=root / "index", model="fake:hash"), HashEmbedder(), ChunkConfig(256, 32),
+                 workers=1) as indexer:
+        indexer.open()
+        indexer.run(parse_sources([str(root / "kb")]))
+    path = root / "dump.jsonl"
+    with path.open("w") as out:
+        assert export_jsonl(Store(root / "index").collection("kbindex"), out, with_vectors=True) == 600
     return path
 
 
 def spoil(path: Path, line: int, text: str) -> Path:
     lines = path.read_text().splitlines()
     lines[line] = text
-    spoiled = path.with_name(f"spoiled-{line}.jsonl")
+    spoiled = path.with_name(f"spoiled-{line}-{abs(hash(text))}.jsonl")
     spoiled.write_text("\n".join(lines) + "\n")
     return spoiled
 
@@ -337,8 +346,7 @@ BAD_LINES = {
 }
 
 
-@pytest.mark.parametrize("line", [3, 513, 600])
-@pytest.mark.parametrize("bad", list(BAD_LINES))
+@pytest.mark.parametrize("bad,line", [(bad, 513) for bad in BAD_LINES] + [("not JSON", 3), ("not JSON", 600)])
 def test_a_bad_line_anywhere_leaves_nothing_written(kb, export, tmp_path, line, bad):
     row = json.loads(export.read_text().splitlines()[line])
     spoiled = spoil(export, line, BAD_LINES[bad](row))
