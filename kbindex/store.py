@@ -407,12 +407,14 @@ class Probe:
     searched: int = 0
     digests: dict[str, tuple[str, str]] = field(default_factory=dict)
     damage: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)  # searched for, not found first
 
 
 # Vectors searched for by a probe: each must come back first for its own vector. 200 keep a probe
 # of 100,000 chunks to a few seconds of queries (docs/benchmarks.md) and find a damage that hits
 # 2% of the chunks with probability 1 - 0.98**200 = 98%; the read-back below sees every vector.
 PROBE_SAMPLE = 200
+LOST_SHARE = 0.02
 # Largest difference allowed between a stored vector and its copy in the embedding cache: both are
 # float32 of the same numbers, and Chroma's cosine space stores a vector as unit vector and length,
 # which changes the last bits.
@@ -483,13 +485,29 @@ def probe(collection: Collection, expected: Callable[[Sequence[str]], dict[str, 
         except StoreError as exc:
             result.damage.append(f"a search for stored vectors fails ({exc})")
             return result
-        for (i, _), matches in zip(part, hits):
+        for (i, vector), matches in zip(part, hits):
             result.searched += 1
-            # Itself first; a chunk with the very same vector (the same text) may tie with it.
-            best = matches[0].distance if matches else None
-            if not any(m.id == i and m.distance <= best + 1e-6 for m in matches):
-                lost.append(i)
-    if lost:
+            if not _finds_itself(i, matches):
+                # A miss at k=10 is searched again ten times deeper before it counts.
+                deeper = collection.similar([vector], min(100, collection.count()), include_text=False)[0]
+                if not _finds_itself(i, deeper):
+                    lost.append(i)
+    result.lost = lost
+    # HNSW search is approximate, and on a healthy index that holds many identical vectors and
+    # has seen many updates a few vectors cannot be found even by a search for every chunk
+    # (measured: 1 to 3 of 200 in the test suite, whose embedder gives many texts the same
+    # vector). Damage measured on real damaged files: 164 of 200. Misses count as damage above
+    # LOST_SHARE of the vectors searched for.
+    if len(lost) > max(1, LOST_SHARE * result.searched):
         result.damage.append(f"{len(lost)} of {result.searched} stored vectors searched for do not "
                              f"find themselves first (e.g. chunk {lost[0]})")
     return result
+
+
+def _finds_itself(chunk_id: str, matches: Sequence[Match]) -> bool:
+    """Whether a search for a chunk's own vector put it first; a chunk with the very same vector
+    (the same text elsewhere) may tie with it."""
+    if not matches:
+        return False
+    best = matches[0].distance
+    return any(m.id == chunk_id and m.distance <= best + 1e-6 for m in matches)

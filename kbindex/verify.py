@@ -375,7 +375,8 @@ def _probe(settings: Settings) -> tuple[Probe | None, str | None]:
         return None, failure
     data = answer["probe"]
     data["digests"] = {i: tuple(v) for i, v in data["digests"].items()}
-    return Probe(**data), None
+    probe = Probe(**data)
+    return probe, None
 
 
 def _in_child(settings: Settings, task: dict) -> tuple[dict | None, str | None]:

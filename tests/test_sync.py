@@ -348,7 +348,7 @@ def test_sigkill_at_any_point_heals_on_the_next_run(tmp_path, folder, stage):
     code, out, stderr = run(*args, tmp=tmp_path)
     assert code == 0, stderr
     code, out, _ = run("verify", "--db", str(db), "--json", tmp=tmp_path)
-    assert code == 0 and json.loads(out)["ok"]
+    assert code == 0 and json.loads(out)["ok"], out
     snap = assert_consistent(db, files_in(folder))
     # ... and equal to a fresh index of the same folder.
     fresh = tmp_path / "fresh"
