@@ -1020,8 +1020,9 @@ def restore(settings: Settings, rows: Iterable, model: str, dimension: int | Non
     name = settings.collection
     temp = name + REBUILD_SUFFIX
     names = store.collection_names()
-    if temp in names:
-        store.delete_collection(temp)
+    for stale in (temp, name + OLD_SUFFIX):  # left by an interrupted restore or rebuild
+        if stale in names and (stale == temp or name in names):
+            store.delete_collection(stale)
     fresh, done = _fill(store, temp, rows, model, dimension, ledger, embedder_factory)
     swap(store, name, temp, names)
     ledger.bind(fresh.id)

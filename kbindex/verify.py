@@ -496,8 +496,19 @@ def _repair(settings: Settings, report: Report, findings: _Findings,
             again, refreshed = _check(settings)
             if refreshed is None or not again.problems:
                 return
+            if (refreshed.vector_damaged or refreshed.store_file_damaged) and not (
+                    findings.vector_damaged or findings.store_file_damaged):
+                # Found only now (the first look stopped at an interrupted swap or a lost ledger).
+                rebuild = _rebuild_store if refreshed.store_file_damaged else None
+                done = rebuild(settings, report, embedder) if rebuild else _rebuild_vectors(
+                    settings, report, refreshed, ledger, embedder)
+                if not done:
+                    return
+                again, refreshed = _check(settings)
+                if refreshed is None or not again.problems:
+                    return
             findings = refreshed
-        collection = store.collection(name)
+        collection = Store(settings.db, settings.chroma_url).collection(name)
         if findings.orphans:
             _orphans(settings, report, findings, collection, ledger)
         if findings.keyword == "step" or (findings.keyword == "file"):
