@@ -422,3 +422,16 @@ def test_import_writes_the_ledger_before_the_store(kb, export, tmp_path, monkeyp
     assert kb("import", str(export), "--db", str(other), "--collection", "copy-kb").exit_code == 0
     assert_consistent(other, collection="copy-kb")
     assert kb("verify", "--db", str(other), "--collection", "copy-kb").exit_code == 0
+
+
+def test_repair_finishes_a_swap_that_was_interrupted(kb, db):
+    """Killed between the two renames of a swap (repair's or --rebuild's): the collection is only
+    there under its old name; repair puts it back, and nothing is lost."""
+    kb("index", str(SAMPLE_KB))
+    before = snapshot(db)["store"]
+    Store(db).rename_collection("kbindex", "kbindex--old")
+    out = kb("verify", "--json")
+    assert out.exit_code == 1 and "interrupted" in " ".join(json.loads(out.stdout)["problems"])
+    out = kb("verify", "--repair")
+    assert out.exit_code == 0, out.output
+    assert Store(db).collection_names() == ["kbindex"] and snapshot(db)["store"] == before
