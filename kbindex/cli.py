@@ -338,14 +338,17 @@ def delete(sources, wait, as_json, settings):
 
 @cli.command()
 @click.option("--repair", is_flag=True,
-              help="Fix what can be fixed: delete orphan chunks, re-index sources with missing chunks.")
+              help="Fix what can be fixed: rebuild a damaged vector or keyword index from what kbindex "
+                   "holds (no re-embedding), adopt chunks the ledger does not list (delete them only "
+                   "when it is the collection's ledger), re-index sources with missing chunks.")
 @wait_option
 @common_options
 @json_option
 def verify(repair, wait, as_json, settings):
-    """Check that the store opens, answers, and agrees with the ledger.
+    """Check the store (vectors read back and searched for), the keyword index and the ledger.
 
-    Exit 0 when consistent, 1 with a report otherwise.
+    Exit 0 when consistent, 1 with a report otherwise, 75 when a write is in progress
+    (--wait: wait for it, then check).
 
     \b
     Example:

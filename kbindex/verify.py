@@ -91,7 +91,6 @@ class _Findings:
     ledger_empty: bool = False
     orphans: list[str] = field(default_factory=list)  # chunk ids no ledger entry lists
     broken: list[Entry] = field(default_factory=list)  # entries with missing chunks, or dirty
-    store_ids: set[str] | None = None  # every chunk id the store listed (None: it could not)
 
 
 def verify(settings: Settings, repair: bool = False, wait: bool = False,
@@ -263,7 +262,6 @@ def _check(settings: Settings) -> tuple[Report, _Findings | None]:
                                "`kbindex verify --repair`")
     if probe is not None:
         report.chunks = probe.count
-        findings.store_ids = set(probe.digests)
     if not findings.ledger_damaged:
         findings.bound = collection.ledger_id == ledger.ledger_id and ledger.binding() == collection.id
     models = {e.model for e in entries.values() if e.model}
