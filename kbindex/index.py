@@ -33,6 +33,7 @@ from kbindex.store import Collection, Store
 # ready soon and the last one, which nothing overlaps, is short.
 EMBED_BATCH = 256
 IMPORT_BATCH = 256  # exported rows written together by import
+RESTORE_BATCH = 2048  # rows a restore writes together: nothing to embed, so fewer, larger store calls
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]+:")
 
 
@@ -1063,7 +1064,7 @@ def _fill(store: Store, name: str, rows: Iterable, model: str, dimension: int | 
     part: list = []
     for row in rows:
         part.append(row)
-        if len(part) >= IMPORT_BATCH:
+        if len(part) >= RESTORE_BATCH:
             write(part)
             part = []
     if part:

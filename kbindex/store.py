@@ -272,11 +272,12 @@ class Collection:
     def add_stored(self, ids: Sequence[str], vectors: Sequence[Sequence[float]], texts: Sequence[str],
                    metadatas: Sequence[dict]) -> None:
         """Write chunks exactly as another collection held them (text and metadata), in batches
-        the client accepts: the restore of a damaged collection (index.restore)."""
+        the client accepts, into a collection that does not hold them yet: the restore of a
+        damaged collection (index.restore)."""
         size = self.store.max_batch_size()
         for start in range(0, len(ids), size):
             end = start + size
-            self._call(self._raw.upsert, ids=list(ids[start:end]),
+            self._call(self._raw.add, ids=list(ids[start:end]),
                        embeddings=[list(v) for v in vectors[start:end]],
                        documents=list(texts[start:end]), metadatas=list(metadatas[start:end]))
 

@@ -111,8 +111,9 @@ def verify(settings: Settings, repair: bool = False, wait: bool = False,
         try:
             report, findings = _check(settings)
             if report.problems and findings is not None:
-                _repair(settings, report, findings, embedder, lock)
-                after, _ = _check(settings)
+                after = _repair(settings, report, findings, embedder, lock)
+                if after is None:  # something changed since the repair's last look
+                    after, _ = _check(settings)
                 report.problems, report.sources, report.chunks = after.problems, after.sources, after.chunks
             return report
         finally:
@@ -461,7 +462,9 @@ def _cache_lookup(db: Path, scope: str, model: str | None):
 
 
 def _repair(settings: Settings, report: Report, findings: _Findings,
-            embedder: Callable[[str], Embedder] | None, lock: WriteLock) -> None:
+            embedder: Callable[[str], Embedder] | None, lock: WriteLock) -> Report | None:
+    """Fix what findings name; return the report of the repair's last look when nothing changed
+    after it (None: check again)."""
     name = settings.collection
     store = Store(settings.db, settings.chroma_url)
     ledger = Ledger(settings.db, ledger_scope(settings))
@@ -483,17 +486,17 @@ def _repair(settings: Settings, report: Report, findings: _Findings,
             report.actions.append("rebuilt the keyword index's full-text index from its chunks")
         if findings.store_file_damaged:
             if not _rebuild_store(settings, report, embedder):
-                return
+                return None
         elif findings.vector_damaged:
             if not _rebuild_vectors(settings, report, findings, ledger, embedder):
-                return
+                return None
         if findings.ledger_damaged or findings.swap_interrupted or findings.vector_damaged or \
                 findings.store_file_damaged or findings.keyword in ("file", "fts"):
             # What the first steps changed: look again before the ledger is reconciled.
             ledger.close()
             again, refreshed = _check(settings)
             if refreshed is None or not again.problems:
-                return
+                return again
             if (refreshed.vector_damaged or refreshed.store_file_damaged) and not (
                     findings.vector_damaged or findings.store_file_damaged):
                 # Found only now (the first look stopped at an interrupted swap or a lost ledger).
@@ -501,10 +504,10 @@ def _repair(settings: Settings, report: Report, findings: _Findings,
                 done = rebuild(settings, report, embedder) if rebuild else _rebuild_vectors(
                     settings, report, refreshed, ledger, embedder)
                 if not done:
-                    return
+                    return None
                 again, refreshed = _check(settings)
                 if refreshed is None or not again.problems:
-                    return
+                    return again
             findings = refreshed
         collection = Store(settings.db, settings.chroma_url).collection(name)
         if findings.orphans:
@@ -519,8 +522,9 @@ def _repair(settings: Settings, report: Report, findings: _Findings,
                 report.actions.append(
                     f"not re-indexed: {len(findings.broken)} sources, because this ledger is not known to "
                     "be the collection's")
-                return
+                return None
             _reindex(settings, report, findings, collection, embedder, lock)
+        return None
     finally:
         ledger.close()
 
