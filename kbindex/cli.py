@@ -425,14 +425,17 @@ def delete(sources, wait, as_json, settings):
 
 @cli.command()
 @click.option("--repair", is_flag=True,
-              help="Fix what can be fixed: delete orphan chunks, re-index sources with missing chunks.")
+              help="Fix what can be fixed: rebuild a damaged vector or keyword index from what kbindex "
+                   "holds (no re-embedding), adopt chunks the ledger does not list (delete them only "
+                   "when it is the collection's ledger), re-index sources with missing chunks.")
 @wait_option
 @common_options
 @json_option
 def verify(repair, wait, as_json, settings):
-    """Check that the store opens, answers, and agrees with the ledger.
+    """Check the store (vectors read back and searched for), the keyword index and the ledger.
 
-    Exit 0 when consistent, 1 with a report otherwise.
+    Exit 0 when consistent, 1 with a report otherwise, 75 when a write is in progress
+    (--wait: wait for it, then check).
 
     \b
     Example:
@@ -701,23 +704,26 @@ def import_cmd(ctx, file, as_json, settings):
 
     The collection is the one named in the file unless --collection is given. With vectors in
     the file nothing is re-embedded; without, the chunks are embedded with the file's model.
+    The whole file is checked before anything is written: a bad line leaves the target as it was.
 
     \b
     Example:
       kbindex import helpdesk.jsonl --chroma-url http://search-host:8000
     """
-    from kbindex.index import import_chunks
-    from kbindex.transfer import read_export
-
-    header, rows = read_export(file, getattr(file, "name", "<stdin>"))
     from dataclasses import replace
+
+    from kbindex.index import import_chunks
+    from kbindex.transfer import open_export
+
+    export = open_export(file, getattr(file, "name", "<stdin>"))  # every line checked first
+    header = export.header
 
     collection = settings.collection
     if ctx.get_parameter_source("collection") in (click.core.ParameterSource.DEFAULT,
                                                   click.core.ParameterSource.DEFAULT_MAP, None):
         collection = header.collection
     settings = replace(settings, collection=collection, model=header.model)
-    result = import_chunks(settings, header, rows, embedder_factory=lambda: _embedder(settings))
+    result = import_chunks(settings, export, embedder_factory=lambda: _embedder(settings))
     if as_json:
         click.echo(json.dumps(result))
     else:

@@ -184,3 +184,10 @@ class ConfigError(KbindexError):
     """The project config file is invalid; the message names the file, line and key."""
 
     exit_code = 2
+
+
+class WriteInProgressError(KbindexError):
+    """A write holds the store, so a check would see it half done (retry later, or --wait)."""
+
+    # EX_TEMPFAIL of sysexits.h (BSD): a temporary failure; the user is invited to retry.
+    exit_code = 75

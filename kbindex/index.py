@@ -22,6 +22,7 @@ from kbindex.errors import (
     ModelMismatchError,
     SkipSource,
     SourceError,
+    StoreError,
     UnreadableFolder,
     UsageError,
 )
@@ -40,6 +41,7 @@ from kbindex.store import Collection, Store
 # ready soon and the last one, which nothing overlaps, is short.
 EMBED_BATCH = 256
 IMPORT_BATCH = 256  # exported rows written together by import
+RESTORE_BATCH = 2048  # rows a restore writes together: nothing to embed, so fewer, larger store calls
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]+:")
 
 
@@ -373,7 +375,8 @@ class Indexer:
                 if self.embedder is not None:
                     self.collection.check_model(self.embedder.name)
             else:
-                self.collection = self.store.create(name, self.embedder.name, self.embedder.dimension)
+                self.collection = self.store.create(name, self.embedder.name, self.embedder.dimension,
+                                                    ledger_id=self.ledger.ledger_id)
                 self._dimension_checked = True
             self._entries = self.ledger.entries()
             count = self.collection.count()
@@ -384,6 +387,7 @@ class Indexer:
                 self._entries = {}
             # A store filled before the ledger existed: find old chunks by their source metadata.
             self._adopt = not self._entries and count > 0
+            bind(self.collection, self.ledger)
             # The keyword index follows Chroma; an interrupted earlier run is healed from Chroma.
             self.lexical = LexicalIndex.open(self.settings.db, self.settings.collection)
             self.lexical.heal(self.collection)
@@ -691,41 +695,60 @@ class Indexer:
 
     # -- import ---------------------------------------------------------------------------------
 
-    def import_rows(self, model: str, dimension: int | None, rows, embedder_factory) -> dict:
-        """Write exported (chunk, vector or None) rows, then record each source in the ledger.
+    def import_rows(self, model: str, dimension: int, rows: Iterable[tuple[Chunk, Sequence[float] | None]],
+                    embedder: Embedder | None) -> dict:
+        """Write exported (chunk, vector or None) rows, recording each source in the ledger.
 
-        Streams in batches; only chunk ids are kept per source. A crash before the ledger is
-        written leaves chunks that `verify --repair` removes, and re-running the import heals it.
+        The rows were checked whole beforehand (transfer.open_export), and embedder, when given,
+        makes `dimension`-dimensional vectors of `model`. Each batch is written in the crash-safe
+        order of every writer: the ledger marks its sources dirty (listing their old and new
+        chunk ids), then the store; at the end the chunks a source no longer has are deleted
+        and its entry made clean. A crash leaves dirty entries, and running the import again
+        completes it.
         """
         self.lock.acquire()
         name = self.settings.collection
         if name in self.store.collection_names():
             self.collection = self.store.collection(name)
             self.collection.check_model(model, dimension)
+        else:
+            self.collection = self.store.create(name, model, dimension, ledger_id=self.ledger.ledger_id)
+        bind(self.collection, self.ledger)
         self._entries = self.ledger.entries()
         sources: dict[str, dict] = {}
         written = embedded = 0
-        batch: list = []
+        batch: list[tuple[Chunk, Sequence[float] | None]] = []
+
+        def entry(source: str) -> Entry:
+            info = sources[source]
+            chunk = info["chunk"]
+            return Entry(
+                source=source, root=source, content_hash=chunk.doc_hash or text_hash(source),
+                chunking=chunk.metadata.get("chunking"), model=model, chunk_ids=tuple(info["ids"]),
+                text_hashes=tuple(info["hashes"]), indexed_at=chunk.metadata.get("indexed_at"),
+            )
+
+        def old_ids(source: str) -> list[str]:
+            old = self._entries.get(source)
+            return list(old.chunk_ids) if old else []
 
         def flush() -> None:
             nonlocal written, embedded
             missing = [c for c, v in batch if v is None]
-            fresh: list = []
-            if missing:
-                self.embedder = self.embedder or embedder_factory()
-                if self.embedder.name != model:
-                    raise UsageError(f"the export was made with model {model!r}; give --model {model}")
-                fresh = self.embedder.embed([c.embed_text for c in missing])
-                embedded += len(missing)
-            it = iter(fresh)
-            vectors = [v if v is not None else next(it) for _, v in batch]
-            if self.collection is None:
-                self.collection = self.store.create(name, model, dimension or len(vectors[0]))
-            self._write_chunks([c for c, _ in batch], vectors)
-            for chunk, _ in batch:
+            fresh = iter(embedder.embed([c.embed_text for c in missing]) if missing else [])
+            embedded += len(missing)
+            vectors = [list(v) if v is not None else list(next(fresh)) for _, v in batch]
+            chunks = [c for c, _ in batch]
+            hashes = [text_hash(c.embed_text) for c in chunks]
+            for chunk, h in zip(chunks, hashes):
                 info = sources.setdefault(chunk.source, {"chunk": chunk, "ids": [], "hashes": []})
                 info["ids"].append(chunk.id)
-                info["hashes"].append(text_hash(chunk.embed_text))
+                info["hashes"].append(h)
+            touched = dict.fromkeys(c.source for c in chunks)
+            # Dirty first, listing every id the store may hold for these sources after the write.
+            self.ledger.begin([(entry(s), old_ids(s)) for s in touched],
+                              vectors=dict(zip(hashes, vectors)), model=model)
+            self._write_chunks(chunks, vectors)
             written += len(batch)
             batch.clear()
 
@@ -735,21 +758,10 @@ class Indexer:
                 flush()
         if batch:
             flush()
-        updates = []
-        for source, info in sources.items():
-            chunk = info["chunk"]
-            entry = Entry(
-                source=source, root=source, content_hash=chunk.doc_hash or text_hash(source),
-                chunking=chunk.metadata.get("chunking"), model=model, chunk_ids=tuple(info["ids"]),
-                text_hashes=tuple(info["hashes"]), indexed_at=chunk.metadata.get("indexed_at"),
-            )
-            old = self._entries.get(source)
-            updates.append((entry, list(old.chunk_ids) if old else []))
-        if updates:
-            self.ledger.begin(updates)
-            stale = [i for entry, old in updates for i in old if i not in set(entry.chunk_ids)]
-            self._delete_chunks(stale)
-            self.ledger.commit(entry for entry, _ in updates)
+        finished = [entry(s) for s in sources]
+        stale = [i for e in finished for i in old_ids(e.source) if i not in set(e.chunk_ids)]
+        self._delete_chunks(stale)
+        self.ledger.commit(finished)
         self._finish()
         return {"collection": name, "model": model, "chunks": written, "embedded": embedded,
                 "documents": len(sources)}
@@ -962,10 +974,42 @@ def _with_meta(chunk: Chunk, **extra: str) -> Chunk:
     return replace(chunk, metadata={**chunk.metadata, **extra})
 
 
-def import_chunks(settings: Settings, header, rows, embedder_factory) -> dict:
-    """Write exported chunks into a collection, embedding those that carry no vector."""
+def bind(collection: Collection, ledger: Ledger) -> bool:
+    """Pair a collection that records no ledger with this one (in both); True when they are
+    paired afterwards. A collection paired with another ledger is left as it is."""
+    if collection.ledger_id is None:
+        collection.bind(ledger.ledger_id)
+    if collection.ledger_id != ledger.ledger_id:
+        return False
+    if ledger.binding() != collection.id:
+        ledger.bind(collection.id)
+    return True
+
+
+def import_chunks(settings: Settings, export, embedder_factory: Callable[[], Embedder]) -> dict:
+    """Write a checked export file (transfer.CheckedExport) into a collection, embedding the
+    chunks that carry no vector with the file's model.
+
+    Everything that can be refused is refused before the first write: the model the file names
+    against the target collection's, and the model's dimension against the file's.
+    """
+    model = export.header.model
+    embedder = None
+    dimension = export.dimension
+    if export.without_vector:
+        embedder = embedder_factory()
+        if embedder.name != model:
+            raise UsageError(f"the export was made with model {model!r}; give --model {model}")
+        if dimension is not None and embedder.dimension != dimension:
+            raise ModelMismatchError(
+                f"the export holds {dimension}-dimensional vectors, and model {model!r} makes "
+                f"{embedder.dimension}-dimensional ones")
+        dimension = embedder.dimension
+    if dimension is None:  # no chunks and no dimension in the header: nothing to write
+        return {"collection": settings.collection, "model": model, "chunks": 0, "embedded": 0,
+                "documents": 0}
     with Indexer(settings, None) as indexer:
-        return indexer.import_rows(header.model, header.dimension, rows, embedder_factory)
+        return indexer.import_rows(model, dimension, export.rows(), embedder)
 
 
 def delete_collection(settings: Settings, name: str) -> None:
@@ -1017,9 +1061,7 @@ def rebuild(settings: Settings, embedder: Embedder, config: ChunkConfig, args: S
         with indexer:
             indexer.open()
             summary = indexer.run(sources)
-        if name in names:
-            store.rename_collection(name, name + OLD_SUFFIX)
-        store.rename_collection(temp.collection, name)
+        swap(store, name, temp.collection, names, keep_old=True)
         temp_ledger = Ledger(settings.db, ledger_scope(temp))
         temp_ledger.move_scope(ledger_scope(settings))
         temp_ledger.close()
@@ -1033,6 +1075,152 @@ def rebuild(settings: Settings, embedder: Embedder, config: ChunkConfig, args: S
         return summary
     finally:
         lock.release()
+
+
+def swap(store: Store, name: str, fresh: str, names: Sequence[str], keep_old: bool = False) -> None:
+    """Put collection `fresh` in the place of `name` with two renames (name -> name--old, fresh ->
+    name), then drop the old one unless keep_old. Queries use the old collection until the second
+    rename; an interrupted swap is finished by rebuild() or verify --repair."""
+    if name in names:
+        store.rename_collection(name, name + OLD_SUFFIX)
+    store.rename_collection(fresh, name)
+    if name in names and not keep_old:
+        store.delete_collection(name + OLD_SUFFIX)
+
+
+@dataclass
+class Restored:
+    """What restore() wrote: chunks, and where their vectors came from."""
+
+    chunks: int = 0
+    from_cache: int = 0
+    embedded: int = 0
+
+
+def restore(settings: Settings, rows: Iterable, model: str, dimension: int | None, ledger: Ledger,
+            embedder_factory: Callable[[str], Embedder] | None) -> Restored:
+    """Write a fresh collection from chunks kbindex holds elsewhere and swap it in for the
+    collection of settings.
+
+    rows are lexical.Row (id, text, metadata and context line: the keyword index's copy, or
+    Chroma's metadata read back); each vector comes from the embedding cache, by model and hash
+    of the embedded text (context line and text, as chunk.chunk_document embeds them). Only
+    chunks whose vector is not cached are embedded, with embedder_factory(model); StoreError
+    when that is needed and no factory is given. The caller holds the write lock.
+    """
+    store = Store(settings.db, settings.chroma_url)
+    name = settings.collection
+    temp = name + REBUILD_SUFFIX
+    names = store.collection_names()
+    for stale in (temp, name + OLD_SUFFIX):  # left by an interrupted restore or rebuild
+        if stale in names and (stale == temp or name in names):
+            store.delete_collection(stale)
+    fresh, done = _fill(store, temp, rows, model, dimension, ledger, embedder_factory)
+    swap(store, name, temp, names)
+    ledger.bind(fresh.id)
+    return done
+
+
+def _fill(store: Store, name: str, rows: Iterable, model: str, dimension: int | None, ledger: Ledger,
+          embedder_factory: Callable[[str], Embedder] | None) -> tuple[Collection, Restored]:
+    """Create collection `name` in store and write rows into it, vectors from the cache (see
+    restore)."""
+    fresh: Collection | None = None
+    embedder: Embedder | None = None
+    done = Restored()
+
+    def write(part: list) -> None:
+        nonlocal fresh, embedder
+        hashes = [text_hash(f"{r.context}\n\n{r.text}") for r in part]
+        vectors = ledger.cached_vectors(model, hashes)
+        missing = {h: f"{r.context}\n\n{r.text}" for h, r in zip(hashes, part) if h not in vectors}
+        done.from_cache += sum(1 for h in hashes if h in vectors)
+        if missing:
+            if embedder is None:
+                if embedder_factory is None:
+                    raise StoreError(f"{len(missing)} chunks have no vector in the embedding cache "
+                                     "and no model was given to embed them")
+                embedder = embedder_factory(model)
+            made = embedder.embed(list(missing.values()))
+            ledger.cache_vectors(model, dict(zip(missing, made)))
+            vectors.update(zip(missing, made))
+            done.embedded += sum(1 for h in hashes if h in missing)
+        if fresh is None:
+            fresh = store.create(name, model, dimension or len(next(iter(vectors.values()))),
+                                 ledger_id=ledger.ledger_id)
+        fresh.add_stored([r.id for r in part], [vectors[h] for h in hashes], [r.text for r in part],
+                         [r.metadata for r in part])
+        done.chunks += len(part)
+
+    part: list = []
+    for row in rows:
+        part.append(row)
+        if len(part) >= RESTORE_BATCH:
+            write(part)
+            part = []
+    if part:
+        write(part)
+    if fresh is None:
+        fresh = store.create(name, model, dimension or 1, ledger_id=ledger.ledger_id)
+    return fresh, done
+
+
+@dataclass(frozen=True)
+class Carried:
+    """One collection to carry into a fresh local store (restore_store)."""
+
+    name: str
+    model: str
+    dimension: int | None
+    rows: Callable[[], Iterable]  # lexical.Row of every chunk
+    ledger: Ledger  # the ledger scope of the collection
+
+
+def restore_store(db: Path, collections: Sequence[Carried],
+                  embedder_factory: Callable[[str], Embedder] | None) -> tuple[Path, dict[str, Restored]]:
+    """Make a fresh local Chroma store holding `collections` (written as restore() does) and put
+    it in the place of a store whose own SQLite file is damaged, which is kept in a folder
+    `store-damaged-<time>` beside it. Returns that folder and what was written per collection.
+
+    A Chroma store is one SQLite file for all its collections plus a folder per vector index;
+    once the file is damaged no collection can be written into it, so the whole store is made
+    again, in a folder next to it, then moved in by renames. The caller holds the write lock.
+    """
+    import shutil
+    import uuid
+
+    db = Path(db)
+    building = db / ".store-rebuild"
+    shutil.rmtree(building, ignore_errors=True)
+    fresh = Store(building)
+    written: dict[str, Restored] = {}
+    for carried in collections:
+        made, written[carried.name] = _fill(fresh, carried.name, carried.rows(), carried.model,
+                                            carried.dimension, carried.ledger, embedder_factory)
+        carried.ledger.bind(made.id)
+    Store.forget_clients()  # Chroma keeps one client per folder: neither may be used after the moves
+
+    def store_parts(folder: Path) -> list[Path]:
+        parts = []
+        for path in folder.iterdir():
+            if path.name.startswith("chroma.sqlite3"):
+                parts.append(path)
+            elif path.is_dir():
+                try:
+                    uuid.UUID(path.name)  # a vector index folder is named by its segment's id
+                except ValueError:
+                    continue
+                parts.append(path)
+        return parts
+
+    aside = db / f"store-damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside.mkdir()
+    for path in store_parts(db):
+        path.rename(aside / path.name)
+    for path in store_parts(building):
+        path.rename(db / path.name)
+    shutil.rmtree(building, ignore_errors=True)
+    return aside, written
 
 
 def read_document(arg: str, fetcher: Fetcher, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -71,9 +72,13 @@ CREATE TABLE IF NOT EXISTS visits (
 );
 CREATE INDEX IF NOT EXISTS visits_name ON visits (scope, name);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS bindings (
+    scope TEXT PRIMARY KEY,
+    collection_id TEXT NOT NULL   -- Chroma's id of the collection this scope's entries describe
+);
 """
 
-_SCOPED = ("sources", "visits")  # the tables with a row per scope
+_SCOPED = ("sources", "visits", "bindings")  # the tables with a row per scope
 _COLUMNS = ("source", "root", "etag", "last_modified", "size", "mtime", "body_hash", "content_hash",
             "chunking", "model", "chunk_ids", "text_hashes", "indexed_at", "last_error")
 
@@ -126,6 +131,8 @@ class Ledger:
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.executescript(_SCHEMA)
                 db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                # Made once with the file: a ledger deleted and made again is another ledger.
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('ledger_id', ?)", (uuid.uuid4().hex,))
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open the ledger {self.path}: {exc}") from exc
             self._db = db
@@ -138,12 +145,51 @@ class Ledger:
 
     # -- reading --------------------------------------------------------------------------------
 
+    @property
+    def ledger_id(self) -> str:
+        """This ledger file's id, made when the file was made (hex UUID)."""
+        return self.db.execute("SELECT value FROM meta WHERE key = 'ledger_id'").fetchone()[0]
+
+    def binding(self) -> str | None:
+        """The id of the Chroma collection this scope's entries describe, when recorded."""
+        row = self.db.execute("SELECT collection_id FROM bindings WHERE scope = ?", (self.scope,)).fetchone()
+        return row[0] if row else None
+
+    def check(self) -> None:
+        """Read the whole file (SQLite's quick_check) and this scope's entries; StoreError if it
+        cannot be read."""
+        try:
+            problems = [r[0] for r in self.db.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(problems[:3]))
+            self.entries()
+        except (sqlite3.Error, ValueError, TypeError) as exc:
+            raise StoreError(f"cannot read the ledger {self.path}: {exc}") from exc
+
+    def set_aside(self) -> Path:
+        """Rename a damaged ledger file (and its WAL) out of the way, keeping it; returns the new
+        name of the file. The next use makes a new, empty ledger."""
+        import time
+
+        self.close()
+        aside = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(f"{self.path}{suffix}")
+            if part.exists():
+                part.rename(f"{aside}{suffix}")
+        return aside
+
     def entries(self) -> dict[str, Entry]:
         """Every entry of this scope, by source."""
         rows = self.db.execute(
             f"SELECT {', '.join(_COLUMNS)} FROM sources WHERE scope = ?", (self.scope,)
         )
         return {row[0]: _entry(row) for row in rows}
+
+    def text_hashes(self) -> dict[str, str]:
+        """The embedding cache key of every chunk that a clean entry lists, by chunk id."""
+        return {i: h for e in self.entries().values() if e.clean and len(e.chunk_ids) == len(e.text_hashes)
+                for i, h in zip(e.chunk_ids, e.text_hashes)}
 
     def get(self, source: str) -> Entry | None:
         row = self.db.execute(
@@ -190,6 +236,11 @@ class Ledger:
         with self._tx() as db:
             db.executemany("DELETE FROM sources WHERE scope = ? AND source = ?", rows)
             db.executemany("DELETE FROM visits WHERE scope = ? AND name = ? AND outcome = 'page'", rows)
+
+    def bind(self, collection_id: str) -> None:
+        """Record that this scope's entries describe the Chroma collection collection_id."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?)", (self.scope, collection_id))
 
     def drop_scope(self) -> None:
         """Forget every entry and visit of this scope."""
@@ -273,6 +324,13 @@ class Ledger:
             )
             found.update((h, _unpack(v)) for h, v in rows)
         return found
+
+    def cache_vectors(self, model: str, vectors: dict[str, Sequence[float]]) -> None:
+        """Put vectors into the embedding cache (by hash of the embedded text), in one transaction."""
+        if vectors:
+            with self._tx() as db:
+                db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
+                               [(model, h, _pack(v)) for h, v in vectors.items()])
 
     def collect_garbage(self) -> int:
         """Drop cached embeddings that no entry of any scope uses any more; return how many."""

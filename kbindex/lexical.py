@@ -261,6 +261,48 @@ class LexicalIndex:
         """Every chunk's stored metadata, by id."""
         return {i: json.loads(m) for i, m in self._conn.execute(f"SELECT id, meta FROM {self._chunks}")}
 
+    def digests(self) -> dict[str, str]:
+        """store.metadata_digest of every chunk's stored metadata, by id."""
+        from kbindex.store import metadata_digest
+
+        return {i: metadata_digest(json.loads(m)) for i, m in self._conn.execute(f"SELECT id, meta FROM {self._chunks}")}
+
+    def check(self) -> list[str]:
+        """What SQLite finds wrong with the file (`PRAGMA integrity_check`) and with this
+        collection's full-text index (FTS5's 'integrity-check' command); [] when sound."""
+        try:
+            found = [r[0] for r in self._conn.execute("PRAGMA integrity_check")]
+        except sqlite3.Error as exc:
+            return [f"the file is damaged ({exc})"]
+        if found != ["ok"]:
+            return [f"the file is damaged ({'; '.join(found[:2])})"]
+        try:
+            # rank 1: also compare the index with its external content table, the chunks
+            # (https://sqlite.org/fts5.html#the_integrity_check_command).
+            self._conn.execute(f"INSERT INTO {self._fts}({self._fts}, rank) VALUES ('integrity-check', 1)")
+        except sqlite3.Error as exc:
+            return [f"its full-text index does not match its chunks ({exc})"]
+        return []
+
+    def rebuild_fts(self) -> None:
+        """Rebuild the full-text index from the chunks table (FTS5's 'rebuild' command)."""
+        with self._transaction():
+            self._conn.execute(f"INSERT INTO {self._fts}({self._fts}) VALUES ('rebuild')")
+
+    @staticmethod
+    def set_aside(db_dir: Path) -> Path:
+        """Rename a damaged keyword index file (and its WAL) out of the way, keeping it; the
+        next open makes a new one. Returns the file's new name."""
+        import time
+
+        path = Path(db_dir) / FILENAME
+        aside = path.with_name(f"{FILENAME}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(f"{path}{suffix}")
+            if part.exists():
+                part.rename(f"{aside}{suffix}")
+        return aside
+
     def search(self, query: str, k: int, where: dict | None = None) -> list[LexicalMatch]:
         """The k chunks that best match the query's terms by BM25, best first."""
         expression = self._expression(query)

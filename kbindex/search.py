@@ -83,7 +83,15 @@ def search(
         raise UsageError("--per-doc must be 0 (no limit) or more")
     if mode not in MODES:
         raise UsageError(f"unknown mode {mode!r}: use {', '.join(MODES)}")
-    if collection.count() == 0:
+    if mode == "keyword" and lexical is None:
+        # Keyword search reads only the keyword index, so that a damaged vector index (which can
+        # crash the process that loads it) does not stop it; Chroma is read only to fill a keyword
+        # index that is empty or was left mid-write.
+        lexical = LexicalIndex.open(collection.store.db, collection.name)
+        if lexical.dirty or lexical.count() == 0:
+            lexical.close()
+            lexical = open_lexical(collection)
+    if (lexical.count() if mode == "keyword" else collection.count()) == 0:
         raise CollectionError(
             f"collection {collection.name!r} is empty: run 'kbindex index SOURCE' first"
         )

@@ -242,3 +242,33 @@ def test_a_server_that_stops_answering_mid_run_times_out_then_the_next_run_compl
         assert_consistent(db, {str(p) for p in folder.iterdir()}, url=proxy.url)
     finally:
         proxy.close()
+
+
+def test_repair_from_another_machine_deletes_nothing_of_the_shared_collection(kb, chroma, folder, db, tmp_path):
+    """A second machine with its own --db (its own ledger) runs verify --repair against the shared
+    server: the collection is bound to the first machine's ledger, so nothing it does not list
+    is deleted; an empty ledger adopts the chunks instead, one that lists other sources refuses."""
+    first = kb.json("index", str(folder), "--chroma-url", chroma.url)
+    chunks = first["chunks_added"]
+    before = snapshot(db, url=chroma.url)["store"]
+    empty = tmp_path / "second-machine"
+    out = kb("verify", "--repair", "--chroma-url", chroma.url, "--db", str(empty), "--json")
+    assert out.exit_code == 0, out.output
+    assert "adopted" in " ".join(json.loads(out.stdout)["actions"])
+    assert snapshot(db, url=chroma.url)["store"] == before
+    # A third machine that indexed one page of its own into the same collection
+    other = tmp_path / "page.md"
+    other.write_text("# VPN\n\nThe VPN client needs a restart after the certificate update.\n")
+    third = tmp_path / "third-machine"
+    assert kb("index", str(other), "--chroma-url", chroma.url, "--db", str(third)).exit_code == 0
+    out = kb("verify", "--repair", "--chroma-url", chroma.url, "--db", str(third), "--json")
+    assert out.exit_code == 1
+    report = json.loads(out.stdout)
+    assert any("is not the collection's" in p for p in report["problems"]), report
+    assert any(a.startswith("not deleted") for a in report["actions"])
+    assert kb.json("stats", "--chroma-url", chroma.url)["chunks"] == chunks + 1
+    assert {s: ids for s, ids in snapshot(db, url=chroma.url)["store"].items() if s in before} == before
+    # To the first machine, whose ledger is the collection's, the third machine's page is a chunk
+    # no entry lists (index a collection from one machine: see the README).
+    out = kb("verify", "--chroma-url", chroma.url, "--json")
+    assert out.exit_code == 1 and "1 chunks in the store have no ledger entry" in out.stdout

@@ -289,8 +289,12 @@ def test_a_second_writer_is_refused_and_readers_are_not_blocked(kb, folder, db):
         assert kb("delete", str(folder)).exit_code == 1
         assert kb("query", "printer offline").exit_code == 0
         assert kb("stats").exit_code == 0
-        assert kb("verify").exit_code == 0
+        # verify would read the write half done: it says so, with its own exit code
+        out = kb("verify")
+        assert out.exit_code == 75 and "a write is in progress" in out.stderr, out.output
+        assert "problem" not in out.stdout
     assert kb("index", str(folder)).exit_code == 0
+    assert kb("verify").exit_code == 0
 
 
 def test_wait_queues_behind_the_holder(kb, folder, db):
@@ -350,7 +354,7 @@ def test_sigkill_at_any_point_heals_on_the_next_run(tmp_path, folder, stage):
     code, out, stderr = run(*args, tmp=tmp_path)
     assert code == 0, stderr
     code, out, _ = run("verify", "--db", str(db), "--json", tmp=tmp_path)
-    assert code == 0 and json.loads(out)["ok"]
+    assert code == 0 and json.loads(out)["ok"], out
     snap = assert_consistent(db, files_in(folder))
     # ... and equal to a fresh index of the same folder.
     fresh = tmp_path / "fresh"
