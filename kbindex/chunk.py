@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kbindex.errors import UsageError
 from kbindex.normalize import normalize_document
@@ -94,6 +94,26 @@ def fit_context_lines(lines: Sequence[str], count_tokens: CountTokens,
                                                specials, budget), strict=True):
             fitted[line] = result
     return [fitted[x][0] for x in lines], [fitted[x][1] for x in lines], specials
+
+
+def refit_context(chunks: Sequence[Chunk], count_tokens: CountTokens, max_tokens: int) -> list[Chunk]:
+    """Chunks whose embedded text is rebuilt from their title and section (an imported export
+    holds no embedded text) with the context line cut as chunk_document cuts it: to the share of
+    the window of the chunk size the chunk was made with (its `chunking` metadata, "256/32"),
+    else of `max_tokens`.
+    """
+    budgets = []
+    for chunk in chunks:
+        size, _, _ = str(chunk.metadata.get("chunking") or "").partition("/")
+        budgets.append(context_budget(int(size) if size.isdigit() else max_tokens))
+    out: list[Chunk] = []
+    for budget in sorted(set(budgets)):
+        group = [i for i, b in enumerate(budgets) if b == budget]
+        lines, _, _ = fit_context_lines([context_line(chunks[i].title, chunks[i].section) for i in group],
+                                        count_tokens, budget)
+        out.extend((i, replace(chunks[i], embed_text=f"{line}\n\n{chunks[i].text}"))
+                   for i, line in zip(group, lines, strict=True))
+    return [chunk for _, chunk in sorted(out, key=lambda pair: pair[0])]
 
 
 def _shorten(lines: Sequence[str], counts: Sequence[int], count_tokens: CountTokens, specials: int,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kbindex.chunk import ChunkConfig, chunk_document
+from kbindex.chunk import ChunkConfig, chunk_document, refit_context
 from kbindex.config import DEFAULT_MAX_BYTES, Settings
 from kbindex.crawl import Crawler, CrawlMemory, CrawlOptions, CrawlResult, url_identity
 from kbindex.embed import Embedder
@@ -734,8 +734,13 @@ class Indexer:
 
         def flush() -> None:
             nonlocal written, embedded
-            missing = [c for c, v in batch if v is None]
-            fresh = iter(embedder.embed([c.embed_text for c in missing]) if missing else [])
+            missing = [i for i, (_, v) in enumerate(batch) if v is None]
+            if missing:  # embedded as an index run embeds them: the context line cut to its share
+                refitted = refit_context([batch[i][0] for i in missing], embedder.count_tokens,
+                                         embedder.max_tokens)
+                for i, chunk in zip(missing, refitted, strict=True):
+                    batch[i] = (chunk, None)
+            fresh = iter(embedder.embed([batch[i][0].embed_text for i in missing]) if missing else [])
             embedded += len(missing)
             vectors = [list(v) if v is not None else list(next(fresh)) for _, v in batch]
             chunks = [c for c, _ in batch]

@@ -174,6 +174,30 @@ def test_case_indexed_and_exported_fits_the_window(kb, tmp_path, count_tokens):
     assert max(count_tokens([c.embed_text for c in chunks])) <= 256
 
 
+def test_an_export_without_vectors_is_imported_with_the_context_line_cut(kb, tmp_path):
+    """Import embeds what an index run embeds: the cut context line, not the whole one (with the
+    hashing test embedder, the same embedded text gives the same vector)."""
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    (folder / CASE.name).write_bytes(CASE.read_bytes())
+    assert kb("index", str(folder), "--model", "faketok:hash").exit_code == 0
+    plain, indexed = tmp_path / "plain.jsonl", tmp_path / "indexed.jsonl"
+    assert kb("export", "--model", "faketok:hash", "-o", str(plain)).exit_code == 0
+    assert kb("export", "--model", "faketok:hash", "--with-vectors", "-o", str(indexed)).exit_code == 0
+    other = tmp_path / "other"
+    out = kb("import", str(plain), "--model", "faketok:hash", "--db", str(other))
+    assert out.exit_code == 0, out.output
+    imported = tmp_path / "imported.jsonl"
+    assert kb("export", "--model", "faketok:hash", "--with-vectors", "--db", str(other),
+              "-o", str(imported)).exit_code == 0
+
+    def vectors(path):
+        return {json.loads(line)["id"]: json.loads(line)["embedding"]
+                for line in path.read_text().splitlines()[1:] if line.strip()}
+
+    assert vectors(imported) == vectors(indexed)
+
+
 @pytest.mark.parametrize("title,heading", [
     # made up: one unbroken URL as the title, a long Russian heading path, a Korean title with
     # spaces, host names (a token per dot and dash), Thai (spaces only between phrases)
