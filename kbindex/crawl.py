@@ -419,12 +419,9 @@ def is_html(page: Page) -> bool:
 
 def analyze(page: Page, base: str) -> Analysis:
     """Links, canonical URL, meta robots and the listing-page test of an HTML page."""
-    import lxml.etree
-    import lxml.html
 
-    try:
-        doc = lxml.html.document_fromstring(page.body)
-    except (lxml.etree.ParserError, ValueError):
+    doc = parse_page(page)
+    if doc is None:
         return Analysis(thin=True)
     nesting = _nesting(doc)
     if nesting > MAX_NESTING:
@@ -798,15 +795,32 @@ SOFT_404_OPENING = 200  # characters of main text where a "not found" message is
 _WORD = re.compile(r"\w+")
 
 
-def main_text(body: bytes) -> tuple[str, str, str]:
-    """(title, first heading, main text) of an HTML page, page chrome removed (as for the
-    listing test)."""
+def parse_page(page: Page):
+    """The lxml tree of an HTML page decoded as the extractor decodes it (the Content-Type
+    charset, a BOM, <meta charset>, else detection: kbindex.extract.detect_encoding), or None
+    when it does not parse. lxml left to itself reads undeclared bytes as Latin-1 and ignores the
+    HTTP header, which garbles non-ASCII links (café.html requested as caf%C3%83%C2%A9.html)."""
     import lxml.etree
     import lxml.html
 
+    from kbindex.extract import decode
+
+    text = decode(page.body, page.content_type, html=True, source=page.url or page.source)
+    text = _XML_DECLARATION.sub("", text, count=1)  # lxml refuses a str that declares one
     try:
-        doc = lxml.html.document_fromstring(body)
+        return lxml.html.document_fromstring(text)
     except (lxml.etree.ParserError, ValueError):
+        return None
+
+
+_XML_DECLARATION = re.compile(r"\A\s*<\?xml[^>]*>")
+
+
+def main_text(page: Page) -> tuple[str, str, str]:
+    """(title, first heading, main text) of an HTML page, page chrome removed (as for the
+    listing test)."""
+    doc = parse_page(page)
+    if doc is None:
         return "", "", ""
     title = " ".join((doc.findtext(".//title") or "").split())
     root, _ = _main(doc)
@@ -1538,7 +1552,7 @@ class Crawler:
         host and crawl, when such a page first needs it; the probe asks for a random name in the
         page's folder).
         """
-        title, heading, text = main_text(page.body)
+        title, heading, text = main_text(page)
         words = _words(text)
         if len(words) > SOFT_404_MAX_WORDS:
             return None
@@ -1575,7 +1589,7 @@ class Crawler:
             return None  # a real 404 (or no answer): nothing to compare with
         if page.status != 200 or not is_html(page):
             return None
-        _, _, text = main_text(page.body)
+        _, _, text = main_text(page)
         found = (url_identity(page.url or probe_url) or probe_url,
                  frozenset(_words(text)) - _url_words(probe_url))
         self._probes[host] = found

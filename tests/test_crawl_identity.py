@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from urllib.parse import quote
 
 import pytest
 
@@ -416,3 +417,30 @@ def test_an_entry_keeps_its_name_when_the_link_changes_form(kb):
     assert (again["indexed"], again["unchanged"], again["pruned"]) == (0, 2, 0)
     sources = {s["source"] for s in json.loads(kb("sources", "--json").stdout)}
     assert sources == {site.url("/"), site.url("/page?a=1&b=%7Ex")}
+
+
+# ---------------------------------------------------------------- the page's encoding in link analysis
+
+
+@pytest.mark.parametrize("declared", ["header", "meta", "none"])
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1252"])
+def test_non_ascii_links_are_requested_as_the_page_encodes_them(encoding, declared):
+    """Made-up: links written with non-ASCII letters (café.html, straße.html, and принтер.html
+    where the encoding has Cyrillic) are read in the page's encoding (the HTTP charset, <meta>, or
+    detection, as the extractor reads it) and requested percent-encoded as UTF-8, as browsers do.
+    Read as Latin-1, a UTF-8 link asked for caf%C3%83%C2%A9.html and got a 404."""
+    names = ["café", "straße"] + (["принтер"] if encoding == "utf-8" else [])
+    links = "".join(f'<li><a href="{n}.html">{n}</a></li>' for n in names)
+    meta = f'<meta charset="{encoding}">' if declared == "meta" else ""
+    body = (f"<html><head><title>Home</title>{meta}</head><body><ul>{links}</ul></body>"
+            "</html>").encode(encoding)
+    content_type = "text/html" + (f"; charset={encoding}" if declared == "header" else "")
+    routes = {"/robots.txt": ROBOTS_ALL, "/kb/": Response(body=body, headers={"Content-Type": content_type})}
+    for name in names:
+        routes[f"/kb/{quote(name)}.html"] = Response(body=article(name.capitalize()))
+    with FixtureServer(routes) as site:
+        items, result = crawl(site.url("/kb/"))
+        requested = {r.path for r in site.log}
+    assert {f"/kb/{quote(name)}.html" for name in names} <= requested
+    assert len(pages(items)) == len(names), [str(i) for i in items]
+    assert result.errors == 0
