@@ -471,10 +471,13 @@ class Probe:
 
 
 # Vectors searched for by a probe: each must come back first for its own vector. 200 keep a probe
-# of 100,000 chunks to a few seconds of queries (docs/benchmarks.md) and find a damage that hits
-# 2% of the chunks with probability 1 - 0.98**200 = 98%; the read-back below sees every vector.
+# of 100,000 chunks to a few seconds of queries (docs/benchmarks.md); a damage that hits a fifth of
+# the chunks is found almost surely (LOST_SHARE below); the read-back below sees every vector.
 PROBE_SAMPLE = 200
-LOST_SHARE = 0.02
+# A healthy HNSW graph that holds many identical vectors loses a few nodes from every search:
+# measured 1 to 3 of 200 on the repair branch and 5 of 200 (2.5%) after the SIGKILL test's heal,
+# whose embedder gives many texts one vector; damaged files miss 164 of 200. 10% keeps clear of both.
+LOST_SHARE = 0.10
 # Largest difference allowed between a stored vector and its copy in the embedding cache: both are
 # float32 of the same numbers, and Chroma's cosine space stores a vector as unit vector and length,
 # which changes the last bits.
