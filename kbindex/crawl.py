@@ -967,7 +967,6 @@ class _Facts:
     """What a handled or probed page is, for judging another page's rel=canonical to it."""
 
     name: str
-    article: bool  # would be indexed as an article: not a listing, noindex page or redirect stub
     fingerprint: str | None  # Analysis.fingerprint (from the stored visit after a 304)
 
 
@@ -1007,12 +1006,6 @@ def _visit(key: str, final: str, name: str, outcome: str, page: Page, analysis: 
                  analysis.nofollow, analysis.listing, analysis.thin, ANALYSIS_VERSION,
                  fingerprint=analysis.fingerprint)
 
-
-def _facts_of(name: str, final: str, analysis: Analysis, robots: bool) -> _Facts:
-    canonical = url_identity(analysis.canonical) if analysis.canonical else None
-    article = not (analysis.listing or (analysis.noindex and robots) or analysis.refresh
-                   or canonical not in (None, final))
-    return _Facts(name, article, analysis.fingerprint)
 
 
 def _renamed(error: SourceError, name: str) -> SourceError:
@@ -1525,10 +1518,10 @@ class Crawler:
             result.start_names.add(name)
         if analysis.refresh and url_identity(analysis.refresh) != final:
             remember("redirect")  # never recalled: a 304 would not say where the stub leads
-            self._facts[final] = _Facts(name, False, analysis.fingerprint)
+            self._facts[final] = _Facts(name, analysis.fingerprint)
             yield from self._client_redirect(item, name, analysis.refresh, result, allow_private)
             return
-        self._facts[final] = self._facts[item.key] = _facts_of(name, final, analysis, self.options.robots)
+        self._facts[final] = self._facts[item.key] = _Facts(name, analysis.fingerprint)
         self._follow(item, final_url, analysis, result, allow_private)
         duplicate = self._same_text(final, name, analysis) or self._canonical(
             item, final, analysis, result, allow_private)
@@ -1690,8 +1683,7 @@ class Crawler:
                 return None
             analysis = _analysis(queued.visit)
         final_url = page.url or target
-        return _facts_of(self._name(final_url), url_identity(final_url) or key, analysis,
-                         self.options.robots)
+        return _Facts(self._name(final_url), analysis.fingerprint)
 
     def _client_redirect(self, item: _Item, name: str, target: str, result: CrawlResult,
                          allow_private: bool):
