@@ -63,7 +63,6 @@ IGNORED_PARAM = re.compile(
 )
 _PATH_SESSION = re.compile(r";(jsessionid|phpsessid)=[^/?#;]*", re.IGNORECASE)
 _TOKEN_SEGMENT = re.compile(r"\d|[a-z][A-Z]")
-_INDEX_FILE = re.compile(r"(?<=/)(index|default|home)\.[a-z]+$", re.IGNORECASE)
 _BAD_HOST = re.compile(r"[\x00-\x20\x7f]")
 
 # Trap bounds. A crawl always ends (--max-pages bounds it in any case); these stop the known
@@ -94,7 +93,7 @@ _REFRESH = re.compile(
 )
 # The version of `analyze` and of what a Visit records. Raise it whenever either changes: stored
 # visits of another version are ignored, so every page is read again once.
-ANALYSIS_VERSION = 2  # 2: request URLs kept as found, meta refresh, canonical checked
+ANALYSIS_VERSION = 3  # 2: request URLs kept as found, meta refresh, canonical checked; 3: text fingerprint kept
 
 LISTING_LINK_DENSITY = 0.5  # share of the main text's words inside links
 THIN_WORDS = 50  # fewer words of non-link text: not an article on its own
@@ -765,16 +764,51 @@ SOFT_404_MAX_WORDS = 120
 # missing page (a search box, "try these links"): those are compared with a probe of the host.
 SOFT_404_PROBE_WORDS = 50
 SOFT_404_SIMILARITY = 0.8  # Jaccard similarity of word sets with the host's probe answer
-# What a "not found" page says, in its title or first heading (as the whole of it, or of one part
-# of a "Page not found | Site" title) ...
+# What a "not found" page says, by language: its words for the page (or article) and its phrases
+# for "not found" / "does not exist". A title part or heading that is one of these phrases, with or
+# without the page word before or after it (Russian and Polish put it either side), is a "not
+# found" message; so is the pair a few words apart in the opening of the text. A table rather than
+# one hand-written phrase per language, so that word order, articles and punctuation vary freely.
+_NOT_FOUND_WORDS = {
+    "fr": (r"page|article|document",
+           r"introuvable|(?:non|pas)\s+trouv[ée]e?|n['’]existe\s+(?:pas|plus)"),
+    "de": (r"seite|artikel|dokument",
+           r"(?:wurde\s+)?nicht\s+gefunden|existiert\s+nicht(?:\s+mehr)?|nicht\s+(?:mehr\s+)?vorhanden"),
+    "es": (r"p[áa]gina|art[íi]culo|documento",
+           r"no\s+(?:(?:se\s+)?(?:ha\s+)?(?:pudo\s+)?)?encontrad[ao]|no\s+se\s+encontr[óo]|no\s+existe"),
+    "it": (r"pagina|articolo|documento",
+           r"non\s+(?:è\s+stat[ao]\s+)?trovat[ao]|non\s+esiste(?:\s+più)?"),
+    "nl": (r"pagina|artikel|document",
+           r"(?:is\s+)?niet\s+gevonden|(?:kon\s+)?niet\s+(?:worden\s+)?gevonden|bestaat\s+niet(?:\s+meer)?"),
+    "pt": (r"p[áa]gina|artigo|documento",
+           r"n[ãa]o\s+(?:foi\s+)?encontrad[ao]|n[ãa]o\s+existe"),
+    "pl": (r"stron[ayę]|artyku[łl]u?|dokument(?:u)?",
+           r"nie\s+znaleziono|nie\s+(?:zosta[łl]a\s+|zosta[łl]\s+)?znalezion[aey]|nie\s+istnieje"),
+    "ru": (r"страниц[аыу]|стать[яиюё]|документ(?:а)?",
+           r"не\s+(?:была\s+|был\s+)?найден[аоы]?|не\s+существует"),
+}
+# Words that may stand around such a phrase in a title: an error number, an apology, the article
+# or demonstrative before the page word ("la page", "diese Seite", "a página", "эта страница").
+_NOT_FOUND_NOISE = (r"(?:404|error|erreur|fehler|errore|fout|erro|b[łl][ąa]d|ошибка|oops|oups|hoppla|ups|sorry|"
+                    r"d[ée]sol[ée]|lo\s+sentimos|spiacenti|helaas|przepraszamy|извините|"
+                    r"la|le|cette|die|diese|de|deze|het|esta|questa|a|esta|ta|эта|данная)")
+_FOREIGN_TITLE = re.compile(
+    r"^\W*(?:" + _NOT_FOUND_NOISE + r"\W+)*(?:"
+    + "|".join(rf"(?:(?:{page})\W+(?:(?:{_NOT_FOUND_NOISE})\W+)?)?(?:{gone})(?:\W+(?:{page}))?"
+               for page, gone in _NOT_FOUND_WORDS.values())
+    + r")(?:\W+" + _NOT_FOUND_NOISE + r")*\W*$",
+    re.IGNORECASE,
+)
+_FOREIGN_TEXT = "|".join(rf"\b(?:{page})\b(?:\W+\w+){{0,6}}?\W+(?:{gone})\b|\b(?:{gone})\W+(?:{page})\b"
+                         for page, gone in _NOT_FOUND_WORDS.values())
+# ... in its title or first heading (as the whole of it, or of one part of a "Page not found |
+# Site" title) ...
 _NOT_FOUND_TITLE = re.compile(
     r"^(?=.*(?:404|found|exist|missing|gone|available))"
     r"\W*(?:(?:oops|sorry|error)\W+)*(?:(?:error\W*)?404\b\W*(?:error\W*)?)?"
     r"(?:(?:the\s+|this\s+|that\s+)?(?:page|article|document|content|file|url|resource)\s+)?"
     r"(?:(?:was\s+|could\s+|can\s*)?not(?:\s+be)?\s+found|can[’']?t\s+be\s+found|(?:does\s+not|doesn'?t|doesn’t|no\s+longer)"
-    r"\s+exists?|is\s+(?:missing|gone)|not\s+available|unavailable)?\W*$"
-    r"|^\W*(?:page\s+)?(?:introuvable|non\s+trouvée|nicht\s+gefunden|no\s+encontrada|"
-    r"non\s+trovata|niet\s+gevonden|не\s+найдена)\W*$|^\W*seite\s+nicht\s+gefunden\W*$",
+    r"\s+exists?|is\s+(?:missing|gone)|not\s+available|unavailable)?\W*$",
     re.IGNORECASE,
 )
 # ... or in the opening of its main text.
@@ -786,10 +820,12 @@ _NOT_FOUND_TEXT = re.compile(
     r"(?:the|that|this|your|any)\s+(?:page|article|document|content)"
     r"|\b(?:page|article|document)\s+(?:(?:was\s+|could\s+|can\s*)?not(?:\s+be)?|can[’']?t\s+be)\s+found"
     r"|\b(?:this|the)\s+(?:page|article|document)\s+(?:does\s+not|doesn'?t|doesn’t|no\s+longer)\s+exists?"
-    r"|\b404\W+(?:page\s+)?not\s+found"
-    r"|\bseite\s+(?:wurde\s+)?nicht\s+gefunden|\bpage\s+introuvable|\bpágina\s+no\s+encontrada",
+    r"|\b404\W+(?:page\s+)?not\s+found|" + _FOREIGN_TEXT,
     re.IGNORECASE,
 )
+# A quotation in an article's opening is the error message the article is about ("Word says “The
+# document could not be found”"), never the page speaking of itself.
+_QUOTED = re.compile(r"“[^”]{0,200}”|„[^“”]{0,200}[“”]|«[^»]{0,200}»|\"[^\"]{0,200}\"|'[^']{0,200}'(?!\w)")
 _TITLE_PARTS = re.compile(r"\s+[|–—:·-]\s+|\s*[|–—·]\s*")
 SOFT_404_OPENING = 200  # characters of main text where a "not found" message is looked for
 _WORD = re.compile(r"\w+")
@@ -831,10 +867,10 @@ def main_text(page: Page) -> tuple[str, str, str]:
 def says_not_found(title: str, heading: str, text: str) -> bool:
     """Whether a page's title or first heading is a "not found" message, or its main text opens
     with one (see _soft_404: only short pages are asked)."""
-    parts = [p for p in _TITLE_PARTS.split(title) if p.strip()] + [heading]
-    if any(p.strip() and _NOT_FOUND_TITLE.match(p.strip()) and _WORD.search(p) for p in parts):
+    parts = [p.strip() for p in _TITLE_PARTS.split(title) if p.strip()] + [heading.strip()]
+    if any(p and _WORD.search(p) and (_NOT_FOUND_TITLE.match(p) or _FOREIGN_TITLE.match(p)) for p in parts):
         return True
-    return bool(_NOT_FOUND_TEXT.search(text[:SOFT_404_OPENING]))
+    return bool(_NOT_FOUND_TEXT.search(_QUOTED.sub(" ", text[:SOFT_404_OPENING])))
 
 
 def _words(text: str) -> list[str]:
@@ -934,8 +970,7 @@ class _Facts:
     """What a handled or probed page is, for judging another page's rel=canonical to it."""
 
     name: str
-    article: bool  # would be indexed as an article: not a listing, noindex page or redirect stub
-    fingerprint: str | None  # Analysis.fingerprint; None when it came from a 304
+    fingerprint: str | None  # Analysis.fingerprint (from the stored visit after a 304)
 
 
 _DISALLOW_ALL = object()  # robots.txt answered 5xx or not at all: RFC 9309 says assume disallow
@@ -965,20 +1000,15 @@ class _Forgetful:
 
 def _analysis(visit: Visit) -> Analysis:
     return Analysis(visit.links, visit.canonical, visit.noindex, visit.nofollow, visit.listing,
-                    visit.thin)
+                    visit.thin, fingerprint=visit.fingerprint)
 
 
 def _visit(key: str, final: str, name: str, outcome: str, page: Page, analysis: Analysis) -> Visit:
     return Visit(key, final, name, outcome, page.etag, page.last_modified,
                  tuple(dict.fromkeys(analysis.links)), analysis.canonical, analysis.noindex,
-                 analysis.nofollow, analysis.listing, analysis.thin, ANALYSIS_VERSION)
+                 analysis.nofollow, analysis.listing, analysis.thin, ANALYSIS_VERSION,
+                 fingerprint=analysis.fingerprint)
 
-
-def _facts_of(name: str, final: str, analysis: Analysis, robots: bool) -> _Facts:
-    canonical = url_identity(analysis.canonical) if analysis.canonical else None
-    article = not (analysis.listing or (analysis.noindex and robots) or analysis.refresh
-                   or canonical not in (None, final))
-    return _Facts(name, article, analysis.fingerprint)
 
 
 def _renamed(error: SourceError, name: str) -> SourceError:
@@ -1104,7 +1134,6 @@ class Crawler:
         self._facts: dict[str, _Facts] = {}  # identity -> what the page there is (rel=canonical)
         # canonical targets probed, not yet handled: (their fetch, the visit it was made with)
         self._prefetched: dict[str, tuple[Future, Visit | None]] = {}
-        self._claims: dict[str, set[str | None]] = {}  # canonical target -> texts naming it
         self._tokens = TokenWatch()
         self._inflight: deque[tuple[Future, _Item]] = deque()
         self._transient = False
@@ -1113,7 +1142,6 @@ class Crawler:
         allow_private = options.allow_private or self.fetcher.is_private_host(start)
         start_url = request_url(start) or start
         start_item = _Item(start_url, 0)
-        self._start_key = start_item.key
         start_name = self._name(start_url)
         result.start_names.update({start, start_url, start_name})
         self._seen.add(start_item.key)
@@ -1384,8 +1412,8 @@ class Crawler:
         result.errors += 1
         self._sitemap_failed = True
         self._reports.append(FetchError(
-            url, f"sitemap could not be read ({exc.reason}); the crawl is incomplete, so nothing "
-            "is pruned", kind=exc.kind, status=status))
+            url, f"sitemap could not be read ({exc.reason}); the crawl is incomplete, so no page is "
+            "pruned for being missing from it", kind=exc.kind, status=status))
 
     def _drain_reports(self) -> Iterator[SourceError]:
         while self._reports:
@@ -1493,10 +1521,10 @@ class Crawler:
             result.start_names.add(name)
         if analysis.refresh and url_identity(analysis.refresh) != final:
             remember("redirect")  # never recalled: a 304 would not say where the stub leads
-            self._facts[final] = _Facts(name, False, analysis.fingerprint)
+            self._facts[final] = _Facts(name, analysis.fingerprint)
             yield from self._client_redirect(item, name, analysis.refresh, result, allow_private)
             return
-        self._facts[final] = self._facts[item.key] = _facts_of(name, final, analysis, self.options.robots)
+        self._facts[final] = self._facts[item.key] = _Facts(name, analysis.fingerprint)
         self._follow(item, final_url, analysis, result, allow_private)
         duplicate = self._same_text(final, name, analysis) or self._canonical(
             item, final, analysis, result, allow_private)
@@ -1612,43 +1640,33 @@ class Crawler:
     def _canonical(self, item: _Item, final: str, analysis: Analysis, result: CrawlResult,
                    allow_private: bool) -> tuple[str, str] | None:
         """(target, reason) when the page's rel=canonical is trusted: the target is in scope and
-        has the same text, or is an article itself (not a listing, noindex page or redirect
-        stub) other than a home page that no page of another text named before. A target not
-        read yet is fetched to see (_probe) and then handled before the pages waiting in the
-        frontier, so that the article it is gets indexed.
+        its title and main text are the page's (Analysis.fingerprint; after a 304, the one stored
+        with the visit). A target not read yet is fetched to see (_probe) and then handled
+        before the pages waiting in the frontier, so that the article it is gets indexed.
 
-        A template that names one page (often the home page) as every page's canonical would
-        otherwise fold a whole site into that page."""
+        A target of other text (an article, a listing, the home page a template names on every
+        page) or one that cannot be read is not evidence of a copy: the page is indexed under
+        its own URL, so that nothing is lost to a careless template."""
         target = request_url(analysis.canonical) if analysis.canonical else None
         key = url_identity(target) if target else None
-        if key is None or key == final or not self.scope.contains(target):
+        if key is None or key == final or analysis.fingerprint is None or not self.scope.contains(target):
             return None
         facts = self._facts.get(key) or self._probe(target, key, result, allow_private)
-        if facts is None:
-            return None
-        claims = self._claims.setdefault(key, set())
-        claims.add(analysis.fingerprint)
-        same = analysis.fingerprint is not None and facts.fingerprint == analysis.fingerprint
-        named_by_others = bool(claims - {analysis.fingerprint, facts.fingerprint})
-        if not same and not (facts.article and not self._home(key) and not named_by_others):
+        if facts is None or facts.fingerprint != analysis.fingerprint:
             return None
         if key in self._prefetched:  # probed just now: its turn comes next
             self._seen.add(key)
             self._frontier.appendleft(_Item(target, item.depth, item.streak, item.follow))
         return facts.name, f"same page as {facts.name} (rel=canonical)"
 
-    def _home(self, key: str) -> bool:
-        """Whether a URL is a home page: a host's root, a scope's root or the start URL (with or
-        without an index.html, default.aspx... at the end)."""
-        path = _INDEX_FILE.sub("", urlsplit(key).path)
-        return path == "/" or key == self._start_key or path == _INDEX_FILE.sub(
-            "", urlsplit(self._start_key).path) or any(prefix == path for _, _, prefix in self.scope.roots)
-
     def _probe(self, target: str, key: str, result: CrawlResult, allow_private: bool) -> _Facts | None:
         """What a canonical target not handled yet is: its fetch (or the one in flight) is
         waited for; a new fetch waits in _prefetched for the target's turn. None where it
         cannot be read (or may not be: robots.txt, traps, too many probes waiting)."""
         waiting = next(((f, i) for f, i in self._inflight if i.key == key), None)
+        if waiting is None and key in self._prefetched:  # probed for an earlier page: asked once
+            future, visit = self._prefetched[key]
+            waiting = future, _Item(target, 0, visit=visit)
         if waiting is None:
             if (len(self._prefetched) >= MAX_PREFETCHED or trap_reason(target)
                     or not self._allowed(target, result, allow_private)):
@@ -1668,8 +1686,7 @@ class Crawler:
                 return None
             analysis = _analysis(queued.visit)
         final_url = page.url or target
-        return _facts_of(self._name(final_url), url_identity(final_url) or key, analysis,
-                         self.options.robots)
+        return _Facts(self._name(final_url), analysis.fingerprint)
 
     def _client_redirect(self, item: _Item, name: str, target: str, result: CrawlResult,
                          allow_private: bool):

@@ -269,14 +269,14 @@ class Ledger:
         data = json.loads(analysis)
         return Visit(url, final, name, outcome, etag, last_modified, tuple(data["links"]),
                      data["canonical"], data["noindex"], data["nofollow"], data["listing"],
-                     data["thin"], data["parser"], visited_at)
+                     data["thin"], data["parser"], visited_at, data.get("fingerprint"))
 
     def remember(self, visit: Visit, root: str, when: str | None = None, keep_root: bool = False) -> None:
         """Record a visit under root (with keep_root, a visit already recorded keeps its root)."""
         analysis = json.dumps({
             "links": list(visit.links), "canonical": visit.canonical, "noindex": visit.noindex,
             "nofollow": visit.nofollow, "listing": visit.listing, "thin": visit.thin,
-            "parser": visit.parser,
+            "parser": visit.parser, "fingerprint": visit.fingerprint,
         })
         with self._tx() as db:
             db.execute(

@@ -117,3 +117,5 @@ class Visit:
     parser: int = 0  # the version of the crawler's page analysis that made it
     seen: str | None = field(default=None, compare=False)  # when (UTC, ISO 8601) the page was
     #                                                         read with what is recorded here
+    fingerprint: str | None = None  # hash of its title and main text: a rel=canonical is trusted
+    #                                 only to a target of the same text, also after a 304

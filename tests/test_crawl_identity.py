@@ -180,9 +180,74 @@ def test_a_canonical_named_by_pages_of_different_text_is_not_trusted():
         **{f"/kb/{n}.html": Response(body=article(f"Topic {n}", head=head)) for n in ("a", "b", "c")},
     }) as site:
         items, _ = crawl(site.url("/kb/"))
+        requested = [r.path for r in site.log]
     named = set(pages(items))
-    # the first page of another text may be taken at its word; the next ones show the template
-    assert {site.url("/kb/b.html"), site.url("/kb/c.html"), site.url("/kb/about.html")} <= named
+    # not even the first: a canonical is trusted only to a target of the same text; the target is
+    # read once to see, and not indexed (a rel=canonical is a claim to check, not a link)
+    assert named == {site.url("/kb/")} | {site.url(f"/kb/{n}.html") for n in ("a", "b", "c")}
+    assert requested.count("/kb/about.html") == 1
+    assert not any(s.kind == "duplicate" for s in skips(items).values())
+
+
+PRINTER = '<link rel="canonical" href="/one/printer.html">'
+
+
+def _one_article_named_everywhere(canonical: str = PRINTER) -> FixtureServer:
+    """The tester's case: every page's canonical is one article (printer.html), listed in a
+    sitemap with the others (vpn.html first)."""
+    routes = {"/robots.txt": ROBOTS_ALL,
+              **{f"/one/{n}.html": Response(body=article(t, head=canonical))
+                 for n, t in (("vpn", "VPN error 809"), ("mail", "Mail stuck"), ("printer", "Printer offline"))}}
+    server = FixtureServer(routes)
+    entries = "".join(f"<url><loc>{{origin}}/one/{n}.html</loc></url>" for n in ("vpn", "mail", "printer"))
+    server.routes["/one/sitemap.xml"] = lambda request: Response(
+        body=f"<urlset>{entries}</urlset>".replace("{origin}", server.base).encode(),
+        headers={"Content-Type": "application/xml"})
+    return server
+
+
+def test_an_article_named_canonical_by_pages_of_other_text_folds_none_of_them():
+    with _one_article_named_everywhere() as site:
+        items, result = crawl(site.url("/one/sitemap.xml"))
+    assert set(pages(items)) == {site.url(f"/one/{n}.html") for n in ("vpn", "mail", "printer")}
+    assert not skips(items) and result.complete
+
+
+@pytest.mark.parametrize("target", [
+    "/one/printer.html",  # an article of other text
+    "/one/missing.html",  # cannot be read (404)
+    "/one/",  # a listing, not linked from anywhere
+    "/other/page.html",  # out of the crawl's path scope
+])
+def test_the_three_named_sources_are_each_indexed_under_their_own_url(kb, target):
+    with _one_article_named_everywhere(f'<link rel="canonical" href="{target}">') as site:
+        site.routes["/one/"] = Response(body=article("Start", links='<a href="vpn.html">vpn</a> <a href="mail.html">m</a>'))
+        site.routes["/other/page.html"] = Response(body=article("Other"))
+        out = kb.json("index", *(site.url(f"/one/{n}.html") for n in ("vpn", "mail", "printer")), *FAST)
+        sources = {s["source"] for s in json.loads(kb("sources", "--json").stdout)}
+    assert out["indexed"] == 3 and out["failed"] == 0
+    assert not any(s["kind"] == "duplicate" for s in out["skips"])
+    assert sources == {site.url(f"/one/{n}.html") for n in ("vpn", "mail", "printer")}
+
+
+def test_a_canonical_to_a_changed_target_is_no_longer_trusted_after_a_304(kb):
+    """b.html was a copy of a.html (folded); a.html is rewritten, b.html answers 304: the text
+    stored with b's visit no longer matches a's, so b is indexed under its own URL."""
+    text = " ".join(f"printer driver {i}" for i in range(60))
+    with FixtureServer({
+        "/robots.txt": ROBOTS_ALL,
+        "/kb/": Response(body=article("Start", links='<a href="a.html">a</a> <a href="b.html">b</a>')),
+        "/kb/a.html": Response(body=article("Driver", text)),
+        "/kb/b.html": Response(body=article("Driver", text, head='<link rel="canonical" href="a.html">')),
+    }, validators="etag") as site:
+        first = kb.json("index", site.url("/kb/"), *FAST)
+        unchanged = kb.json("index", site.url("/kb/"), *FAST)
+        site.routes["/kb/a.html"] = Response(body=article("Driver", text + " and a new section"))
+        again = kb.json("index", site.url("/kb/"), *FAST)
+        sources = {s["source"] for s in json.loads(kb("sources", "--json").stdout)}
+    assert first["indexed"] == 2 and unchanged["indexed"] == 0 and unchanged["pruned"] == 0
+    assert again["indexed"] == 2 and again["pruned"] == 0
+    assert sources == {site.url("/kb/"), site.url("/kb/a.html"), site.url("/kb/b.html")}
 
 
 def test_a_true_duplicate_is_folded_into_its_canonical_even_when_the_target_is_not_linked():
@@ -230,6 +295,18 @@ def test_two_named_sources_that_are_one_page_are_reported(kb):
     assert "already read from another source" in reported[site.url("/kb/c.html?y=2&x=1")]
     assert summary["indexed"] == 2
     assert "skipped: " + site.url("/kb/c.html?y=2&x=1") in out.stderr
+
+
+def test_two_named_sources_joined_by_a_redirect_are_reported(kb):
+    with FixtureServer({
+        "/robots.txt": ROBOTS_ALL,
+        "/kb/new.html": Response(body=article("Driver")),
+        "/kb/old.html": Response(301, b"", {"Location": "/kb/new.html"}),
+    }) as site:
+        out = kb.json("index", site.url("/kb/new.html"), site.url("/kb/old.html"), "--depth", "0", *FAST)
+    assert out["indexed"] == 1
+    assert [(s["source"], s["kind"]) for s in out["skips"]] == [(site.url("/kb/old.html"), "duplicate")]
+    assert "already read from another source" in out["skips"][0]["reason"]
 
 
 # ---------------------------------------------------------------- meta refresh

@@ -18,6 +18,7 @@ import pytest
 from kbindex.crawl import Crawler, CrawlOptions, CrawlResult, iter_sitemap, says_not_found
 from kbindex.errors import SkipSource
 from kbindex.fetch import Fetcher
+from kbindex.records import Page
 from tests.server import FixtureServer, Request, Response
 from tests.sync_helpers import assert_consistent, snapshot
 
@@ -68,6 +69,8 @@ def test_case_05_a_child_sitemap_that_fails_prunes_nothing(kb, db):
     (failure,) = again["failures"]
     assert failure["source"] == site.url("/kb/sitemap-b.xml") and failure["kind"] == "http_503"
     assert "503" in failure["reason"]
+    # pages that answer 404 are still pruned on their own evidence: only absence proves nothing
+    assert "no page is pruned for being missing from it" in failure["reason"]
     assert_consistent(db)
 
 
@@ -270,6 +273,75 @@ def test_a_never_indexed_soft_404_is_skipped_and_a_real_page_is_not(kb, db):
 ])
 def test_says_not_found(title, heading, text, expected):
     assert says_not_found(title, heading, text) is expected
+
+
+@pytest.mark.parametrize("title", [
+    "Страница не найдена", "Página no encontrada", "Pagina non trovata", "Pagina niet gevonden",
+    "Page introuvable", "Page non trouvée", "Seite nicht gefunden", "Página não encontrada",
+    "Nie znaleziono strony",
+    # made-up: word order, case, punctuation, an error number and the site's name around it
+    "Ошибка 404. Страница не найдена!", "404 – Seite nicht gefunden | Acme", "Erreur 404 : page introuvable",
+    "Acme · La página no existe", "STRONA NIE ZOSTAŁA ZNALEZIONA", "Pagina niet gevonden?",
+    "Página não encontrada - Suporte", "Seite wurde nicht gefunden",
+])
+def test_not_found_titles_in_other_languages(title):
+    assert says_not_found(title, "", "")
+    if not any(sep in title for sep in ("|", " - ", "·")):  # a heading has no site name to split off
+        assert says_not_found("Acme", title, "")
+
+
+@pytest.mark.parametrize("text", [
+    "Die Seite, die Sie suchen, wurde nicht gefunden. Zur Startseite.",
+    "La page que vous cherchez est introuvable. Retour à l'accueil.",
+    "Lo sentimos, la página que busca no existe.",
+    "Запрошенная страница не найдена. Вернитесь на главную.",
+])
+def test_not_found_openings_in_other_languages(text):
+    assert says_not_found("Acme", "", text)
+
+
+@pytest.mark.parametrize("title,heading,text", [
+    ("Drukarka nie znaleziona w sieci", "", ""),  # a printer, not the page, is not found
+    ("Seite einrichten", "", ""),
+    ("Fix “File not found” errors in Explorer", "", ""),
+    ("Acme", "", "Word says “The document could not be found” when you open a file from a share."),
+    ("Acme", "", "Outlook zeigt „Die Seite wurde nicht gefunden“ beim Öffnen eines Links an."),
+])
+def test_articles_about_not_found_errors_are_not_soft_404s(title, heading, text):
+    assert not says_not_found(title, heading, text)
+
+
+def test_a_short_article_about_file_not_found_errors_stays_indexed(kb, db):
+    """Made-up: a short article whose title names the error it is about, and whose opening
+    quotes the message, is an article, not a "not found" page."""
+    body = _page("Fix “File not found” errors in Explorer",
+                 "Word says “The document could not be found” when a file on a share was moved. "
+                 "Map the share again and open the file from its new folder.")
+    with FixtureServer({"/kb/": Response(body=_links("/kb/fnf")), "/kb/fnf": Response(body=body)}) as server:
+        code, out = index(kb, server.url("/kb/"), *FAST)
+    assert code == 0 and out["indexed"] == 1 and not any(s["kind"] == "soft_404" for s in out["skips"]), out["skips"]
+    assert server.url("/kb/fnf") in sources(kb)
+
+
+def test_a_long_page_titled_in_another_language_as_not_found_is_an_article():
+    long_text = " ".join(f"wort{i}" for i in range(200))
+    server = FixtureServer({"/kb/": Response(body=_links("/kb/a")),
+                            "/kb/a": Response(body=_page("Seite nicht gefunden", long_text))})
+    with server, Fetcher(timeout=2, retries=0) as fetcher:
+        result = CrawlResult(server.url("/kb/"))
+        items = list(Crawler(fetcher, CrawlOptions()).crawl(server.url("/kb/"), result))
+    assert [i.source for i in items if isinstance(i, Page)] == [server.url("/kb/a")]
+
+
+def test_a_short_page_titled_in_another_language_as_not_found_is_a_soft_404(kb, db):
+    server = FixtureServer({"/kb/": Response(body=_links("/kb/a", "/kb/b")),
+                            "/kb/a": Response(body=_page("Página no encontrada", "Vuelva al inicio.")),
+                            "/kb/b": Response(body=_page("Impresora", "Reinicie la cola de impresión."))})
+    with server:
+        code, out = index(kb, server.url("/kb/"), *FAST)
+    assert code == 0 and [(s["source"], s["kind"]) for s in out["skips"] if s["kind"] == "soft_404"] == [
+        (server.url("/kb/a"), "soft_404")]
+    assert sources(kb) == {server.url("/kb/b")}
 
 
 def test_probe_is_asked_once_per_host_and_only_for_short_pages():
