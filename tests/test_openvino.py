@@ -64,9 +64,13 @@ def test_static_int8_is_close_to_fp32_but_its_own_kind(int8, fp32):
     full = np.array(fp32.embed(texts))
     quantized = np.array(int8.embed(texts))
     cosines = (full * quantized).sum(axis=1)
-    assert cosines.mean() > 0.99
-    articles = cosines[len(MIXED):]  # MIXED has degenerate texts: "" is 0.90, "x" 0.975
-    assert len(articles) >= 10 and articles.min() > 0.98
+    # MIXED has degenerate texts ("" is 0.90, "x" 0.975) that weigh on the whole mean: 0.992 with
+    # SciFact's 40 abstracts, 0.988 with the sample KB's 10 pages (where ../shared/data is absent).
+    # The quantization's own guard (ovbackend.MIN_COSINE, 0.98) holds for the whole set, and the
+    # article texts must be close one by one.
+    assert cosines.mean() > ovbackend.MIN_COSINE
+    articles = cosines[len(MIXED):]
+    assert len(articles) >= 10 and articles.min() > 0.98 and articles.mean() > 0.99
     assert cosines.min() < 0.99999  # really the quantized model, not the fp32 one again
     assert np.allclose(np.linalg.norm(quantized, axis=1), 1.0, atol=1e-5)
     assert int8.name == "sentence-transformers/all-MiniLM-L6-v2#int8-static"
