@@ -10,12 +10,13 @@ from urllib.parse import quote
 
 import pytest
 
-from kbindex.crawl import TOKEN_VARIANTS, Crawler, CrawlOptions, CrawlResult
+from kbindex.crawl import TOKEN_VARIANTS
 from kbindex.errors import FetchError, SkipSource
 from kbindex.fetch import Fetcher
 from kbindex.records import Page
 from tests.server import FixtureServer, Response
 from tests.sites import FIXTURES, from_folder, from_routes
+from tests.test_crawl import crawl
 
 FAST = ("--delay", "0")
 ROBOTS_ALL = Response(body=b"User-agent: *\nAllow: /\n", headers={"Content-Type": "text/plain"})
@@ -31,18 +32,6 @@ def article(title: str, text: str = "", head: str = "", links: str = "") -> byte
     words = text or " ".join(f"{title.lower()} fact{i}" for i in range(60))
     return (f"<html><head><title>{title}</title>{head}</head><body><main><article><h1>{title}</h1>"
             f"<p>{words}</p>{links}</article></main></body></html>").encode()
-
-
-def crawl(url: str, fetcher: Fetcher | None = None, **options) -> tuple[list, CrawlResult]:
-    own = fetcher is None
-    fetcher = fetcher or Fetcher(timeout=2, retries=0)
-    try:
-        result = CrawlResult(url)
-        items = list(Crawler(fetcher, CrawlOptions(**options)).crawl(url, result))
-    finally:
-        if own:
-            fetcher.close()
-    return items, result
 
 
 def pages(items) -> dict[str, Page]:
