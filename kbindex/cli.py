@@ -168,6 +168,19 @@ def _embedder(settings, recorded: str | None = None, model: str | None = None, p
     return embedder
 
 
+def _warmup(settings, queries):
+    """A ModelWarmup for the model the index folder records for this collection (None: none)."""
+    from kbindex.modelcache import recorded_artifact, scope_key
+    from kbindex.warmup import ModelWarmup
+
+    try:
+        entry = recorded_artifact(settings.db, scope_key(settings.collection, settings.chroma_url))
+    except Exception:  # an unreadable record: the query loads its model the usual way
+        entry = None
+    return ModelWarmup(entry.get("model") if entry else None, queries,
+                       lambda model: _embedder(settings, model))
+
+
 def _pinned_artifact(settings, recorded: str | None) -> dict | None:
     from kbindex.modelcache import recorded_artifact, scope_key
 
@@ -500,9 +513,13 @@ def query(text, k, mode, per_doc, where, queries, fmt, as_json, settings):
             raise UsageError("empty query: give some text to search for")
         items = [text]
     where_clause = parse_where(where)
+    # keyword mode loads no model; the others load it while chromadb is imported (kbindex.warmup)
+    warm = _warmup(settings, items) if mode != "keyword" else None
     collection = Store(settings.db, settings.chroma_url, settings.timeout).collection(settings.collection)
-    # keyword mode loads no model; --quantize auto follows what the collection holds
-    embedder = _embedder(settings, collection.model) if mode != "keyword" else None
+    # --quantize auto follows what the collection holds
+    embedder = None
+    if mode != "keyword":
+        embedder = warm.embedder(collection.model) or _embedder(settings, collection.model)
     results = search(collection, embedder, items, k=k, where=where_clause, mode=mode, per_doc=per_doc)
     from kbindex.output import render
 

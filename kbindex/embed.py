@@ -883,6 +883,24 @@ class OnnxEmbedder:
                     self._session = self._load_session()
         return self._session
 
+    def import_runtime(self) -> None:
+        """Import the Python modules inference needs (numpy, tokenizers, the runtime).
+
+        kbindex.warmup calls this in the main thread before a worker thread loads the model while
+        the main thread imports chromadb: two threads importing one package at once can see it
+        half initialized (numpy raised ImportError that way), so the worker must import nothing
+        that chromadb also imports.
+        """
+        import numpy  # noqa: F401
+        import tokenizers  # noqa: F401
+
+        if self.runtime == "openvino":
+            from kbindex import ovbackend
+
+            ovbackend.import_openvino()
+        else:
+            import onnxruntime  # noqa: F401
+
     def _load_session(self):
         try:
             path = self.model_path()
