@@ -5,34 +5,35 @@ called from a small thread pool) and a parser (`analysis.analyze`, with lxml).
 No HTTP of its own: every request goes through fetch.Fetcher, so its limits, retries, per-host
 delay and address checks apply to pages, robots.txt, sitemaps and feeds alike.
 
-`CrawlRun` is longer than 200 lines, for a reason: it is the one state machine of a crawl (the
-breadth-first loop, the start URL, the outcome of each page: redirects, rel=canonical, duplicates,
-soft 404s), and its parts read and write the same few sets (done, handled, facts, prefetched).
-What has state of its own is its own class: Frontier, Robots, SitemapReader, Soft404Check, Gate.
+This module (about 600 lines) and `CrawlRun` (about 450) are longer than the house limits, for a
+reason: CrawlRun is the one state machine of a crawl (the breadth-first loop, the start URL, the
+outcome of each page: redirects, rel=canonical, duplicates, soft 404s), and its steps read and
+write the same few sets (done, handled, facts, prefetched, inflight); cut in two, each half would
+reach into the other's state. What has state of its own is its own class in its own module:
+Frontier, Robots, SitemapReader, Soft404Check, Gate.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
-from typing import Protocol
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
-from kbindex.config import DEFAULT_CONCURRENCY, DEFAULT_MAX_PAGES
 from kbindex.crawl.analysis import ANALYSIS_VERSION, HTML_TYPES, MAX_NESTING, Analysis, analyze, is_html
 from kbindex.crawl.feeds import read_feed
 from kbindex.crawl.frontier import Frontier, Item, trap_reason
 from kbindex.crawl.gate import Gate
+from kbindex.crawl.options import CrawlMemory, CrawlOptions, CrawlResult, Forgetful
 from kbindex.crawl.robots import Robots
 from kbindex.crawl.scope import Scope, compile_patterns
 from kbindex.crawl.sitemaps import SitemapReader, gunzip, parse_lastmod, sniff_xml
 from kbindex.crawl.soft404 import Soft404Check
 from kbindex.crawl.urls import request_url, url_identity
-from kbindex.errors import FetchError, SkipSource, SourceError, UsageError
+from kbindex.errors import FetchError, SkipSource, SourceError
 from kbindex.fetch import TEXT_TYPES, Fetcher
 from kbindex.records import Page, Visit
 
@@ -48,96 +49,11 @@ MAX_PREFETCHED = 32  # canonical targets fetched ahead of their turn to check a 
 
 
 @dataclass(frozen=True)
-class CrawlOptions:
-    """How far and how fast one crawl goes. Limits apply per source."""
-
-    scope: str = "path"  # "path": under the start URL's folder; "host": the whole host
-    include: tuple[str, ...] = ()  # regular expressions; a URL must match one of them
-    exclude: tuple[str, ...] = ()  # regular expressions; a URL matching any is not fetched
-    depth: int | None = None  # links followed from the start page; None: no limit
-    max_pages: int | None = DEFAULT_MAX_PAGES  # page requests per source
-    max_time: float | None = None  # seconds per source
-    robots: bool = True  # obey robots.txt (and meta robots)
-    concurrency: int = DEFAULT_CONCURRENCY
-    allow_private: bool = False  # allow non-public addresses even when the start host is public
-    trust_lastmod: bool = False  # a sitemap lastmod not newer than the stored visit: not requested
-    on_progress: Callable[[CrawlResult], None] | None = field(default=None, compare=False)
-
-    def __post_init__(self):
-        if self.scope not in ("path", "host"):
-            raise UsageError(f"--scope must be path or host, not {self.scope!r}")
-        for name, value in (("--depth", self.depth), ("--max-pages", self.max_pages)):
-            if value is not None and value < 0:
-                raise UsageError(f"{name} must be 0 or more")
-        if self.concurrency < 1:
-            raise UsageError("--concurrency must be at least 1")
-        compile_patterns(self.include, "--include")
-        compile_patterns(self.exclude, "--exclude")
-
-
-@dataclass
-class CrawlResult:
-    """What one crawl did, filled in while it runs (progress displays read it live).
-
-    `complete` is True once the crawl ran out of pages to fetch on its own: nothing was cut
-    short by --max-pages or --max-time, robots.txt could be read, every sitemap it was given
-    could be read, and no page failed with a transient error (timeout, connection, 5xx, 429).
-    Only then does the set of pages it yielded stand for the whole site, so only then may pages
-    missing from it be pruned from an index. `stopped` says why it is not complete
-    ("max_pages", "max_time", "errors", "sitemap_failed", "sitemap_limit",
-    "robots_unavailable", "start_failed"); None while running and when complete.
-    """
-
-    start: str
-    kind: str = "site"  # "site" (crawled), "sitemap", "feed" or "page" (a non-HTML start)
-    discovered: int = 0  # distinct canonical URLs seen (links, sitemap and feed entries)
-    fetched: int = 0  # pages received (HTTP 2xx or 304), robots.txt, sitemaps and feeds not counted
-    not_modified: int = 0  # pages known unchanged without a download: answers 304 (also counted in
-    #                        fetched) and, with trust_lastmod, pages not requested at all
-    queued: int = 0  # in the frontier or being fetched
-    errors: int = 0  # pages, sitemaps and feeds that failed
-    skipped: Counter = field(default_factory=Counter)  # URLs never requested, by reason
-    start_names: set[str] = field(default_factory=set)  # the start page under every name
-    complete: bool | None = None
-    stopped: str | None = None
-
-    def as_dict(self) -> dict:
-        return {
-            "source": self.start, "kind": self.kind, "discovered": self.discovered,
-            "fetched": self.fetched, "not_modified": self.not_modified, "errors": self.errors,
-            "skipped": dict(self.skipped),
-            "complete": bool(self.complete), "stopped": self.stopped,
-        }
-
-
-@dataclass(frozen=True)
 class _Facts:
     """What a handled or probed page is, for judging another page's rel=canonical to it."""
 
     name: str
     fingerprint: str | None  # Analysis.fingerprint (from the stored visit after a 304)
-
-
-class CrawlMemory(Protocol):
-    """What the crawler keeps between runs (the index keeps it in its ledger).
-
-    Called from the crawl's own thread only, never from the fetch workers.
-    """
-
-    def recall(self, url: str) -> Visit | None:
-        """The visit recorded for a requested URL (by its url_identity), when its validators may
-        be used."""
-
-    def remember(self, visit: Visit) -> None:
-        """Record what this run learned from a page (called for every HTML page handled)."""
-
-
-class _Forgetful:
-    def recall(self, url: str) -> Visit | None:
-        return None
-
-    def remember(self, visit: Visit) -> None:
-        pass
 
 
 def _analysis(visit: Visit) -> Analysis:
@@ -208,7 +124,7 @@ class Crawler:
         self.validators = validators or (lambda url: (None, None))
         # Pages whose links are needed (a site's pages) are fetched conditionally only when the
         # last run's Visit is known: a 304 has no body, so its stored links are followed instead.
-        self.memory: CrawlMemory = memory or _Forgetful()
+        self.memory: CrawlMemory = memory or Forgetful()
         self.options = options or CrawlOptions()
         self.token = user_agent_token
         self.include = compile_patterns(self.options.include, "--include")
