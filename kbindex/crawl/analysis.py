@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
 from kbindex.crawl.urls import url_identity
+from kbindex.extract.chrome import drop_chrome
 from kbindex.records import Page, text_hash
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -22,7 +23,9 @@ _REFRESH = re.compile(
 )
 # The version of `analyze` and of what a Visit records. Raise it whenever either changes: stored
 # visits of another version are ignored, so every page is read again once.
-ANALYSIS_VERSION = 3  # 2: request URLs kept as found, meta refresh, canonical checked; 3: text fingerprint kept
+# 2: request URLs kept as found, meta refresh, canonical checked; 3: text fingerprint kept;
+# 4: page chrome told by the extractor's rules (extract.chrome), which changes main texts.
+ANALYSIS_VERSION = 4
 
 LISTING_LINK_DENSITY = 0.5  # share of the main text's words inside links
 THIN_WORDS = 50  # fewer words of non-link text: not an article on its own
@@ -30,12 +33,6 @@ THIN_WORDS = 50  # fewer words of non-link text: not an article on its own
 # extractor's tree walk is recursive and slows down with depth: such pages are skipped.
 MAX_NESTING = 250  # lxml itself stops nesting at 256 levels
 
-CHROME = re.compile(
-    r"(^|[-_\s])(nav|navbar|menu|sidebar|widget|footer|header|breadcrumbs?|comments?|related|"
-    r"popular|share|social|cookie|banner|pagination|pager)($|[-_\s])",
-    re.IGNORECASE,
-)
-_DROP = ("script", "style", "noscript", "template", "nav", "header", "footer", "aside", "form")
 
 
 
@@ -143,15 +140,7 @@ def _nesting(doc) -> int:
 
 def _main(doc) -> tuple:
     """(main content element, its <article> elements), page chrome removed from doc in place."""
-    for el in list(doc.iter(*_DROP)):
-        if el.getparent() is not None:
-            el.drop_tree()
-    for el in list(doc.iter()):
-        if not isinstance(el.tag, str) or el.getparent() is None:
-            continue
-        words = f"{el.get('class') or ''} {el.get('id') or ''}"
-        if words.strip() and el.tag not in ("html", "body", "main", "article") and CHROME.search(words):
-            el.drop_tree()
+    drop_chrome(doc)  # the extractor's rules (extract.chrome): both read the same main content
     articles = [a for a in doc.iter("article")]
     body = doc.find("body")
     root = body if body is not None else doc

@@ -16,13 +16,14 @@ NEVER_TEXT = (
 CHROME_TAGS = ("nav", "header", "footer", "aside", "form", "menu")
 # ARIA landmark roles of page chrome (WAI-ARIA 1.2, landmark roles).
 CHROME_ROLES = ("navigation", "banner", "contentinfo", "complementary", "search")
-# id/class words of page chrome: comment threads, "related/popular posts"
-# widgets, share bars. Bare "header" and "footer" are not among them: an article's own
-# "entry-header" holds its title.
+# id/class words of page chrome: navigation bars, site headers and footers, comment threads,
+# "related/popular posts" widgets, share bars. One set for the extractor and the crawler: the union
+# of the two sets they had, measured on the 181 pages of the extraction benchmark (no extracted
+# document changed; 26 pages read as listings, as before; without "header" and "footer", 28).
 CHROME_PATTERN = re.compile(
-    r"(^|[-_\s])(comments?|comment-list|respond|disqus|related|popular|recent-posts|"
+    r"(^|[-_\s])(nav|navbar|header|footer|comments?|comment-list|respond|disqus|related|popular|recent-posts|"
     r"sidebar|widget|share|sharing|social|newsletter|subscribe|breadcrumbs?|cookie|banner|advert|"
-    r"ads|promo|pagination|pager|toc-sidebar|site-header|site-footer|menu)($|[-_\s])",
+    r"ads|promo|pagination|pager|toc-sidebar|menu)($|[-_\s])",
     re.IGNORECASE,
 )
 # id/class words of boxes that hold media and their captions, not article text.

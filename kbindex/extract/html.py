@@ -27,7 +27,8 @@ def extract_html(body: bytes | str, source: str, content_type: str | None = None
     metadata = html_metadata(tree, source)
     items = _items_by_trafilatura(tree, source, metadata.get("title", ""))
     if items is None:
-        tree = parse_html(markup)
+        # The same tree, not a second parse: trafilatura and htmldate work on copies, and what
+        # _items_by_trafilatura may have stripped already is a part of what the rules strip.
         items = items_by_rules(tree)
     title = _pick_title(items) or metadata.get("title") or title_from_source(source)
     metadata.pop("title", None)
