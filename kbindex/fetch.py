@@ -4,6 +4,10 @@ Every request, redirect hops and retries included, goes through the same gate: t
 http(s), the host must resolve to a public address unless private addresses are allowed for this
 fetch, and the per-host delay must have passed. Failures become FetchError (or SkipSource for
 pages deliberately not read) with a short machine-readable ``kind``.
+
+`Fetcher` is a little over 200 lines, for a reason: it is one request path (fetch -> _follow for
+each redirect -> _get -> _read_body), and every step applies the same gate (scheme, address,
+delay, size); spread over classes, a step could be reached without the others.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ TEXT_TYPES = (
     "text/html", "application/xhtml+xml", "text/plain", "text/markdown", "text/x-markdown",
     "text/x-rst",
 )
-ANY_TYPE: tuple[str, ...] = ()  # accept= value that reads every content type
 
 Resolver = Callable[[str], list[str]]  # host name -> its IP addresses
 
@@ -384,7 +387,7 @@ class Fetcher:
 
         Args:
             accept: media types read; others raise SkipSource(kind="not_html") before the body
-                is read. ANY_TYPE reads everything.
+                is read. An empty tuple reads everything.
             allow_private: whether hosts with non-public addresses may be contacted. None decides
                 from the URL itself: a URL that names a private host explicitly is allowed to
                 stay private (an intranet KB), a public one may never redirect to a private one.
@@ -521,8 +524,3 @@ class Fetcher:
                              kind="decoding") from exc
         return bytes(body)
 
-
-def fetch(url: str, **limits) -> Page:
-    """Fetch one URL with a short-lived client."""
-    with Fetcher(**limits) as fetcher:
-        return fetcher.fetch(url)
