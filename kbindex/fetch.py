@@ -116,6 +116,7 @@ class HostThrottle:
             self._host_delay[host] = seconds
 
     def delay_for(self, host: str) -> float:
+        """Seconds between two requests to `host`: the larger of the default and its own."""
         return max(self.delay, self._host_delay.get(host, 0.0))
 
     def wait(self, host: str) -> None:
@@ -166,6 +167,7 @@ class _DeadlineStream(httpcore.NetworkStream):
         self._stream.write(buffer, _until_deadline(timeout, httpcore.WriteTimeout))
 
     def close(self) -> None:
+        """Close the HTTP client and its connections."""
         self._stream.close()
 
     def start_tls(self, ssl_context, server_hostname: str | None = None,
@@ -391,6 +393,15 @@ class Fetcher:
             allow_private: whether hosts with non-public addresses may be contacted. None decides
                 from the URL itself: a URL that names a private host explicitly is allowed to
                 stay private (an intranet KB), a public one may never redirect to a private one.
+
+        Raises:
+            FetchError: the request failed; `kind` says how ("dns", "connection", "timeout",
+                "http_404" and the like with `status`, "too_many_redirects", "redirect_loop",
+                "bad_redirect", "private_address", "decoding", ...) and `transient` whether a later run may
+                succeed. Transient failures are retried `retries` times first, with exponential
+                backoff or the server's Retry-After (RFC 9110 10.2.3).
+            SkipSource: a page deliberately not read (a media type not in `accept`: "not_html",
+                a body over `max_bytes`: "too_large").
         """
         check_scheme(url)
         conditional = {}

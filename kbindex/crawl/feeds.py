@@ -8,7 +8,12 @@ from urllib.parse import urljoin
 
 
 def read_feed(body: bytes, base: str) -> list[str] | None:
-    """The linked pages of an RSS or Atom feed's entries; None if it is not a feed."""
+    """The linked pages of an RSS or Atom feed's entries, as absolute URLs joined to `base` (the
+    feed's URL), in feed order; None if the body is not a feed.
+
+    An entry's <link> (RSS 2.0) or its first link with an href (Atom, RFC 4287 4.2.7) is taken.
+    feedparser reads the body from a stream, never as a URL: it fetches nothing.
+    """
     import feedparser
 
     # A stream, never bytes or str: feedparser treats a string as a URL or a file name to open.

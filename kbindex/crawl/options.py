@@ -70,6 +70,8 @@ class CrawlResult:
     stopped: str | None = None
 
     def as_dict(self) -> dict:
+        """What `kbindex index --json` reports for the crawl: source, kind, counts, skipped by
+        reason, complete and stopped."""
         return {
             "source": self.start, "kind": self.kind, "discovered": self.discovered,
             "fetched": self.fetched, "not_modified": self.not_modified, "errors": self.errors,

@@ -22,6 +22,8 @@ class Scope:
 
     @classmethod
     def for_start(cls, url: str, mode: str = "path", include=(), exclude=()) -> Scope:
+        """The scope of a crawl started at `url`: its folder (mode "path") or its whole host
+        (mode "host"); `include`/`exclude` are compiled patterns (compile_patterns)."""
         return cls((), tuple(include), tuple(exclude)).widen(url, mode)
 
     def widen(self, url: str, mode: str = "path") -> Scope:
@@ -41,6 +43,8 @@ class Scope:
         return Scope(self.roots + (root,), self.include, self.exclude)
 
     def in_roots(self, url: str) -> bool:
+        """Whether `url` has a root's scheme and host and lies under its path prefix (the
+        folder itself included, with or without its trailing slash)."""
         parts = urlsplit(page_name(url) or url)  # no user info or default port
         for scheme, netloc, prefix in self.roots:
             if parts.scheme == scheme and parts.netloc == netloc and (
@@ -50,6 +54,8 @@ class Scope:
         return False
 
     def contains(self, url: str) -> bool:
+        """Whether the crawl may fetch `url`: in a root, matching an --include pattern when
+        there are any and no --exclude pattern (both searched in its page_name)."""
         if not self.in_roots(url):
             return False
         name = page_name(url) or url

@@ -155,7 +155,11 @@ def _blocks(body: bytes, max_bytes: int) -> Iterator[bytes]:
 
 
 def parse_lastmod(value: str | None) -> datetime | None:
-    """A sitemap <lastmod> (W3C datetime) as an aware UTC datetime; None if unreadable.
+    """A sitemap <lastmod> as an aware UTC datetime; None if unreadable.
+
+    The sitemaps protocol gives <lastmod> in the W3C Datetime format
+    (https://www.w3.org/TR/NOTE-datetime): YYYY, YYYY-MM, YYYY-MM-DD, or a date and time with a
+    time zone designator.
 
     A date without a time may be any hour of that day in any time zone: it stands for the latest
     moment it can mean (the end of the day at UTC-12), so that it never hides a change.
@@ -182,7 +186,11 @@ def parse_lastmod(value: str | None) -> datetime | None:
 
 
 def gunzip(body: bytes, max_bytes: int) -> bytes:
-    """Decompress a gzip body (a .xml.gz sitemap), stopping at max_bytes."""
+    """Decompress a gzip body (a .xml.gz sitemap, RFC 1952), stopping at max_bytes; a body
+    without the gzip magic bytes is returned as it is.
+
+    Raises SkipSource: kind "too_large" (over max_bytes decompressed) or "decoding" (corrupt data).
+    """
     if body[:2] != b"\x1f\x8b":
         return body
     decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)

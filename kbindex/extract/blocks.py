@@ -67,6 +67,7 @@ class Walker:
         self.sources: dict[int, object] = {}  # item index -> element, for structured blocks
 
     def run(self, root) -> list[tuple]:
+        """The items of the tree under `root`, in document order."""
         self.walk(root)
         self.flush()
         return self.items
@@ -279,6 +280,7 @@ def list_lines(lst, depth: int = 0) -> list[str]:
 
 
 def table_text(table) -> str:
+    """A data table as lines: its caption, then one "cell | cell" line per row with text."""
     rows = []
     caption = table.find("caption")
     if caption is not None:
@@ -291,6 +293,8 @@ def table_text(table) -> str:
 
 
 def make_sections(items: list[tuple], title: str) -> tuple[Section, ...]:
+    """Walker items (headings and kept texts) as Sections: each run of texts under its heading
+    path (the document title left out of the path), with the anchor of the nearest heading."""
     sections: list[Section] = []
     path: list[tuple[int, str, str | None]] = []  # (level, text, anchor)
     texts: list[str] = []
@@ -318,6 +322,8 @@ def make_sections(items: list[tuple], title: str) -> tuple[Section, ...]:
 
 
 def title_from_source(source: str) -> str:
+    """A title for a document that has none: the file or URL path's last name without its
+    extension, dashes and underscores as spaces (the host for a bare URL)."""
     path = urlsplit(source).path if "://" in source else source
     stem = PurePosixPath(path.rstrip("/")).stem or urlsplit(source).netloc
     return stem.replace("-", " ").replace("_", " ").strip() or source

@@ -122,6 +122,9 @@ def _tld(source: str | None) -> str | None:
 
 def decode(body: bytes, content_type: str | None = None, html: bool = False,
            source: str | None = None) -> str:
-    """Bytes to text in the detected encoding; undecodable bytes become U+FFFD, never an error."""
+    """Bytes to text in the encoding detect_encoding finds, as the WHATWG Encoding Standard's
+    "decode" does: a BOM is removed, undecodable bytes become U+FFFD (never an error), and line
+    ends become "\\n". `html` lets <meta charset> count; `source` (a URL) gives the detector its
+    top-level-domain hint."""
     text = body.decode(detect_encoding(body, content_type, html, source), "replace")
     return text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")

@@ -38,6 +38,8 @@ def extract_html(body: bytes | str, source: str, content_type: str | None = None
 
 
 def parse_html(markup: str):
+    """The lxml tree of decoded HTML, parsed as trafilatura parses (no comments or processing
+    instructions); None when there is nothing to parse or lxml refuses it."""
     import lxml.html
     from lxml.etree import ParserError
 
