@@ -205,7 +205,7 @@ def _definition_entries(dl):
 
 
 DD_BLOCKS = {"p", "pre", "table", "ul", "ol", "dl", "div"}
-_STRUCTURED = {"pre", "table", "ul", "ol", "dl"}  # tags whose blocks _restore_blocks weighs
+_STRUCTURED = {"pre", "table", "ul", "ol", "dl"}  # tags whose blocks the restore step of html.py weighs
 LINE_TAGS = {"tr", "ul", "ol", "dl", "table", "pre", "hr"} | set(HEADINGS)
 
 
