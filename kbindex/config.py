@@ -47,7 +47,7 @@ DEFAULT_BACKOFF = 0.5  # seconds before the first retry; doubles each time
 MAX_RETRY_WAIT = 60.0  # a longer Retry-After is not waited for: the page fails instead
 USER_AGENT = f"kbindex/{__version__} (+https://github.com/kbindex/kbindex; knowledge-base indexer)"
 
-# Crawling (see crawl.py). Politeness: one request per host every DEFAULT_DELAY seconds at most,
+# Crawling (see crawl/). Politeness: one request per host every DEFAULT_DELAY seconds at most,
 # whatever the concurrency; robots.txt Crawl-delay raises it (up to MAX_CRAWL_DELAY).
 DEFAULT_DELAY = 0.5
 DEFAULT_CONCURRENCY = 4

@@ -4,6 +4,12 @@ Every request, redirect hops and retries included, goes through the same gate: t
 http(s), the host must resolve to a public address unless private addresses are allowed for this
 fetch, and the per-host delay must have passed. Failures become FetchError (or SkipSource for
 pages deliberately not read) with a short machine-readable ``kind``.
+
+This module (about 540 lines) and `Fetcher` (about 240) are a little over the house limits, for a
+reason: this is the only module that talks HTTP (the deadline transport and the content-coding
+decoder are parts of that one gate), and Fetcher is one request path (fetch -> _follow for
+each redirect -> _get -> _read_body), and every step applies the same gate (scheme, address,
+delay, size); spread over classes, a step could be reached without the others.
 """
 
 from __future__ import annotations
@@ -37,7 +43,6 @@ TEXT_TYPES = (
     "text/html", "application/xhtml+xml", "text/plain", "text/markdown", "text/x-markdown",
     "text/x-rst",
 )
-ANY_TYPE: tuple[str, ...] = ()  # accept= value that reads every content type
 
 Resolver = Callable[[str], list[str]]  # host name -> its IP addresses
 
@@ -113,6 +118,7 @@ class HostThrottle:
             self._host_delay[host] = seconds
 
     def delay_for(self, host: str) -> float:
+        """Seconds between two requests to `host`: the larger of the default and its own."""
         return max(self.delay, self._host_delay.get(host, 0.0))
 
     def wait(self, host: str) -> None:
@@ -163,6 +169,7 @@ class _DeadlineStream(httpcore.NetworkStream):
         self._stream.write(buffer, _until_deadline(timeout, httpcore.WriteTimeout))
 
     def close(self) -> None:
+        """Close the HTTP client and its connections."""
         self._stream.close()
 
     def start_tls(self, ssl_context, server_hostname: str | None = None,
@@ -384,10 +391,19 @@ class Fetcher:
 
         Args:
             accept: media types read; others raise SkipSource(kind="not_html") before the body
-                is read. ANY_TYPE reads everything.
+                is read. An empty tuple reads everything.
             allow_private: whether hosts with non-public addresses may be contacted. None decides
                 from the URL itself: a URL that names a private host explicitly is allowed to
                 stay private (an intranet KB), a public one may never redirect to a private one.
+
+        Raises:
+            FetchError: the request failed; `kind` says how ("dns", "connection", "timeout",
+                "http_404" and the like with `status`, "too_many_redirects", "redirect_loop",
+                "bad_redirect", "private_address", "decoding", ...) and `transient` whether a later run may
+                succeed. Transient failures are retried `retries` times first, with exponential
+                backoff or the server's Retry-After (RFC 9110 10.2.3).
+            SkipSource: a page deliberately not read (a media type not in `accept`: "not_html",
+                a body over `max_bytes`: "too_large").
         """
         check_scheme(url)
         conditional = {}
@@ -521,8 +537,3 @@ class Fetcher:
                              kind="decoding") from exc
         return bytes(body)
 
-
-def fetch(url: str, **limits) -> Page:
-    """Fetch one URL with a short-lived client."""
-    with Fetcher(**limits) as fetcher:
-        return fetcher.fetch(url)

@@ -54,6 +54,8 @@ class EmbedAhead(Generic[P]):
         self._waiting: deque[tuple[P, Future]] = deque()
 
     def submit(self, payload: P, texts: Sequence[str]) -> list[tuple[P, Vectors]]:
+        """Queue `texts` for embedding; returns the (payload, vectors) pairs finished by now, in
+        submission order, one vector per text. Blocks while more than `depth` batches wait."""
         self._waiting.append((payload, self._pool.submit(self._run, list(texts))))
         done = []
         while self._waiting and (len(self._waiting) > self.depth or self._waiting[0][1].done()):
@@ -65,6 +67,7 @@ class EmbedAhead(Generic[P]):
         return [self._take() for _ in range(len(self._waiting))]
 
     def close(self) -> None:
+        """Cancel what waits and stop the thread (after the batch being embedded)."""
         for _, future in self._waiting:
             future.cancel()
         self._waiting.clear()
@@ -135,9 +138,13 @@ class ExtractAhead(Generic[P, R]):
 
     @property
     def started(self) -> bool:
+        """Whether the worker processes were started (pages beyond the first few inline)."""
         return self._pool is not None
 
     def submit(self, payload: P, page) -> list[tuple[P, R | None]]:
+        """Queue `page` for `work` (None: nothing to do, the payload just keeps its place);
+        returns the (payload, result) pairs finished by now, in submission order, the result None
+        for a None page. Blocks while more than `depth` pages wait."""
         if page is None:
             job = _Job(payload, None)
         elif self.workers == 1 or (self._pool is None and self._inline > 0):

@@ -84,14 +84,14 @@ def test_markdown_front_matter_uses_the_html_metadata_names():
 
 def test_rules_fallback_drops_chrome_and_reads_the_largest_article():
     # The path taken when trafilatura finds no article text that maps onto the page's blocks.
-    from kbindex.extract import _items_by_rules, _parse, _rendered
+    from kbindex.extract import items_by_rules, parse_html, rendered
 
-    tree = _parse("""<html><body><header>SITEHEADER</header><nav>MENU</nav>
+    tree = parse_html("""<html><body><header>SITEHEADER</header><nav>MENU</nav>
       <div class="sidebar-widget">WIDGET</div>
       <article><p>Short teaser.</p></article>
       <article><h2 id="fix">Fix</h2><p>Restart the agent service.</p>
         <div class="share-buttons">SHARE</div><ul><li>Step one</li></ul></article>
       <footer>FOOTER</footer></body></html>""")
-    items = [_rendered(i) for i in _items_by_rules(tree)]
+    items = [rendered(i) for i in items_by_rules(tree)]
     assert [(i[2], i[3]) for i in items if i[0] == "heading"] == [("Fix", "fix")]
     assert [i[1] for i in items if i[0] == "text"] == ["Restart the agent service.", "- Step one"]
