@@ -247,6 +247,17 @@ def crawl_options(func):
                      help="User-Agent header; its first word is matched against robots.txt."),
         click.option("--allow-private", is_flag=True,
                      help="Allow loopback and private addresses even when the start host is public."),
+        click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'",
+                     help="Send this header to the URL sources' own origins only (repeatable); "
+                          "${VAR} in VALUE is read from the environment. Shown as *** everywhere."),
+        click.option("--cookies", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                     help="Send the cookies of this Netscape cookies.txt file (a browser export) to "
+                          "the URL sources' own origins only."),
+        click.option("--render", type=click.Choice(["never", "auto", "always"]), default=None,
+                     envvar="KBINDEX_RENDER",
+                     help="Run pages' JavaScript in headless Chromium: auto renders app shells "
+                          "(scripts, almost no text). [default: auto when Chromium is installed "
+                          "(make install-browser), else never] [env var: KBINDEX_RENDER]"),
         click.option("--dry-run", is_flag=True,
                      help="Fetch, extract and chunk, list what would be indexed; write nothing."),
     ]
@@ -358,6 +369,7 @@ def _index_run(run, embedder, *, dry_run, prune, rebuild, wait, workers, quiet, 
     """One `index` over some sources with one set of options; returns its Summary."""
     from kbindex.chunk import check_config
     from kbindex.crawl import CrawlOptions
+    from kbindex.credentials import Credentials
     from kbindex.fetch import Fetcher
     from kbindex.index import Indexer, Summary, parse_sources
     from kbindex.index import dry_run as plan
@@ -375,10 +387,14 @@ def _index_run(run, embedder, *, dry_run, prune, rebuild, wait, workers, quiet, 
     )
     parsed = parse_sources(run.sources, crawl, o["follow_links"]) if run.sources else None
     config = check_config(o["chunk_tokens"], o["overlap"], embedder.max_tokens)  # no model load
+    credentials = Credentials.for_sources(run.sources, o["headers"], o["cookies"])
     fetcher = Fetcher(timeout=o["timeout"], max_bytes=o["max_bytes"], user_agent=o["user_agent"],
-                      retries=o["retries"], delay=o["delay"], allow_private=o["allow_private"])
+                      retries=o["retries"], delay=o["delay"], allow_private=o["allow_private"],
+                      credentials=credentials)
 
     def on_event(what, source, detail):
+        if credentials and detail:
+            detail = credentials.redact(detail)
         progress.event(what, source, detail)
         if what in ("failed", "skipped", "pruned") or verbose:
             progress.message(f"{what}: {source}" + (f": {detail}" if detail else ""))

@@ -14,6 +14,7 @@ delay, size); spread over classes, a step could be reached without the others.
 
 from __future__ import annotations
 
+import http.cookiejar
 import ipaddress
 import socket
 import threading
@@ -35,7 +36,8 @@ from kbindex.config import (
     MAX_RETRY_WAIT,
     USER_AGENT,
 )
-from kbindex.errors import FetchError, SkipSource, UsageError
+from kbindex.credentials import Credentials, needs_credentials_hint
+from kbindex.errors import FetchError, SkipSource, SourceError, UsageError
 from kbindex.records import Page
 
 ALLOWED_SCHEMES = ("http", "https")
@@ -294,6 +296,13 @@ def _inflate(blocks: Iterable[bytes], coding: str) -> Iterator[bytes]:
         yield rest
 
 
+class _NoCookies(http.cookiejar.CookieJar):
+    """A cookie jar that keeps nothing (credentials are sent by kbindex.credentials alone)."""
+
+    def __init__(self):
+        super().__init__(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+
 class Fetcher:
     """Fetches URLs with a timeout, a decompressed-size cap, redirect limits, retries,
     a per-host delay and an address check at every hop. Safe to share between threads."""
@@ -313,6 +322,7 @@ class Fetcher:
         allow_private: bool = False,
         resolver: Resolver = system_resolver,
         sleep: Callable[[float], None] = time.sleep,
+        credentials: Credentials | None = None,
     ):
         self.timeout = timeout
         self.max_bytes = max_bytes
@@ -325,6 +335,8 @@ class Fetcher:
         self.allow_private = allow_private
         self.resolver = resolver  # a seam: tests pretend a 127.0.0.1 server is a public host
         self.throttle = HostThrottle(delay, sleep=sleep)
+        # Sent only to their own origins, hop by hop (kbindex.credentials); None: no credentials
+        self.credentials = credentials
         self._addresses: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._client = httpx.Client(
@@ -333,6 +345,9 @@ class Fetcher:
             follow_redirects=False,  # followed by hand so each hop is checked
             trust_env=False,  # never route through a proxy from the environment
             transport=_DeadlineTransport(),  # a whole response within three times the timeout
+            # No cookie is kept from a response: a jar ignores ports (RFC 6265 8.5), so a session
+            # cookie one origin sets would go to another port of the same host.
+            cookies=_NoCookies(),
         )
 
     def close(self) -> None:
@@ -416,14 +431,26 @@ class Fetcher:
         for attempt in range(self.retries + 1):
             try:
                 return self._follow(url, accept, allow_private, conditional)
-            except FetchError as exc:
-                if not exc.transient or attempt == self.retries:
-                    raise
+            except SourceError as exc:
+                if self.credentials:  # a server may echo what it was sent: never shown
+                    exc = self._redacted(exc)
+                if not isinstance(exc, FetchError) or not exc.transient or attempt == self.retries:
+                    raise exc from None
                 wait = exc.retry_after if exc.retry_after is not None else self.backoff * 2**attempt
                 if wait > self.max_retry_wait:
                     raise
                 self.throttle.pause(host_key(url), wait)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _redacted(self, exc: SourceError) -> SourceError:
+        reason = self.credentials.redact(exc.reason)
+        if reason == exc.reason:
+            return exc
+        copy = exc.__class__.__new__(exc.__class__)
+        copy.__dict__.update(exc.__dict__)
+        copy.reason = reason
+        copy.args = (f"{exc.source}: {reason}",)
+        return copy
 
     def _follow(self, url: str, accept: tuple[str, ...], allow_private: bool,
                 conditional: dict[str, str] | None = None) -> Page:
@@ -440,7 +467,10 @@ class Fetcher:
             if not allow_private:
                 self._check_address(url, current)
             self.throttle.wait(host_key(current))
-            response = self._get(url, current, accept, conditional)
+            headers = dict(conditional or {})
+            if self.credentials:  # checked at every hop: never across a redirect to another origin
+                headers.update(self.credentials.headers_for(current))
+            response = self._get(url, current, accept, headers)
             if isinstance(response, str):  # a redirect target
                 if response in seen:
                     raise FetchError(url, f"redirect loop at {response}", kind="redirect_loop")
@@ -472,6 +502,13 @@ class Fetcher:
                     if not location:
                         raise FetchError(source, f"HTTP {response.status_code} without Location")
                     return urljoin(url, location.strip())
+                if response.status_code in (401, 403):
+                    sent = bool(self.credentials and self.credentials.headers_for(url))
+                    raise FetchError(
+                        source,
+                        f"HTTP {response.status_code} {response.reason_phrase}: "
+                        + needs_credentials_hint(url, sent),
+                        kind=f"http_{response.status_code}", status=response.status_code)
                 if response.status_code >= 400:
                     retry_after = None
                     if response.status_code in (429, 503):

@@ -28,6 +28,8 @@ SOURCE_KEYS: dict[str, type | tuple] = {
     "max_time": (int, float), "delay": (int, float), "concurrency": int,
     "ignore_robots": bool, "allow_private": bool, "user_agent": str, "retries": int,
     "trust_lastmod": bool, "follow_links": bool,
+    # credentials (values may be "${ENV_VAR}") and JavaScript rendering: kbindex.credentials, render
+    "headers": (dict, list), "cookies": str, "render": str,
 }
 COLLECTION_KEYS = {"model": str, "sources": list, **SOURCE_KEYS}
 
