@@ -18,7 +18,7 @@ EVAL_DATA ?= ../shared/data/scifact
 KB := $(BIN)/kbindex $(if $(CONFIG),--config $(CONFIG))
 COLL := $(if $(COLLECTION),--collection $(COLLECTION))
 
-.PHONY: help install demo test test-fast lint bench clean index reindex query eval stats verify
+.PHONY: help install install-browser demo test test-fast lint bench clean index reindex query eval stats verify
 
 help: ## List the targets and variables
 	@echo "Targets:"
@@ -56,7 +56,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first: this pin takes the local CPU build; an unpinned torch pulls GBs of CUDA packages
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,render]'
 	@# Once per machine, so that the first `kbindex index` does not pay for it (kbindex/modelcache.py).
 	@echo "Preparing the default model for this machine once (ONNX export, int8 calibration: about 30 s)"
 	$(BIN)/kbindex models prepare || echo "kbindex: not prepared now; the first index run will prepare it"
@@ -79,6 +79,12 @@ lint: install ## Check style with ruff
 bench: install ## Run the benchmarks; results go to stdout (record them in docs/benchmarks.md)
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	$(BIN)/python benchmarks/run.py
+
+install-browser: ## Install Debian's chromium for --render (as root, with apt-get); no browser download
+	@if command -v chromium >/dev/null 2>&1; then echo "chromium is installed: $$(command -v chromium)"; \
+	elif [ "$$(id -u)" -ne 0 ]; then echo "install-browser: run as root (apt-get install chromium)"; exit 1; \
+	else DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; fi
 
 clean: ## Remove the virtualenv, caches and the default local index
 	rm -rf $(VENV) data/index .pytest_cache .ruff_cache .bench *.egg-info

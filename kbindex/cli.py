@@ -375,22 +375,25 @@ def _index_run(run, embedder, *, dry_run, prune, rebuild, wait, workers, quiet, 
     from kbindex.index import dry_run as plan
     from kbindex.index import rebuild as rebuild_collection
     from kbindex.progress import Progress
+    from kbindex.render import Renderer, resolve_mode
 
     o = run.options
     settings = run.settings
     progress = Progress(live=False if (as_json or verbose) else None, quiet=quiet)
-    crawl = CrawlOptions(
-        scope=o["scope"], include=tuple(o["include"]), exclude=tuple(o["exclude"]), depth=o["depth"],
-        max_pages=o["max_pages"], max_time=o["max_time"], robots=not o["ignore_robots"],
-        concurrency=o["concurrency"], allow_private=o["allow_private"], on_progress=progress.crawl,
-        trust_lastmod=o["trust_lastmod"],
-    )
-    parsed = parse_sources(run.sources, crawl, o["follow_links"]) if run.sources else None
-    config = check_config(o["chunk_tokens"], o["overlap"], embedder.max_tokens)  # no model load
     credentials = Credentials.for_sources(run.sources, o["headers"], o["cookies"])
     fetcher = Fetcher(timeout=o["timeout"], max_bytes=o["max_bytes"], user_agent=o["user_agent"],
                       retries=o["retries"], delay=o["delay"], allow_private=o["allow_private"],
                       credentials=credentials)
+    render = resolve_mode(o["render"])
+    renderer = Renderer(fetcher) if render != "never" else None  # the browser starts when needed
+    crawl = CrawlOptions(
+        scope=o["scope"], include=tuple(o["include"]), exclude=tuple(o["exclude"]), depth=o["depth"],
+        max_pages=o["max_pages"], max_time=o["max_time"], robots=not o["ignore_robots"],
+        concurrency=o["concurrency"], allow_private=o["allow_private"], on_progress=progress.crawl,
+        trust_lastmod=o["trust_lastmod"], render=render, renderer=renderer,
+    )
+    parsed = parse_sources(run.sources, crawl, o["follow_links"]) if run.sources else None
+    config = check_config(o["chunk_tokens"], o["overlap"], embedder.max_tokens)  # no model load
 
     def on_event(what, source, detail):
         if credentials and detail:
@@ -423,6 +426,8 @@ def _index_run(run, embedder, *, dry_run, prune, rebuild, wait, workers, quiet, 
                 indexer.open()
                 return indexer.run(parsed)
     finally:
+        if renderer is not None:
+            renderer.close()
         fetcher.close()
 
 

@@ -32,7 +32,7 @@ from kbindex.crawl.robots import Robots
 from kbindex.crawl.scope import Scope, compile_patterns
 from kbindex.crawl.sitemaps import SitemapReader, gunzip, parse_lastmod, sniff_xml
 from kbindex.crawl.soft404 import Soft404Check
-from kbindex.crawl.urls import request_url, url_identity
+from kbindex.crawl.urls import page_name, request_url, url_identity
 from kbindex.errors import FetchError, SkipSource, SourceError
 from kbindex.fetch import TEXT_TYPES, Fetcher
 from kbindex.records import Page, Visit
@@ -151,7 +151,8 @@ class CrawlRun:
         self.start = start
         self.result = result
         allow_private = options.allow_private or crawler.fetcher.is_private_host(start)
-        self.gate = Gate(crawler.fetcher, allow_private, crawler.validators, crawler.names)
+        self.gate = Gate(crawler.fetcher, allow_private, crawler.validators, crawler.names,
+                         options.render, options.renderer, self.subresource_refusal)
         self.robots = Robots(self.gate, crawler.token, result, obey=options.robots)
         self.start_url = request_url(start) or start
         self.start_name = self.gate.name(self.start_url)
@@ -171,6 +172,22 @@ class CrawlRun:
     @property
     def scope(self) -> Scope:
         return self.frontier.scope
+
+    def subresource_refusal(self, url: str) -> str | None:
+        """Why a page being rendered may not request `url` (a script, an API call), or None.
+
+        The crawl's rules, applied to the browser: no non-public address unless the crawl may
+        reach them, only the crawl's own hosts (a script or an API is seldom under the article's
+        folder, so the host, not the path, is the scope here), and robots.txt.
+        """
+        if self.gate.refuses(url):
+            return "a non-public address (use --allow-private to allow)"
+        parts = urlsplit(page_name(url) or url)
+        if not any(parts.scheme == scheme and parts.netloc == netloc for scheme, netloc, _ in self.scope.roots):
+            return "not on the crawl's hosts (out of scope)"
+        if not self.robots.allowed(url):
+            return "disallowed by robots.txt"
+        return None
 
     @scope.setter
     def scope(self, scope: Scope) -> None:
@@ -353,6 +370,13 @@ class CrawlRun:
                              "listed is pruned", kind="not_sitemap")
             return
         result.kind = "site"
+        try:
+            page = self.gate.rendered(start, page)
+        except SourceError as exc:
+            result.stopped = "start_failed"  # what the site links to is unknown: nothing is pruned
+            result.errors += 1
+            yield exc
+            return
         analysis = analyze(page, page.url or start)
         if analysis.nesting > MAX_NESTING:
             yield SkipSource(start, f"markup nested more than {MAX_NESTING} elements deep", kind="too_deep")

@@ -12,6 +12,7 @@ from kbindex.crawl.urls import page_name
 from kbindex.errors import SkipSource, SourceError
 from kbindex.fetch import Fetcher
 from kbindex.records import Page, Visit
+from kbindex.render import is_app_shell, needs_render_error
 
 
 class Gate:
@@ -25,11 +26,29 @@ class Gate:
 
     def __init__(self, fetcher: Fetcher, allow_private: bool,
                  validators: Callable[[str], tuple[str | None, str | None]],
-                 names: Callable[[str], str]):
+                 names: Callable[[str], str], render: str = "never", renderer=None,
+                 subresource_policy: Callable[[str], str | None] | None = None):
         self.fetcher = fetcher
         self.allow_private = allow_private
         self.validators = validators
         self.names = names
+        self.render = render  # "never", "auto" or "always" (kbindex.render)
+        self.renderer = renderer  # a kbindex.render.Renderer unless render is "never"
+        # why the browser may not request a URL (None: it may, through the fetcher)
+        self.subresource_policy = subresource_policy or (lambda url: None)
+
+    def rendered(self, source: str, page: Page) -> Page:
+        """The HTML page as a browser builds it, where --render asks for that; else `page`.
+
+        Raises SourceError(kind="needs_render") for an app shell with --render never, and
+        kind="render" when the browser fails.
+        """
+        if self.render == "always" or (self.render == "auto" and is_app_shell(page.body)):
+            refusal = self.subresource_policy
+            return self.renderer.render(page, refusal, self.allow_private)
+        if self.render == "never" and is_app_shell(page.body):
+            raise needs_render_error(source, self.render)
+        return page
 
     def name(self, url: str) -> str:
         """The name a page at this URL is handed on under: its page_name, or the index's own."""
@@ -64,6 +83,7 @@ class Gate:
         if not is_html(page):
             media = (page.content_type or "").split(";")[0].strip().lower() or "none"
             raise SkipSource(url, f"not an HTML page (Content-Type {media})", kind="not_html")
+        page = self.rendered(url, page)
         analysis = analyze(page, page.url or url)
         if analysis.nesting > MAX_NESTING:
             raise SkipSource(url, f"markup nested more than {MAX_NESTING} elements deep", kind="too_deep")

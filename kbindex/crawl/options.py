@@ -29,6 +29,9 @@ class CrawlOptions:
     concurrency: int = DEFAULT_CONCURRENCY
     allow_private: bool = False  # allow non-public addresses even when the start host is public
     trust_lastmod: bool = False  # a sitemap lastmod not newer than the stored visit: not requested
+    render: str = "never"  # JavaScript rendering: "never", "auto" (app shells) or "always"
+    # the run's kbindex.render.Renderer (one browser per run); needed unless render is "never"
+    renderer: object | None = field(default=None, compare=False)
     on_progress: Callable[[CrawlResult], None] | None = field(default=None, compare=False)
 
     def __post_init__(self):
@@ -39,6 +42,10 @@ class CrawlOptions:
                 raise UsageError(f"{name} must be 0 or more")
         if self.concurrency < 1:
             raise UsageError("--concurrency must be at least 1")
+        if self.render not in ("never", "auto", "always"):
+            raise UsageError(f"--render must be never, auto or always, not {self.render!r}")
+        if self.render != "never" and self.renderer is None:
+            raise UsageError(f"--render {self.render} needs a renderer")
         compile_patterns(self.include, "--include")
         compile_patterns(self.exclude, "--exclude")
 
