@@ -53,7 +53,9 @@ def _protected(allowed, other: FixtureServer | None = None) -> FixtureServer:
                 sitemap = f"Sitemap: {other.url('/sitemap.xml')}\n" if other is not None else ""
                 return Response(200, ("User-agent: *\nAllow: /\n" + sitemap).encode(),
                                 {"Content-Type": "text/plain"})
-            return Response(200, body)
+            # a session cookie of its own: a cookie jar would send it to every port of the host
+            return Response(200, body, {"Content-Type": "text/html; charset=utf-8",
+                                        "Set-Cookie": "sid=server-set-1234567; Path=/"})
         return answer
 
     routes = {path: route(body, path) for path, body in pages.items()}
