@@ -144,11 +144,6 @@ class Renderer:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def browser_pid(self) -> int | None:
-        """The browser process's id (for measuring its memory), once started."""
-        process = getattr(getattr(self._browser, "_impl_obj", None), "_browser_process", None)
-        return getattr(process, "pid", None)
-
     # ------------------------------------------------------------ the browser thread
 
     def _start(self) -> None:
@@ -177,7 +172,12 @@ class Renderer:
             proxy={"server": _DEAD_PROXY, "bypass": ""},
             # the proxy for loopback too (Chromium bypasses it for loopback by default)
             args=["--proxy-bypass-list=<-loopback>", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--disable-sync"],
+                  "--disable-component-update", "--no-first-run", "--disable-sync",
+                  # memory: one renderer process per tab at most, no GPU process, no process per
+                  # site (every page a crawl renders comes from its own hosts anyway)
+                  "--disable-gpu", f"--renderer-process-limit={self.pages}",
+                  "--disable-site-isolation-trials", "--disable-features=site-per-process",
+                  "--disable-extensions", "--mute-audio"],
         )
         self._slots = asyncio.Semaphore(self.pages)
 
