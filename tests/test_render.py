@@ -50,8 +50,8 @@ def test_app_shell_detection():
 
 def test_never_reports_the_page_as_needing_rendering(tmp_path):
     with site(2) as kb:
-        code, out, err = run("index", kb.url("/kb/"), "--db", str(tmp_path / "db"), "--render", "never",
-                             *FAST, tmp=tmp_path)
+        code, out, err = run("index", kb.url("/kb/"), "--db", str(tmp_path / "db"), *FAST,
+                             env={"KBINDEX_RENDER": "never"}, tmp=tmp_path)
         assert "/static/app.js" not in requested(kb)
     assert code == 1
     assert "needs JavaScript rendering" in out + err and "--render auto" in out + err
