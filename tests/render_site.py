@@ -12,6 +12,7 @@ TOPICS = ["printer offline", "vpn reconnects", "mail quota", "password reset", "
           "disk encryption", "calendar sharing", "badge access", "laptop docking", "teams audio"]
 
 SHELL = (b"<!doctype html><html><head><title>Help centre</title>"
+         b"<link rel='stylesheet' href='/static/site.css'>"
          b"<script src='/static/app.js' defer></script></head>"
          b"<body><div id='app'>Loading...</div>"
          b"<noscript>You need to enable JavaScript to run this app.</noscript></body></html>")
@@ -28,7 +29,7 @@ async function main() {
     const slug = path.split('/').pop().replace('.html', '');
     const a = await (await fetch('/api/' + slug + '.json')).json();
     document.title = a.title;
-    app.innerHTML = '<main><article><h1>' + a.title + '</h1>' +
+    app.innerHTML = '<main><article><img src="/static/logo.png" alt=""><h1>' + a.title + '</h1>' +
       a.paragraphs.map(p => '<p>' + p + '</p>').join('') + '</article></main>';
   }
   for (const url of (window.EXTRA_REQUESTS || [])) {
@@ -76,6 +77,7 @@ def site(n: int = 3, plain: bool = False, extra_requests: tuple[str, ...] = ()) 
         routes[f"/kb/{slug}.html"] = Response(200, plain_page(i) if plain else shell)
         routes[f"/api/{slug}.json"] = Response(200, json.dumps(article(i)).encode(), js)
     routes["/static/logo.png"] = Response(200, b"\x89PNG", {"Content-Type": "image/png"})
+    routes["/static/site.css"] = Response(200, b"body { font-family: x; }", {"Content-Type": "text/css"})
     return FixtureServer(routes)
 
 

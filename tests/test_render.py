@@ -81,7 +81,8 @@ def test_render_auto_indexes_a_script_built_kb(tmp_path):
         assert code == 0, err
         assert summary(out)["indexed"] == 3  # the three articles; the list page is a listing
         paths = requested(kb)
-        assert "/api/a2.json" in paths and "/static/logo.png" not in paths
+        assert "/api/a2.json" in paths and "/static/app.js" in paths
+        assert "/static/logo.png" not in paths and "/static/site.css" not in paths  # never loaded
         code, hits, err = run("query", "vpn reconnects", "--db", str(db), "--json", tmp=tmp_path)
         assert code == 0 and "/kb/a1.html" in hits and "Article 1 explains vpn reconnects" in hits
 
