@@ -129,14 +129,17 @@ class Credentials:
     @classmethod
     def for_sources(cls, sources: Iterable[str], headers=None, cookies_file: str | None = None,
                     where: str = "--header") -> Credentials | None:
-        """Credentials for the origins of the URL sources, or None when none were given."""
+        """Credentials for the origins of the URL sources, or None when none were given.
+
+        Checked (and environment variables read) even when no source is a URL, so that a
+        mistake shows at once; folders then have nothing to send them to (a collection's
+        `headers` in kbindex.toml apply to its folder sources too).
+        """
         parsed = parse_headers(headers, where)
         jar = load_cookies(cookies_file) if cookies_file else None
-        if not parsed and jar is None:
-            return None
         urls = [s for s in sources if "://" in s]
-        if not urls:
-            raise UsageError("--header and --cookies need an http(s) URL source to send them to")
+        if (not parsed and jar is None) or not urls:
+            return None
         return cls(urls, parsed, jar)
 
     def __bool__(self) -> bool:
