@@ -135,6 +135,7 @@ class Renderer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._browser = None
+        self._context = None
         self._playwright = None
         self._slots: asyncio.Semaphore | None = None
 
@@ -179,6 +180,8 @@ class Renderer:
                   "--disable-site-isolation-trials", "--disable-features=site-per-process",
                   "--disable-extensions", "--mute-audio"],
         )
+        self._context = await self._browser.new_context(
+            user_agent=self.fetcher.user_agent, service_workers="block", accept_downloads=False)
         self._slots = asyncio.Semaphore(self.pages)
 
     def close(self) -> None:
@@ -230,10 +233,10 @@ class Renderer:
 
         url = page.url or page.source
         async with self._slots:
-            context = await self._browser.new_context(
-                user_agent=self.fetcher.user_agent, service_workers="block", accept_downloads=False)
+            # One context for the run: no cookie or storage reaches it (responses are fulfilled
+            # with a Content-Type only), and a context per page cost more time than it isolated.
+            tab = await self._context.new_page()
             try:
-                tab = await context.new_page()
                 await tab.route("**/*", lambda route: self._route(route, url, page, policy, allow_private))
                 started = time.monotonic()
                 try:
@@ -244,7 +247,7 @@ class Renderer:
                     pass  # the deadline: the DOM as it stands is taken
                 return await tab.content()
             finally:
-                await context.close()
+                await tab.close()
 
     async def _route(self, route, url: str, page: Page, policy: Policy, allow_private: bool) -> None:
         request = route.request
