@@ -8,8 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from kbindex import embed, ovbackend
-from kbindex.embed import OnnxEmbedder, load_embedder
+from kbindex.embedding import export, load_embedder
+from kbindex.embedding import openvino as ovbackend
+from kbindex.embedding import spec as model_spec
+from kbindex.embedding.onnx import OnnxEmbedder
 from kbindex.errors import ModelError
 from tests.conftest import SAMPLE_KB
 from tests.test_onnx import MIXED, _sample_texts, assert_survives_thread_stress, assert_thread_safe
@@ -104,7 +106,7 @@ def test_models_are_cached_and_reused(int8, cache, monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("made again although the cache holds it")
 
-    monkeypatch.setattr(embed, "export_onnx", never)
+    monkeypatch.setattr(export, "export_onnx", never)
     monkeypatch.setattr(ovbackend, "quantize_static", never)
     again = load_embedder("all-MiniLM-L6-v2", "cpu", "auto", "auto", cache)
     assert again.name == int8.name
@@ -187,7 +189,7 @@ def test_cli_says_when_it_makes_a_model_and_a_second_index_folder_starts_at_once
     record = json.loads((tmp_path / "second" / "models.json").read_text())["collections"]["kbindex"]
     assert record["model"] == "sentence-transformers/all-MiniLM-L6-v2#int8-static"
     assert (root / record["artifact"] / "model.xml").exists()
-    assert record["inputs"]["nncf"] == embed.package_version("nncf")
+    assert record["inputs"]["nncf"] == model_spec.package_version("nncf")
 
 
 def test_a_damaged_model_in_the_cache_is_made_again(fresh_cache, tmp_path):
@@ -229,8 +231,8 @@ def test_a_collection_keeps_the_int8_model_it_was_built_with(fresh_cache, tmp_pa
     db = str(tmp_path / "db")
     assert _cli("index", PAGE, "--db", db).exit_code == 0
     built = json.loads((tmp_path / "db" / "models.json").read_text())["collections"]["kbindex"]
-    real = embed.package_version
-    monkeypatch.setattr(embed, "package_version",
+    real = model_spec.package_version
+    monkeypatch.setattr(model_spec, "package_version",
                         lambda *names: "99.0" if names == ("nncf",) else real(*names))
     ok = _cli("query", "printer offline", "--db", db, "--json")
     assert ok.exit_code == 0, ok.output

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kbindex.embed import load_embedder
+from kbindex.embedding import load_embedder
 
 THREADS = 6  # callers per round: more than an OpenVINO session pools, so some wait for a request
 WORDS = ("printer spooler offline disk full write-ahead log grew reset authenticator phone roaming "

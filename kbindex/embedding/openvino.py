@@ -57,7 +57,7 @@ def require() -> None:
 
 
 class OpenVinoSession:
-    """A compiled model with what OnnxEmbedder asks of a runtime: input names and run(feeds)."""
+    """A compiled model with what onnx.OnnxEmbedder asks of a runtime: input names and run(feeds)."""
 
     def __init__(self, path: Path, threads: int, blob_cache: Path | None = None):
         core = import_openvino().Core()
@@ -121,7 +121,7 @@ def quantize_static(source: Path, target: Path, model_folder: Path) -> None:
     work.mkdir(parents=True)
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "kbindex.ovbackend", str(source), str(work / target.name),
+            [sys.executable, "-m", "kbindex.embedding.openvino", str(source), str(work / target.name),
              str(model_folder)],
             capture_output=True, text=True, stdin=subprocess.DEVNULL,
         )
@@ -142,10 +142,11 @@ def _quantize_main(source: str, target: str, folder: str) -> None:
 
     ov = import_openvino()
 
-    from kbindex.embed import _plain_tokenizer, pool, read_spec
+    from kbindex.embedding.spec import pool, read_spec
+    from kbindex.embedding.spec import tokenizer as model_tokenizer
 
     spec = read_spec(Path(folder))
-    tokenizer = _plain_tokenizer(spec)
+    tokenizer = model_tokenizer(spec)
     texts = calibration_texts()
     if spec.do_lower_case:
         texts = [t.lower() for t in texts]
