@@ -19,29 +19,16 @@ travels through them:
 Nothing heavy is imported here: torch, onnxruntime and OpenVINO load on first use.
 """
 
-from kbindex.embedding.base import Embedder, artifact_identity, model_of, split_identity
-from kbindex.embedding.loader import (
-    BACKENDS,
-    QUANTIZE,
-    load_embedder,
-    pick_backend,
-    recorded_kind,
-    register_embedder,
-)
-from kbindex.embedding.spec import PACKAGED_MODEL_ID, packaged_model_path, resolve_model
+from kbindex.embedding.base import Embedder, artifact_identity, model_of
+from kbindex.embedding.loader import load_embedder, pick_backend, register_embedder
+from kbindex.embedding.spec import packaged_model_path
 
 __all__ = [
-    "BACKENDS",
-    "PACKAGED_MODEL_ID",
-    "QUANTIZE",
     "Embedder",
     "artifact_identity",
     "load_embedder",
     "model_of",
     "packaged_model_path",
     "pick_backend",
-    "recorded_kind",
     "register_embedder",
-    "resolve_model",
-    "split_identity",
 ]

@@ -116,9 +116,6 @@ class OnnxEmbedder:
             self._identity = artifact_identity(self.name, key)
         return self._identity
 
-    def artifact_kind(self) -> str:
-        return self.artifacts.kind
-
     def artifact_spec(self, kind: str):
         """The model cache's key (modelcache.ArtifactSpec) for one kind of artifact of this model."""
         return self.artifacts.spec_of(kind)

@@ -72,7 +72,9 @@ class OpenVinoSession:
             model = core.read_model(str(path))
             # f32 explicitly: on CPUs with AMX (bf16) or on ARM (f16) OpenVINO would otherwise run
             # in lower precision, and fp32 vectors would no longer match PyTorch's.
-            self._compiled = core.compile_model(model, "CPU", {
+            # Public for the thread-stress test, which checks that no infer request is made from it
+            # after load (see below).
+            self.compiled = core.compile_model(model, "CPU", {
                 "INFERENCE_PRECISION_HINT": "f32",
                 "PERFORMANCE_HINT": "LATENCY",
                 "INFERENCE_NUM_THREADS": int(threads),
@@ -89,10 +91,10 @@ class OpenVinoSession:
         # queue on its streams (one under the LATENCY hint), so the pool is that size, at least 2
         # so that one caller's tokenizing and pooling overlap another's inference.
         try:
-            size = max(REQUESTS, int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+            size = max(REQUESTS, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
             self._idle: queue.SimpleQueue = queue.SimpleQueue()
             for _ in range(size):
-                self._idle.put(self._compiled.create_infer_request())
+                self._idle.put(self.compiled.create_infer_request())
         except Exception as exc:
             raise ModelError(f"cannot make inference requests for {path} in OpenVINO: "
                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
