@@ -106,7 +106,6 @@ class OnnxEmbedder:
         encoded = counter.encode_batch(self._prepare(texts), add_special_tokens=True)
         return [len(e.ids) for e in encoded]
 
-    # Artifact kinds in the model cache, and the file each one's model is in.
     @property
     def identity(self) -> str:
         """The embedding cache's key (base.py): the name, plus for int8 the key of the artifact
