@@ -57,7 +57,7 @@ $(STAMP): pyproject.toml
 	# torch first: this pin takes the local CPU build; an unpinned torch pulls GBs of CUDA packages
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test]'
-	@# Once per machine, so that the first `kbindex index` does not pay for it (kbindex/modelcache.py).
+	@# Once per machine, so that the first `kbindex index` does not pay for it (kbindex/embedding/modelcache.py).
 	@echo "Preparing the default model for this machine once (ONNX export, int8 calibration: about 30 s)"
 	$(BIN)/kbindex models prepare || echo "kbindex: not prepared now; the first index run will prepare it"
 	touch $@

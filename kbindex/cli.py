@@ -158,7 +158,7 @@ def _embedder(settings, recorded: str | None = None, model: str | None = None, p
     """The embedder for settings (model: another model name, e.g. the one a collection records);
     with pin, an int8 model is held to the artifact the collection was built with (its index
     folder says), which --rebuild does not need."""
-    from kbindex.embed import load_embedder
+    from kbindex.embedding import load_embedder
 
     pinned = _pinned_artifact(settings, recorded) if pin else None
     embedder = load_embedder(model or settings.model, settings.device, settings.backend, settings.quantize,
@@ -170,7 +170,7 @@ def _embedder(settings, recorded: str | None = None, model: str | None = None, p
 
 def _warmup(settings, queries):
     """A ModelWarmup for the model the index folder records for this collection (None: none)."""
-    from kbindex.modelcache import recorded_artifact, scope_key
+    from kbindex.embedding.modelcache import recorded_artifact, scope_key
     from kbindex.warmup import ModelWarmup
 
     try:
@@ -182,7 +182,7 @@ def _warmup(settings, queries):
 
 
 def _pinned_artifact(settings, recorded: str | None) -> dict | None:
-    from kbindex.modelcache import recorded_artifact, scope_key
+    from kbindex.embedding.modelcache import recorded_artifact, scope_key
 
     entry = recorded_artifact(settings.db, scope_key(settings.collection, settings.chroma_url))
     return entry if entry and recorded and entry.get("model") == recorded else None
@@ -192,7 +192,7 @@ def _record_artifact(settings, embedder, rebuilt: bool) -> None:
     """Note in the index folder which prepared model the collection's vectors came from. A rebuilt
     collection whose vectors all came from the embedding cache (the model was not loaded) is held
     to no model until a run embeds with one."""
-    from kbindex.modelcache import forget_collection, record_use, scope_key
+    from kbindex.embedding.modelcache import forget_collection, record_use, scope_key
 
     scope = scope_key(settings.collection, settings.chroma_url)
     artifact = getattr(embedder, "artifact", None)
@@ -804,7 +804,7 @@ def collections_delete(name, yes, settings):
         click.echo("nothing deleted", err=True)
         sys.exit(1)
     delete_collection(settings, name)
-    from kbindex.modelcache import forget_collection, scope_key
+    from kbindex.embedding.modelcache import forget_collection, scope_key
 
     forget_collection(settings.db, scope_key(name, settings.chroma_url))  # its model may be pruned now
     click.echo(f"deleted collection {name!r}")
@@ -828,7 +828,7 @@ def models_cmd(ctx, as_json):
     """
     if ctx.invoked_subcommand is not None:
         return
-    from kbindex.modelcache import cache_root, list_artifacts
+    from kbindex.embedding.modelcache import cache_root, list_artifacts
 
     items = list_artifacts()
     if as_json:
@@ -869,7 +869,7 @@ def models_prune(yes):
     """
     import time
 
-    from kbindex.modelcache import cache_root, leftovers, remove, unused
+    from kbindex.embedding.modelcache import cache_root, leftovers, remove, unused
 
     recent = time.time() - 600
     doomed = [item for item in unused() if not item.last_used or item.last_used < recent]
