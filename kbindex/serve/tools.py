@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from kbindex.errors import UsageError
 from kbindex.serve.reader import Reader, parse_where
@@ -49,7 +50,7 @@ def link(source: str, anchor: str | None) -> str:
 
 
 def search(reader: Reader, queries: Sequence[str], k: int = 5, mode: str = "hybrid", per_doc: int = 1,
-           collection: str | None = None, where: Sequence[str] | str | None = None) -> list[dict]:
+           collection: str | None = None, where: Sequence[str] | str | None = None) -> list[dict[str, Any]]:
     """One `{"query", "hits"}` object per query: what `kbindex query --json` prints per line."""
     from kbindex.output import hit_dict
 
@@ -61,12 +62,12 @@ def search(reader: Reader, queries: Sequence[str], k: int = 5, mode: str = "hybr
     return [{"query": q, "hits": [hit_dict(h) for h in hits]} for q, hits in zip(queries, results)]
 
 
-def collections(reader: Reader) -> list[dict]:
+def collections(reader: Reader) -> list[dict[str, Any]]:
     return [{"collection": c.name, "model": c.model, "chunks": c.chunks,
              "default": c.name == reader.default_collection} for c in reader.collections()]
 
 
-def document(reader: Reader, source: str, collection: str | None = None) -> dict:
+def document(reader: Reader, source: str, collection: str | None = None) -> dict[str, Any]:
     """The document's chunks in order, and its text by sections (chunk overlaps removed)."""
     if not source:
         raise UsageError("give the document's source (a URL or path, as listed by sources)")
@@ -83,7 +84,7 @@ def document(reader: Reader, source: str, collection: str | None = None) -> dict
             "sections": sections, "chunks": chunks}
 
 
-def chunk(reader: Reader, chunk_id: str, context: int = 0, collection: str | None = None) -> dict:
+def chunk(reader: Reader, chunk_id: str, context: int = 0, collection: str | None = None) -> dict[str, Any]:
     """The chunk with `context` neighbours on each side, in document order."""
     if not 0 <= context <= MAX_CONTEXT:
         raise UsageError(f"context must be between 0 and {MAX_CONTEXT}, got {context}")
@@ -126,9 +127,8 @@ def mcp_server(reader: Reader):
         except KbindexError as exc:  # bad input, unknown collection or source: a message, no crash
             raise ToolError(str(exc)) from None
 
-    @server.tool(annotations=read_only)
     def search_tool(query: str, k: int = 5, mode: str = "hybrid", collection: str | None = None,
-                    where: list[str] | None = None) -> dict:
+                    where: list[str] | None = None) -> dict[str, Any]:
         """Search the knowledge base. Returns {"query", "hits"}: hits best first, each with rank,
         score, id (for get_chunk), title, section, text, url (the page with its section anchor),
         source (for get_document), vector_rank and keyword_rank (why it matched). mode: hybrid
@@ -136,31 +136,30 @@ def mcp_server(reader: Reader):
         the server's); where: metadata filters as KEY=VALUE strings, all must match."""
         return answer(search, reader, [query], k=k, mode=mode, collection=collection, where=where)[0]
 
-    @server.tool(annotations=read_only)
-    def get_document(source: str, collection: str | None = None) -> dict:
+    @server.tool(annotations=read_only, structured_output=True)
+    def get_document(source: str, collection: str | None = None) -> dict[str, Any]:
         """One document's full text by sections. Returns {"source", "title", "url", "sections":
         [{"section", "anchor", "url", "text"}], "chunks": [...]}, in reading order. source is a
         hit's source or one from list_sources."""
         return answer(document, reader, source, collection)
 
-    @server.tool(annotations=read_only)
-    def get_chunk(id: str, context: int = 1, collection: str | None = None) -> dict:
+    @server.tool(annotations=read_only, structured_output=True)
+    def get_chunk(id: str, context: int = 1, collection: str | None = None) -> dict[str, Any]:
         """A chunk with `context` (0-20) neighbouring chunks on each side, to widen a search hit.
         Returns {"chunk", "before", "after"}, each chunk with id, position, title, section, url
         and text, in document order."""
         return answer(chunk, reader, id, context, collection)
 
-    @server.tool(annotations=read_only)
-    def list_collections() -> list[dict]:
+    @server.tool(annotations=read_only, structured_output=True)
+    def list_collections() -> list[dict[str, Any]]:
         """The collections that can be searched: [{"collection", "model", "chunks", "default"}]."""
         return answer(collections, reader)
 
-    @server.tool(annotations=read_only)
-    def list_sources(collection: str | None = None) -> list[dict]:
+    @server.tool(annotations=read_only, structured_output=True)
+    def list_sources(collection: str | None = None) -> list[dict[str, Any]]:
         """The documents of a collection: [{"source", "title", "chunks", "indexed_at"}]."""
         return answer(reader.sources, collection)
 
     # The public name is "search"; the function is named apart from the module's search().
-    server.remove_tool("search_tool")
-    server.add_tool(search_tool, name="search", annotations=read_only)
+    server.add_tool(search_tool, name="search", annotations=read_only, structured_output=True)
     return server

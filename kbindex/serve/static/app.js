@@ -70,10 +70,12 @@ function render(query, hits) {
   }).join("");
 }
 
-async function runSearch() {
+// Shows the results of the search in the page's URL. On first load the box is filled only when
+// the URL holds a query: what was typed while the page loaded is kept.
+async function runSearch(fromHistory = true) {
   const params = new URLSearchParams(location.search);
   const q = params.get("q") || "";
-  $("q").value = q;
+  if (fromHistory || q) $("q").value = q;
   if (params.get("collection")) $("collection").value = params.get("collection");
   if (!q.trim()) {
     $("results").innerHTML = "";
@@ -115,7 +117,7 @@ $("search").addEventListener("submit", (event) => {
   const params = new URLSearchParams({ q: $("q").value });
   if ($("collection").value) params.set("collection", $("collection").value);
   history.pushState(null, "", "/?" + params);
-  runSearch();
+  runSearch(true);
 });
 
 $("collection").addEventListener("change", () => {
@@ -128,13 +130,13 @@ $("token").addEventListener("submit", async (event) => {
   $("token").hidden = true;
   if (await loadCollections()) {
     $("q").focus();
-    runSearch();
+    runSearch(false);
   }
 });
 
-window.addEventListener("popstate", runSearch);
+window.addEventListener("popstate", () => runSearch(true));
 
 (async () => {
   $("q").focus();
-  if (await loadCollections()) runSearch();
+  if (await loadCollections()) runSearch(false);
 })();
