@@ -316,3 +316,41 @@ def test_the_embedder_is_called_one_at_a_time_unless_it_is_thread_safe():
     for t in threads:
         t.join()
     assert Probe.most == 1 and wrapped.name == "probe"
+
+
+def test_a_search_past_the_deadline_answers_504_and_others_go_on(kb, db):
+    """The app in this process with a real store and an embedder that hangs: the query is cut off."""
+    import uvicorn
+
+    from kbindex.config import Settings
+    from kbindex.serve.app import create_app
+    from kbindex.serve.reader import Reader
+    from kbindex.serve.server import bind
+    from tests.fakes import HashEmbedder
+
+    assert kb("index", str(SAMPLE_KB)).exit_code == 0
+    release = threading.Event()
+
+    class Hanging(HashEmbedder):
+        def embed(self, texts):
+            release.wait(30)
+            return super().embed(texts)
+
+    reader = Reader(Settings(db=db, model="fake:hash"), lambda name, model: Hanging())
+    sock = bind("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(create_app(reader, deadline=0.5), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
+    thread.start()
+    try:
+        assert wait_for(lambda: server.started, 30)
+        start = time.monotonic()
+        late = httpx.get(url + "/api/search", params={"q": "printer offline"}, timeout=30)
+        assert late.status_code == 504 and late.json() == {"error": "the search took longer than 0.5 s"}
+        assert time.monotonic() - start < 5
+        keyword = httpx.get(url + "/api/search", params={"q": "printer offline", "mode": "keyword"}, timeout=30)
+        assert keyword.status_code == 200 and keyword.json()["hits"]
+    finally:
+        release.set()
+        server.should_exit = True
+        thread.join(30)
