@@ -114,7 +114,7 @@ def mcp_server(reader: Reader):
     from kbindex.errors import KbindexError
 
     server = MCPServer(
-        "kbindex", version=__version__,
+        "kbindex", version=__version__, log_level="WARNING",
         instructions="Search a knowledge base indexed by kbindex (hybrid keyword + semantic search). "
                      "Call search first; widen a hit with get_chunk, read a whole page with get_document.",
     )
