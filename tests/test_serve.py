@@ -354,3 +354,32 @@ def test_a_search_past_the_deadline_answers_504_and_others_go_on(kb, db):
         release.set()
         server.should_exit = True
         thread.join(30)
+
+
+def test_the_snapshot_is_kept_while_a_run_is_mid_write_and_swapped_after(kb, db):
+    """A changed ledger with a dirty keyword index (a run writing now) does not reopen; once the
+    run marks it clean, the next look does."""
+    from kbindex.config import Settings
+    from kbindex.ledger import Entry, Ledger
+    from kbindex.lexical import LexicalIndex
+    from kbindex.serve.reader import Reader
+    from tests.fakes import HashEmbedder
+
+    assert kb("index", str(SAMPLE_KB)).exit_code == 0
+    reader = Reader(Settings(db=db, model="fake:hash"), lambda name, model: HashEmbedder(), interval=0.05)
+    reader.start()
+    try:
+        lexical = LexicalIndex.open(db, "kbindex")
+        lexical.mark_dirty()
+        ledger = Ledger(db, "kbindex")
+        ledger.put(Entry(source="/made/up.md", root="/made"))
+        time.sleep(1.0)
+        assert reader.generation == 1
+        lexical.mark_clean()
+        assert wait_for(lambda: reader.generation == 2, 5)
+        ledger.remove(["/made/up.md"])  # a change with nothing mid-write: reopened at once
+        assert wait_for(lambda: reader.generation == 3, 5)
+        time.sleep(0.5)
+        assert reader.generation == 3  # reopening does not count as a change
+    finally:
+        reader.stop()

@@ -202,21 +202,18 @@ class Reader:
         return self._snapshot.generation
 
     def _watch(self) -> None:
-        dirty_since: float | None = None
+        pending = False  # the ledger changed since the snapshot in use was opened
+        changed_at = time.monotonic()
         while not self._stop.wait(self.interval):
             try:
                 current = signature(self.settings.db)
-                if current == self._signature:
-                    if dirty_since is not None and time.monotonic() - dirty_since > QUIET_AFTER_DIRTY:
-                        self.reopen()
-                        dirty_since = None
-                    continue
-                self._signature = current
-                if self._writing():
-                    dirty_since = time.monotonic()  # a run is mid-write: keep the last consistent state
-                    continue
-                dirty_since = None
-                self.reopen()
+                if current != self._signature:
+                    self._signature, pending, changed_at = current, True, time.monotonic()
+                # Mid-write (a run's keyword index is dirty), keep the last consistent state; a
+                # run killed mid-write leaves it dirty, so after a quiet while reopen anyway.
+                if pending and (not self._writing() or time.monotonic() - changed_at > QUIET_AFTER_DIRTY):
+                    self.reopen()
+                    pending = False
             except Exception as exc:  # the watcher must outlive a store that is briefly unreadable
                 log.warning("kbindex: cannot reopen the index: %s", str(exc).splitlines()[0] if str(exc) else exc)
 
