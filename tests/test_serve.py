@@ -383,3 +383,28 @@ def test_the_snapshot_is_kept_while_a_run_is_mid_write_and_swapped_after(kb, db)
         assert reader.generation == 3  # reopening does not count as a change
     finally:
         reader.stop()
+
+
+@pytest.mark.server
+def test_served_from_a_chroma_server_and_in_step_with_it(tmp_path):
+    """--chroma-url: the vectors live in a real `chroma run`; the keyword index and the ledger in
+    --db. A run writing to the server is served within seconds, as with a local store."""
+    from tests.test_server import ChromaServer, free_port
+
+    chroma = ChromaServer(tmp_path / "chroma", free_port())
+    chroma.start()
+    try:
+        kb, db = tmp_path / "kb", tmp_path / "index"
+        shutil.copytree(SAMPLE_KB, kb)
+        remote = ("--db", str(db), "--model", "fake:hash", "--chroma-url", chroma.url)
+        assert kbindex("index", str(kb), *remote, "-q").returncode == 0
+        with Served(db, "--chroma-url", chroma.url) as served:
+            hits = get(served, "/api/search", q=PRINTER, k=1).json()["hits"]
+            assert hits[0]["source"].endswith("printer-offline-windows.html")
+            (kb / "new.md").write_text("# Zorblaxian brewer\n\nThe zorblaxian brewer descales itself.\n")
+            assert kbindex("index", str(kb), *remote, "-q").returncode == 0
+            found = wait_for(lambda: get(served, "/api/search", q="zorblaxian brewer").json()["hits"][0]
+                             ["source"].endswith("new.md"), 5)
+            assert found
+    finally:
+        chroma.stop()
