@@ -72,8 +72,10 @@ def serve_stdio(reader: Reader) -> None:
     """The MCP tools over stdin/stdout until the client closes them."""
     import anyio
 
+    from kbindex.serve.app import access_logging
     from kbindex.serve.tools import mcp_server
 
+    access_logging()  # stderr: stdout carries the protocol
     reader.warm()
     reader.start()
     try:
