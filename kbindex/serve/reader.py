@@ -148,7 +148,7 @@ def signature(db: Path) -> tuple:
     for name in WATCHED:
         for suffix in ("", "-wal"):
             try:
-                st = os.stat(db / f"{name}{suffix}")
+                st = os.stat(Path(db) / f"{name}{suffix}")
                 out.append((st.st_mtime_ns, st.st_size))
             except OSError:
                 out.append(None)
