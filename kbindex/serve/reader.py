@@ -70,7 +70,7 @@ class SerializedEmbedder:
 
 def thread_safe(embedder):
     """The embedder itself when it is safe under concurrent calls, else a serialized wrapper."""
-    from kbindex.embed import OnnxEmbedder
+    from kbindex.embedding.onnx import OnnxEmbedder
 
     return embedder if isinstance(embedder, OnnxEmbedder) else SerializedEmbedder(embedder)
 
