@@ -13,12 +13,14 @@ export ANONYMIZED_TELEMETRY := False
 COLLECTION ?=
 Q ?=
 K ?= 5
+HOST ?= 127.0.0.1
+PORT ?= 8765
 CONFIG ?=
 EVAL_DATA ?= ../shared/data/scifact
 KB := $(BIN)/kbindex $(if $(CONFIG),--config $(CONFIG))
 COLL := $(if $(COLLECTION),--collection $(COLLECTION))
 
-.PHONY: help install install-browser demo test test-fast lint bench clean index reindex query eval stats verify
+.PHONY: help install install-browser demo test test-fast lint bench clean index reindex query eval stats verify serve
 
 help: ## List the targets and variables
 	@echo "Targets:"
@@ -28,6 +30,7 @@ help: ## List the targets and variables
 	@echo "  Q=\"text\"         the query for 'make query'; K=5 hits"
 	@echo "  CONFIG=file     config file (default: ./kbindex.toml, see data/kbindex.example.toml)"
 	@echo "  EVAL_DATA=dir   BEIR-layout data set for 'make eval' (default: ../shared/data/scifact)"
+	@echo "  HOST=127.0.0.1 PORT=8765  where 'make serve' listens (another HOST needs KBINDEX_TOKEN)"
 	@echo "  Environment: KBINDEX_DB, KBINDEX_COLLECTION, KBINDEX_MODEL, KBINDEX_CHROMA_URL, ..."
 
 index: install ## Index every source the config declares (COLLECTION=name for one)
@@ -49,6 +52,9 @@ stats: install ## Show collections and their sizes
 verify: install ## Check that the ledger, the vector store and the keyword index agree
 	$(KB) verify $(COLL)
 
+serve: install ## Serve search on http://127.0.0.1:8765/: web page, JSON API (/api), MCP (/mcp)
+	$(KB) serve --host $(HOST) --port $(PORT) $(COLL)
+
 install: $(STAMP) ## Create .venv: torch 2.13.0 (CPU) first, then kbindex with its test extras
 
 $(STAMP): pyproject.toml
@@ -57,7 +63,7 @@ $(STAMP): pyproject.toml
 	# torch first: this pin takes the local CPU build; an unpinned torch pulls GBs of CUDA packages
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test,render]'
-	@# Once per machine, so that the first `kbindex index` does not pay for it (kbindex/modelcache.py).
+	@# Once per machine, so that the first `kbindex index` does not pay for it (kbindex/embedding/modelcache.py).
 	@echo "Preparing the default model for this machine once (ONNX export, int8 calibration: about 30 s)"
 	$(BIN)/kbindex models prepare || echo "kbindex: not prepared now; the first index run will prepare it"
 	touch $@

@@ -78,7 +78,7 @@ def run() -> list[str]:
     if reason:
         return [f"skipped: {reason}"]
     from kbindex.crawl import Crawler, CrawlOptions, CrawlResult
-    from kbindex.embed import load_embedder
+    from kbindex.embedding import load_embedder
     from kbindex.fetch import Fetcher
     from kbindex.index import Summary, dry_run, parse_sources
     from kbindex.pipeline import default_workers

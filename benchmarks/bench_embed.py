@@ -99,7 +99,7 @@ def run() -> Iterator[str]:
         yield f"skipped: SciFact not found at {SCIFACT}"
         return
 
-    from kbindex.embed import load_embedder
+    from kbindex.embedding import load_embedder
 
     corpus, queries, qrels, titles = load_scifact()
 
@@ -121,7 +121,7 @@ def _batch_sizes(corpus) -> Iterator[str]:
     """Texts per inference call against chunks/s, and how many cores the model keeps busy."""
     import time
 
-    from kbindex.embed import load_embedder
+    from kbindex.embedding import load_embedder
 
     texts = list(corpus.values())[:400]
     for runtime, quantize in (("onnx", "int8"), ("onnx", "none"), ("openvino", "int8"), ("openvino", "none")):
@@ -140,7 +140,7 @@ def _batch_sizes(corpus) -> Iterator[str]:
 def _throughput_and_quality(corpus, queries, qrels, paths, quality: bool) -> Iterator[str]:
     from sentence_transformers import SentenceTransformer
 
-    from kbindex.embed import available_cores, packaged_model_path
+    from kbindex.embedding.spec import available_cores, packaged_model_path
 
     # 1. Throughput, chunks/s, all paths interleaved.
     texts = list(corpus.values())[:THROUGHPUT_DOCS]

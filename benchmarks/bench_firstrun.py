@@ -93,7 +93,7 @@ def _docs_folder(with_cache) -> Iterator[str]:
     except ImportError as exc:
         yield f"docs folder skipped: {exc.name} is not installed (pip install -e '.[bench]')"
         return
-    from kbindex.embed import packaged_model_path
+    from kbindex.embedding import packaged_model_path
 
     folder = WORK / f"firstrun-docs-{PAGES}"
     pages = sorted(LIBRARY.glob("*.html"))[:PAGES]

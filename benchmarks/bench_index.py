@@ -22,7 +22,7 @@ def run() -> list[str]:
     # Baseline in this process: load the model and encode exactly the chunks kbindex stored.
     from sentence_transformers import SentenceTransformer
 
-    from kbindex.embed import packaged_model_path
+    from kbindex.embedding import packaged_model_path
     from kbindex.store import Store
 
     texts = [m.text for m in Store(db).collection("kbindex").scan(include_text=True)]

@@ -79,7 +79,7 @@ def run() -> Iterator[str]:
     if not (SCIFACT / "corpus.jsonl").exists():
         yield f"skipped: SciFact not found at {SCIFACT}"
         return
-    from kbindex.embed import packaged_model_path
+    from kbindex.embedding import packaged_model_path
 
     corpus, queries, qrels, titles = load_scifact()
     folder = _html_folder(corpus, titles, PAGES)

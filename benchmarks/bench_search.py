@@ -26,7 +26,7 @@ def run() -> list[str]:
         return [f"skipped: SciFact not found at {SCIFACT}"]
     from kbindex.chunk import check_config
     from kbindex.config import Settings
-    from kbindex.embed import load_embedder
+    from kbindex.embedding import load_embedder
     from kbindex.evaluate import collection_name, ensure_indexed, load_dataset
 
     data = load_dataset(SCIFACT)

@@ -32,7 +32,7 @@ def main() -> None:
     from tokenizers import Tokenizer
 
     from kbindex import chunk as current
-    from kbindex.embed import packaged_model_path
+    from kbindex.embedding import packaged_model_path
     from kbindex.extract import extract
     from kbindex.records import Page
 

@@ -158,7 +158,7 @@ def _embedder(settings, recorded: str | None = None, model: str | None = None, p
     """The embedder for settings (model: another model name, e.g. the one a collection records);
     with pin, an int8 model is held to the artifact the collection was built with (its index
     folder says), which --rebuild does not need."""
-    from kbindex.embed import load_embedder
+    from kbindex.embedding import load_embedder
 
     pinned = _pinned_artifact(settings, recorded) if pin else None
     embedder = load_embedder(model or settings.model, settings.device, settings.backend, settings.quantize,
@@ -170,7 +170,7 @@ def _embedder(settings, recorded: str | None = None, model: str | None = None, p
 
 def _warmup(settings, queries):
     """A ModelWarmup for the model the index folder records for this collection (None: none)."""
-    from kbindex.modelcache import recorded_artifact, scope_key
+    from kbindex.embedding.modelcache import recorded_artifact, scope_key
     from kbindex.warmup import ModelWarmup
 
     try:
@@ -182,7 +182,7 @@ def _warmup(settings, queries):
 
 
 def _pinned_artifact(settings, recorded: str | None) -> dict | None:
-    from kbindex.modelcache import recorded_artifact, scope_key
+    from kbindex.embedding.modelcache import recorded_artifact, scope_key
 
     entry = recorded_artifact(settings.db, scope_key(settings.collection, settings.chroma_url))
     return entry if entry and recorded and entry.get("model") == recorded else None
@@ -192,7 +192,7 @@ def _record_artifact(settings, embedder, rebuilt: bool) -> None:
     """Note in the index folder which prepared model the collection's vectors came from. A rebuilt
     collection whose vectors all came from the embedding cache (the model was not loaded) is held
     to no model until a run embeds with one."""
-    from kbindex.modelcache import forget_collection, record_use, scope_key
+    from kbindex.embedding.modelcache import forget_collection, record_use, scope_key
 
     scope = scope_key(settings.collection, settings.chroma_url)
     artifact = getattr(embedder, "artifact", None)
@@ -549,6 +549,59 @@ def query(text, k, mode, per_doc, where, queries, fmt, as_json, settings):
     click.echo(render(list(zip(items, results)), fmt, tty=out.isatty()), nl=False, color=True)
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", envvar="KBINDEX_HOST", show_default=True,
+              help="Address to listen on; any but loopback needs --token. [env var: KBINDEX_HOST]")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, envvar="KBINDEX_PORT", show_default=True,
+              help="Port (0: one the system picks). [env var: KBINDEX_PORT]")
+@click.option("--token", envvar="KBINDEX_TOKEN", metavar="TOKEN",
+              help="Require 'Authorization: Bearer TOKEN' on everything but /healthz and the page's "
+                   "static files. [env var: KBINDEX_TOKEN]")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Let web pages from ORIGIN (e.g. https://intranet.example.com) call the API "
+                   "(repeatable; default: none).")
+@common_options
+def serve(host, port, token, cors_origins, settings):
+    """Serve search over HTTP: a JSON API, a web page at /, and MCP tools at /mcp.
+
+    Read-only, and always in step with the index: a `kbindex index` run in another process is
+    served within seconds after it finishes. --collection is the default collection.
+
+    \b
+    Example:
+      kbindex serve
+      kbindex serve --host 0.0.0.0 --token "$(openssl rand -hex 16)"
+    """
+    from kbindex.serve.server import check_address
+    from kbindex.serve.server import serve as run_server
+
+    check_address(host, token)  # before the model loads: a refusal is instant
+    run_server(_reader(settings), host, port, token, tuple(cors_origins))
+
+
+@cli.command("mcp")
+@common_options
+def mcp_cmd(settings):
+    """Serve the MCP tools (search, get_document, get_chunk, list_collections, list_sources) over stdio.
+
+    For desktop agents that start a process; `kbindex serve` offers the same tools at /mcp.
+
+    \b
+    Example (an MCP client's configuration):
+      {"mcpServers": {"kbindex": {"command": "kbindex", "args": ["mcp", "--db", "/srv/kb/index"]}}}
+    """
+    from kbindex.serve.server import serve_stdio
+
+    serve_stdio(_reader(settings))
+
+
+def _reader(settings):
+    """The server's read-only view of the index, with embedders loaded per collection's model."""
+    from kbindex.serve.reader import Reader, with_collection
+
+    return Reader(settings, lambda name, model: _embedder(with_collection(settings, name), model))
+
+
 @cli.command("extract")
 @click.argument("source")
 @click.option("--timeout", type=float, default=cfg.DEFAULT_TIMEOUT, show_default=True,
@@ -825,7 +878,7 @@ def collections_delete(name, yes, settings):
         click.echo("nothing deleted", err=True)
         sys.exit(1)
     delete_collection(settings, name)
-    from kbindex.modelcache import forget_collection, scope_key
+    from kbindex.embedding.modelcache import forget_collection, scope_key
 
     forget_collection(settings.db, scope_key(name, settings.chroma_url))  # its model may be pruned now
     click.echo(f"deleted collection {name!r}")
@@ -849,7 +902,7 @@ def models_cmd(ctx, as_json):
     """
     if ctx.invoked_subcommand is not None:
         return
-    from kbindex.modelcache import cache_root, list_artifacts
+    from kbindex.embedding.modelcache import cache_root, list_artifacts
 
     items = list_artifacts()
     if as_json:
@@ -890,7 +943,7 @@ def models_prune(yes):
     """
     import time
 
-    from kbindex.modelcache import cache_root, leftovers, remove, unused
+    from kbindex.embedding.modelcache import cache_root, leftovers, remove, unused
 
     recent = time.time() - 600
     doomed = [item for item in unused() if not item.last_used or item.last_used < recent]

@@ -16,7 +16,7 @@ ENV_DEVICE = "KBINDEX_DEVICE"
 ENV_CHROMA_URL = "KBINDEX_CHROMA_URL"
 ENV_BACKEND = "KBINDEX_BACKEND"
 ENV_QUANTIZE = "KBINDEX_QUANTIZE"
-ENV_CACHE_DIR = "KBINDEX_CACHE_DIR"  # the per-machine model cache (kbindex/modelcache.py)
+ENV_CACHE_DIR = "KBINDEX_CACHE_DIR"  # the per-machine model cache (kbindex/embedding/modelcache.py)
 
 DEFAULT_DB = "data/index"
 DEFAULT_COLLECTION = "kbindex"

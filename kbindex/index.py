@@ -16,7 +16,8 @@ from pathlib import Path
 from kbindex.chunk import ChunkConfig, chunk_document, refit_context
 from kbindex.config import DEFAULT_MAX_BYTES, Settings
 from kbindex.crawl import Crawler, CrawlMemory, CrawlOptions, CrawlResult, url_identity
-from kbindex.embed import Embedder
+from kbindex.embedding import Embedder
+from kbindex.embedding.modelcache import recorded_identity
 from kbindex.errors import (
     FetchError,
     ModelMismatchError,
@@ -593,7 +594,7 @@ class Indexer:
             return
         chunks = [c for u in self._pending for c in u.chunks]
         hashes = [text_hash(c.embed_text) for c in chunks]
-        cached = self.ledger.cached_vectors(self.embedder.name, hashes)
+        cached = self.ledger.cached_vectors(self.embedder.identity, hashes)
         todo = {h: c.embed_text for h, c in zip(hashes, chunks, strict=True)
                 if h not in cached and h not in self._in_flight}
         self._in_flight.update(todo)
@@ -622,7 +623,7 @@ class Indexer:
         vectors = {**batch.cached, **fresh}
         borrowed = [h for h in batch.hashes if h not in vectors]
         if borrowed:  # embedded for an earlier batch, which is written and cached by now
-            vectors.update(self.ledger.cached_vectors(model, borrowed))
+            vectors.update(self.ledger.cached_vectors(self.embedder.identity, borrowed))
         updates = []
         hashes = iter(batch.hashes)  # the batch's chunks are its updates' chunks, in order
         for u in batch.updates:
@@ -639,7 +640,7 @@ class Indexer:
             updates.append((entry, old))
         # Ledger first (dirty, listing old and new ids), then the store, then the ledger again
         # (clean): a crash anywhere in between leaves a dirty entry that the next run rewrites.
-        self.ledger.begin(updates, vectors=fresh, model=model)
+        self.ledger.begin(updates, vectors=fresh, model=self.embedder.identity)
         self._write_chunks(batch.chunks, [vectors[h] for h in batch.hashes])
         _pause("write")
         stale = [i for entry, old in updates for i in set(old) - set(entry.chunk_ids)]
@@ -1137,7 +1138,7 @@ def _fill(store: Store, name: str, rows: Iterable, model: str, dimension: int | 
     def write(part: list) -> None:
         nonlocal fresh, embedder
         hashes = [text_hash(f"{r.context}\n\n{r.text}") for r in part]
-        vectors = ledger.cached_vectors(model, hashes)
+        vectors = ledger.cached_vectors(recorded_identity(ledger.path.parent, ledger.scope, model), hashes)
         missing = {h: f"{r.context}\n\n{r.text}" for h, r in zip(hashes, part) if h not in vectors}
         done.from_cache += sum(1 for h in hashes if h in vectors)
         if missing:
@@ -1147,7 +1148,7 @@ def _fill(store: Store, name: str, rows: Iterable, model: str, dimension: int | 
                                      "and no model was given to embed them")
                 embedder = embedder_factory(model)
             made = embedder.embed(list(missing.values()))
-            ledger.cache_vectors(model, dict(zip(missing, made)))
+            ledger.cache_vectors(embedder.identity, dict(zip(missing, made)))
             vectors.update(zip(missing, made))
             done.embedded += sum(1 for h in hashes if h in missing)
         if fresh is None:

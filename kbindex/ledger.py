@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from kbindex.embedding.base import model_of
 from kbindex.errors import StoreError
 from kbindex.records import Visit
 
@@ -336,8 +337,9 @@ class Ledger:
         """Drop cached embeddings that no entry of any scope uses any more; return how many."""
         used = {(m, h) for m, hashes in self.db.execute("SELECT model, text_hashes FROM sources")
                 for h in json.loads(hashes)}
+        # A cached vector's key is its vector identity (the model, plus an int8 artifact's key).
         unused = [(m, h) for m, h in self.db.execute("SELECT model, text_hash FROM embeddings")
-                  if (m, h) not in used]
+                  if (model_of(m), h) not in used]
         if unused:
             with self._tx() as db:
                 db.executemany("DELETE FROM embeddings WHERE model = ? AND text_hash = ?", unused)

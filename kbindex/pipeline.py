@@ -97,7 +97,7 @@ PRELOAD = ["kbindex.extract", "trafilatura", "htmldate", "justext", "lxml.html"]
 
 def default_workers() -> int:
     """One extraction process per core available to us, at most MAX_WORKERS."""
-    from kbindex.embed import available_cores
+    from kbindex.embedding.spec import available_cores
 
     return max(1, min(MAX_WORKERS, available_cores()))
 

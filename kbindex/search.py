@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kbindex.embed import Embedder
+from kbindex.embedding import Embedder
 from kbindex.errors import CollectionError, UsageError
 from kbindex.lexical import LexicalIndex, LexicalMatch
 from kbindex.normalize import normalize_text

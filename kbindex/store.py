@@ -288,7 +288,7 @@ class Collection:
         if self.model is not None and self.model != model:
             held, _, held_kind = self.model.partition("#")
             base, _, kind = model.partition("#")
-            if held == base:  # the same model, quantized another way (identities: embed.py)
+            if held == base:  # the same model, quantized another way (identities: embedding/base.py)
                 raise ModelMismatchError(
                     f"collection {self.name!r} holds {held_kind or 'fp32'} vectors of {held}, and this "
                     f"run makes {kind or 'fp32'} ones: leave --quantize and --backend on auto to use "

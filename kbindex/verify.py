@@ -34,7 +34,8 @@ from pathlib import Path
 from kbindex.chunk import ChunkConfig
 from kbindex.config import Settings
 from kbindex.crawl import CrawlOptions
-from kbindex.embed import Embedder
+from kbindex.embedding import Embedder
+from kbindex.embedding.modelcache import recorded_identity
 from kbindex.errors import KbindexError, LockedError, StoreError, WriteInProgressError
 from kbindex.index import (
     _SCHEME,
@@ -450,7 +451,7 @@ def _cache_lookup(db: Path, scope: str, model: str | None):
         if not wanted or model is None:
             return {}
         try:
-            cached = ledger.cached_vectors(model, wanted.values())
+            cached = ledger.cached_vectors(recorded_identity(db, scope, model), wanted.values())
         except (StoreError, sqlite3.Error):
             return {}
         return {i: cached[h] for i, h in wanted.items() if h in cached}
@@ -684,7 +685,7 @@ def _adopt(collection: Collection, ledger: Ledger, ids: list[str]) -> int:
             chunk_ids=tuple(m.id for m in matches), text_hashes=tuple(hashes),
             indexed_at=meta.get("indexed_at")))
     if model:
-        ledger.cache_vectors(model, vectors)
+        ledger.cache_vectors(recorded_identity(ledger.path.parent, ledger.scope, model), vectors)
     ledger.commit(finished)
     return len(finished)
 

@@ -8,7 +8,7 @@ they add up; `ModelWarmup` starts the second in a thread before the first, which
 because the runtime's compile and inference release the GIL.
 
 Which model to load is read from the index folder's record of the prepared artifact its
-collection was built with (`<db>/models.json`, kbindex.modelcache), so the store need not be open
+collection was built with (`<db>/models.json`, kbindex.embedding.modelcache), so the store need not be open
 yet. Where there is no record (a folder indexed by an older kbindex, or with a model that needs no
 prepared artifact), or it names another model than the collection says, nothing was started or
 the warm model is dropped, and the query loads its model after opening the store, as before.

@@ -56,7 +56,7 @@ def model_cache(tmp_path_factory, request):
     os.environ[ENV_CACHE_DIR] = str(root)
     cache = SimpleNamespace(root=root, quantization_log=None)
     if any(item.get_closest_marker("model") for item in request.session.items):
-        from kbindex.embed import load_embedder
+        from kbindex.embedding import load_embedder
 
         load_embedder("all-MiniLM-L6-v2", "cpu", "openvino", "none").model_path()
         env, cache.quantization_log = network_watch(tmp_path_factory.mktemp("nonet"))
@@ -97,7 +97,7 @@ def kb(db, monkeypatch):
 @pytest.fixture(scope="session")
 def real_model():
     """The packaged all-MiniLM-L6-v2 on PyTorch (the reference backend), loaded once."""
-    from kbindex.embed import load_embedder
+    from kbindex.embedding import load_embedder
 
     embedder = load_embedder("all-MiniLM-L6-v2", "cpu", backend="torch")
     _ = embedder.dimension  # load now

@@ -6,7 +6,7 @@ import hashlib
 import math
 import re
 
-from kbindex.embed import register_embedder
+from kbindex.embedding import register_embedder
 
 _WORD = re.compile(r"\w+")
 
@@ -20,6 +20,11 @@ class HashEmbedder:
     def __init__(self, name: str = "fake:hash", device: str = "cpu"):
         self.name = name
         self.calls: list[list[str]] = []
+
+    @property
+    def identity(self) -> str:
+        """The embedding cache's key: no artifact, so the name (as PyTorch's embedder)."""
+        return self.name
 
     def count_tokens(self, texts):
         # one token per word or punctuation mark, plus [CLS] and [SEP]

@@ -14,7 +14,7 @@ from kbindex.chunk import (
     context_line,
     fit_context_lines,
 )
-from kbindex.embed import packaged_model_path, register_embedder
+from kbindex.embedding import packaged_model_path, register_embedder
 from kbindex.errors import UsageError
 from kbindex.extract import extract
 from kbindex.normalize import normalize_document

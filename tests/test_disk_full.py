@@ -232,12 +232,12 @@ def test_an_oserror_no_write_path_caught_is_one_line(kb, monkeypatch, tmp_path):
 def test_the_model_cache_on_a_full_disk_injected(kb, monkeypatch, tmp_path):
     """The once-per-model export writes hundreds of MB into the model cache: ENOSPC there is the
     same one line (the export is replaced by one that meets a full disk, to keep this quick)."""
-    from kbindex import embed
+    from kbindex.embedding import export
 
     def full(spec, target, fuse=True):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
 
-    monkeypatch.setattr(embed, "export_onnx", full)
+    monkeypatch.setattr(export, "export_onnx", full)
     page = tmp_path / "a.md"
     page.write_text("# A\n\nThe printer is offline.\n")
     out = kb("index", str(page), "--model", "all-MiniLM-L6-v2", "--backend", "onnx", "--quantize", "none",

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from kbindex.cli import cli
-from kbindex.embed import packaged_model_path
+from kbindex.embedding import packaged_model_path
 from tests.conftest import SAMPLE_KB
 
 pytestmark = pytest.mark.model

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from kbindex import modelcache
 from kbindex.cli import cli
+from kbindex.embedding import modelcache
+from kbindex.embedding.modelcache import ArtifactSpec, ModelCache
 from kbindex.errors import ModelError
-from kbindex.modelcache import ArtifactSpec, ModelCache
 from tests.conftest import ROOT
 
 SPEC = ArtifactSpec("org/tiny-model", "int8-static", {"weights_sha256": "ab" * 32, "nncf": "3.4.0"})
@@ -96,7 +96,7 @@ def test_a_damaged_artifact_is_not_used_but_made_again(tmp_path, damage):
 _CONCURRENT = """
 import sys, time
 from pathlib import Path
-from kbindex.modelcache import ArtifactSpec, ModelCache
+from kbindex.embedding.modelcache import ArtifactSpec, ModelCache
 root, count_file, others = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 waiting = root.parent / "waiting"
 waiting.mkdir(exist_ok=True)
@@ -133,7 +133,7 @@ def test_processes_preparing_at_once_make_it_once(tmp_path):
 _KILLED = """
 import os, sys, time
 from pathlib import Path
-from kbindex.modelcache import ArtifactSpec, ModelCache
+from kbindex.embedding.modelcache import ArtifactSpec, ModelCache
 root, ready = Path(sys.argv[1]), Path(sys.argv[2])
 spec = ArtifactSpec("org/tiny-model", "int8-static", {"weights_sha256": "ab" * 32, "nncf": "3.4.0"})
 
@@ -331,7 +331,7 @@ def test_cache_location_follows_the_environment(monkeypatch, tmp_path):
 def test_package_version_reads_the_installed_metadata():
     from importlib.metadata import version
 
-    from kbindex.embed import package_version
+    from kbindex.embedding.spec import package_version
 
     assert package_version("click") == version("click")
     assert package_version("onnxruntime", "onnxruntime", "onnxruntime-gpu") == version("onnxruntime")

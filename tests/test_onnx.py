@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from kbindex import embed
 from kbindex.cli import cli
-from kbindex.embed import OnnxEmbedder, SentenceTransformerEmbedder, load_embedder, pick_backend, pool
+from kbindex.embedding import export, load_embedder, loader, pick_backend
+from kbindex.embedding import spec as model_spec
+from kbindex.embedding.onnx import OnnxEmbedder
+from kbindex.embedding.spec import pool
+from kbindex.embedding.torch import SentenceTransformerEmbedder
 from kbindex.errors import ModelError, UsageError
 from tests.conftest import ROOT, SAMPLE_KB, SHARED_DATA, network_watch
 
@@ -179,14 +182,14 @@ def test_export_is_cached_and_reused(onnx_model, onnx_cache, monkeypatch):
     assert len(files) == 1
     assert files[0] == onnx_model.model_path() == onnx_model.artifact.file("model.onnx")
     inputs = onnx_model.artifact.manifest["inputs"]
-    assert inputs["weights_sha256"] == embed.weights_hash(onnx_model.spec, onnx_cache)
+    assert inputs["weights_sha256"] == model_spec.weights_hash(onnx_model.spec, onnx_cache)
     assert files[0].parent.name.endswith(onnx_model.artifact_spec("fp32-fused").key[:16])
     before = files[0].stat().st_mtime_ns
 
     def no_export(*args):
         raise AssertionError("exported again although the cache holds the model")
 
-    monkeypatch.setattr(embed, "export_onnx", no_export)
+    monkeypatch.setattr(export, "export_onnx", no_export)
     again = load_embedder("all-MiniLM-L6-v2", "cpu", "onnx", "none", onnx_cache)
     assert np.allclose(again.embed(["same text"]), onnx_model.embed(["same text"]), atol=1e-6)
     assert files[0].stat().st_mtime_ns == before
@@ -197,13 +200,13 @@ def test_weights_hash_follows_the_file_contents(tmp_path):
     folder.mkdir()
     weights = folder / "model.safetensors"
     weights.write_bytes(b"first weights")
-    spec = embed.ModelSpec(folder, ("mean",), 128, 8, False, (weights,))
+    spec = model_spec.ModelSpec(folder, ("mean",), 128, 8, False, (weights,))
     cache = tmp_path / "cache"
-    first = embed.weights_hash(spec, cache)
-    assert first == embed.weights_hash(spec, cache)  # remembered
+    first = model_spec.weights_hash(spec, cache)
+    assert first == model_spec.weights_hash(spec, cache)  # remembered
     assert json.loads((cache / "weights-hashes.json").read_text())
     weights.write_bytes(b"other weights, other size")
-    assert embed.weights_hash(spec, cache) != first
+    assert model_spec.weights_hash(spec, cache) != first
 
 
 # --- configs, pooling and backend choice (no model needed) ---------------------------------------
@@ -232,7 +235,7 @@ def test_read_spec_takes_pooling_and_window_from_the_configs(tmp_path):
         {"word_embedding_dimension": 16, "pooling_mode_cls_token": True, "pooling_mode_max_tokens": True},
         {"max_seq_length": 200, "do_lower_case": True},
     )
-    spec = embed.read_spec(folder)
+    spec = model_spec.read_spec(folder)
     assert spec.pooling == ("cls", "max")
     assert spec.dimension == 32
     assert spec.max_tokens == 200
@@ -247,7 +250,7 @@ def test_read_spec_takes_pooling_and_window_from_the_configs(tmp_path):
 def test_layouts_onnx_cannot_reproduce_fall_back_to_torch_on_auto(tmp_path, modules, pooling):
     folder = _model_folder(tmp_path, modules, pooling)
     with pytest.raises(ModelError):
-        embed.read_spec(folder)
+        model_spec.read_spec(folder)
     assert isinstance(load_embedder(str(folder), "cpu", "auto"), SentenceTransformerEmbedder)
     with pytest.raises(ModelError):
         load_embedder(str(folder), "cpu", "onnx")
@@ -275,15 +278,15 @@ def test_pool_modes():
     ("openvino", "auto", "none", True, "openvino"),
 ])
 def test_pick_backend(monkeypatch, backend, device, quantize, gpu, expected):
-    monkeypatch.setattr(embed, "gpu_present", lambda: gpu)
+    monkeypatch.setattr(loader, "gpu_present", lambda: gpu)
     assert pick_backend(backend, device, quantize) == expected
 
 
 def test_auto_uses_onnxruntime_where_openvino_is_missing(monkeypatch, tmp_path):
-    from kbindex import ovbackend
+    from kbindex.embedding import openvino
 
-    monkeypatch.setattr(embed, "gpu_present", lambda: False)
-    monkeypatch.setattr(ovbackend, "available", lambda: False)
+    monkeypatch.setattr(loader, "gpu_present", lambda: False)
+    monkeypatch.setattr(openvino, "available", lambda: False)
     assert pick_backend("auto", "auto", "int8") == "onnx"
     embedder = load_embedder("all-MiniLM-L6-v2", cache_dir=tmp_path)
     assert (embedder.runtime, embedder.name) == ("onnx", "sentence-transformers/all-MiniLM-L6-v2#int8")
@@ -311,7 +314,7 @@ def test_int8_identity_loads_as_what_it_names(tmp_path, identity, runtime):
 
 
 def test_default_is_the_openvino_static_int8_fast_path(tmp_path, monkeypatch):
-    monkeypatch.setattr(embed, "gpu_present", lambda: False)
+    monkeypatch.setattr(loader, "gpu_present", lambda: False)
     embedder = load_embedder("all-MiniLM-L6-v2", cache_dir=tmp_path)
     assert isinstance(embedder, OnnxEmbedder)
     assert (embedder.quantize, embedder.runtime) == ("int8", "openvino")
@@ -327,13 +330,13 @@ def test_default_is_the_openvino_static_int8_fast_path(tmp_path, monkeypatch):
     (None, "auto", ("int8", "openvino")),
 ])
 def test_quantize_auto_follows_the_collection(tmp_path, monkeypatch, recorded, quantize, expected):
-    monkeypatch.setattr(embed, "gpu_present", lambda: False)
+    monkeypatch.setattr(loader, "gpu_present", lambda: False)
     embedder = load_embedder("all-MiniLM-L6-v2", "cpu", "auto", quantize, tmp_path, recorded)
     assert (embedder.quantize, embedder.runtime) == expected
 
 
 def test_quantize_auto_on_a_gpu_is_torch_fp32(tmp_path, monkeypatch):
-    monkeypatch.setattr(embed, "gpu_present", lambda: True)
+    monkeypatch.setattr(loader, "gpu_present", lambda: True)
     assert isinstance(load_embedder("all-MiniLM-L6-v2", cache_dir=tmp_path), SentenceTransformerEmbedder)
 
 
@@ -460,12 +463,12 @@ def test_default_query_imports_no_torch_and_opens_no_connection(store, tmp_path)
 def test_weights_hash_works_where_the_cache_cannot_be_written(tmp_path):
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(b"weights")
-    spec = embed.ModelSpec(tmp_path, ("mean",), 128, 8, False, (weights,))
+    spec = model_spec.ModelSpec(tmp_path, ("mean",), 128, 8, False, (weights,))
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
     import hashlib
 
-    assert embed.weights_hash(spec, blocked / "cache") == hashlib.sha256(b"weights").hexdigest()
+    assert model_spec.weights_hash(spec, blocked / "cache") == hashlib.sha256(b"weights").hexdigest()
 
 
 @pytest.mark.model

@@ -8,8 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from kbindex import embed, ovbackend
-from kbindex.embed import OnnxEmbedder, load_embedder
+from kbindex.embedding import export, load_embedder
+from kbindex.embedding import openvino as ov_runtime
+from kbindex.embedding import spec as model_spec
+from kbindex.embedding.onnx import OnnxEmbedder
 from kbindex.errors import ModelError
 from tests.conftest import SAMPLE_KB
 from tests.test_onnx import MIXED, _sample_texts, assert_survives_thread_stress, assert_thread_safe
@@ -66,9 +68,9 @@ def test_static_int8_is_close_to_fp32_but_its_own_kind(int8, fp32):
     cosines = (full * quantized).sum(axis=1)
     # MIXED has degenerate texts ("" is 0.90, "x" 0.975) that weigh on the whole mean: 0.992 with
     # SciFact's 40 abstracts, 0.988 with the sample KB's 10 pages (where ../shared/data is absent).
-    # The quantization's own guard (ovbackend.MIN_COSINE, 0.98) holds for the whole set, and the
+    # The quantization's own guard (ov_runtime.MIN_COSINE, 0.98) holds for the whole set, and the
     # article texts must be close one by one.
-    assert cosines.mean() > ovbackend.MIN_COSINE
+    assert cosines.mean() > ov_runtime.MIN_COSINE
     articles = cosines[len(MIXED):]
     assert len(articles) >= 10 and articles.min() > 0.98 and articles.mean() > 0.99
     assert cosines.min() < 0.99999  # really the quantized model, not the fp32 one again
@@ -92,9 +94,12 @@ def test_embed_is_thread_safe(int8):
 
 
 def test_concurrent_calls_from_fresh_threads_survive_many_rounds(int8):
-    """Each round's threads are new, more than the pool holds, with new input shapes: no request
-    is made after load (making one while another thread inferred crashed with SIGSEGV)."""
-    assert int8.session.requests >= ovbackend.REQUESTS
+    """Each round's threads are new, more than the pool holds, with new input shapes; every vector
+    equals the one its text gets alone, and no request is made after load (making one while another
+    thread inferred crashed with SIGSEGV). Checked against the two designs before the pool: one
+    request per thread fails the no-new-request guard, one request for all threads fails with
+    "Infer Request is busy" (the SIGSEGV itself did not come back on OpenVINO 2026.4.1)."""
+    assert int8.session.requests >= ov_runtime.REQUESTS
     assert_survives_thread_stress(int8)
 
 
@@ -104,8 +109,8 @@ def test_models_are_cached_and_reused(int8, cache, monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("made again although the cache holds it")
 
-    monkeypatch.setattr(embed, "export_onnx", never)
-    monkeypatch.setattr(ovbackend, "quantize_static", never)
+    monkeypatch.setattr(export, "export_onnx", never)
+    monkeypatch.setattr(ov_runtime, "quantize_static", never)
     again = load_embedder("all-MiniLM-L6-v2", "cpu", "auto", "auto", cache)
     assert again.name == int8.name
     assert np.allclose(again.embed(["same text"]), vector, atol=1e-6)
@@ -114,21 +119,21 @@ def test_models_are_cached_and_reused(int8, cache, monkeypatch):
 def test_a_model_whose_int8_vectors_drift_is_refused(fp32, tmp_path, monkeypatch):
     """The child's guard, run in this process with a bar no quantization can pass (calibrated on
     12 of the texts: the guard is what is tested, and the whole set took 3 minutes under load)."""
-    monkeypatch.setattr(ovbackend, "MIN_COSINE", 1.01)
-    texts = ovbackend.calibration_texts()[:12]
-    monkeypatch.setattr(ovbackend, "calibration_texts", lambda: texts)
-    target = tmp_path / ovbackend.IR_NAME
+    monkeypatch.setattr(ov_runtime, "MIN_COSINE", 1.01)
+    texts = ov_runtime.calibration_texts()[:12]
+    monkeypatch.setattr(ov_runtime, "calibration_texts", lambda: texts)
+    target = tmp_path / ov_runtime.IR_NAME
     with pytest.raises(SystemExit, match=r"drift too far from fp32 .*mean cosine 0\.9.*use --quantize none"):
-        ovbackend._quantize_main(str(fp32.model_path()), str(target), str(fp32.spec.folder))
+        ov_runtime._quantize_main(str(fp32.model_path()), str(target), str(fp32.spec.folder))
     assert not target.exists()
 
 
 def test_a_failed_quantization_is_reported_and_leaves_nothing(tmp_path, fp32):
     broken = tmp_path / "plain.onnx"
     broken.write_bytes(b"not a model")
-    target = tmp_path / ovbackend.IR_NAME
+    target = tmp_path / ov_runtime.IR_NAME
     with pytest.raises(ModelError, match="cannot quantize .* to static int8: "):
-        ovbackend.quantize_static(broken, target, fp32.spec.folder)
+        ov_runtime.quantize_static(broken, target, fp32.spec.folder)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.onnx"]
 
 
@@ -152,7 +157,7 @@ def fresh_cache(int8, fp32, tmp_path, monkeypatch):
         shutil.copy(made.with_suffix(".bin"), target.with_suffix(".bin"))
         shutil.copy(made, target)
 
-    monkeypatch.setattr(ovbackend, "quantize_static", copy_quantized)
+    monkeypatch.setattr(ov_runtime, "quantize_static", copy_quantized)
     return root, calls
 
 
@@ -187,7 +192,14 @@ def test_cli_says_when_it_makes_a_model_and_a_second_index_folder_starts_at_once
     record = json.loads((tmp_path / "second" / "models.json").read_text())["collections"]["kbindex"]
     assert record["model"] == "sentence-transformers/all-MiniLM-L6-v2#int8-static"
     assert (root / record["artifact"] / "model.xml").exists()
-    assert record["inputs"]["nncf"] == embed.package_version("nncf")
+    assert record["inputs"]["nncf"] == model_spec.package_version("nncf")
+    # The embedding cache holds the vectors under the identity the index folder records.
+    assert record["identity"] == f"{record['model']}@{record['key'][:16]}"
+    import sqlite3
+
+    ledger = sqlite3.connect(tmp_path / "second" / "kbindex.sqlite")
+    assert {m for (m,) in ledger.execute("SELECT DISTINCT model FROM embeddings")} == {record["identity"]}
+    ledger.close()
 
 
 def test_a_damaged_model_in_the_cache_is_made_again(fresh_cache, tmp_path):
@@ -229,8 +241,8 @@ def test_a_collection_keeps_the_int8_model_it_was_built_with(fresh_cache, tmp_pa
     db = str(tmp_path / "db")
     assert _cli("index", PAGE, "--db", db).exit_code == 0
     built = json.loads((tmp_path / "db" / "models.json").read_text())["collections"]["kbindex"]
-    real = embed.package_version
-    monkeypatch.setattr(embed, "package_version",
+    real = model_spec.package_version
+    monkeypatch.setattr(model_spec, "package_version",
                         lambda *names: "99.0" if names == ("nncf",) else real(*names))
     ok = _cli("query", "printer offline", "--db", db, "--json")
     assert ok.exit_code == 0, ok.output

@@ -63,7 +63,7 @@ def test_unchanged_folder_embeds_nothing_and_never_touches_the_model(kb, folder,
 
 
 def test_packaged_model_max_tokens_is_read_without_loading_it():
-    from kbindex.embed import load_embedder
+    from kbindex.embedding import load_embedder
 
     for backend in ("torch", "onnx", "openvino"):
         embedder = load_embedder("all-MiniLM-L6-v2", "cpu", backend)

@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kbindex.config import ENV_CACHE_DIR
+from kbindex.embedding.base import artifact_identity
 from kbindex.errors import ModelError
 
 MANIFEST = "manifest.json"
@@ -328,9 +329,21 @@ def scope_key(collection: str, chroma_url: str | None = None) -> str:
 
 
 def recorded_artifact(db: Path, scope: str) -> dict | None:
-    """{"model", "artifact", "key", "used"} that <db>/models.json records for scope, if any."""
+    """{"model", "identity", "artifact", "key", "inputs", "used"} that <db>/models.json records for
+    scope, if any ("identity" is missing in records older than it)."""
     entry = _read_json(Path(db) / INDEX_RECORD).get("collections", {}).get(scope)
     return entry if isinstance(entry, dict) and entry.get("key") else None
+
+
+def recorded_identity(db: Path, scope: str, model: str) -> str:
+    """The vector identity (the embedding cache's key, embedding/base.py) of the vectors that the
+    collection scope holds, made by the model identity `model`: from the artifact its index folder
+    records, else model itself (fp32, PyTorch, or nothing recorded: an int8 collection then finds
+    no cached vector, and repair embeds again rather than trusting vectors of unknown origin)."""
+    entry = recorded_artifact(db, scope)
+    if entry is None or entry.get("model") != model:
+        return model
+    return artifact_identity(model, entry["key"])
 
 
 def record_use(db: Path, scope: str, model: str, artifact: Artifact, root: Path | None = None) -> None:
@@ -354,7 +367,8 @@ def record_use(db: Path, scope: str, model: str, artifact: Artifact, root: Path 
 def _record(db: Path, scope: str, model: str, artifact: Artifact) -> None:
     record = _read_json(db / INDEX_RECORD)
     collections = record.setdefault("collections", {})
-    collections[scope] = {"model": model, "artifact": artifact.name, "key": artifact.key,
+    collections[scope] = {"model": model, "identity": artifact_identity(model, artifact.key),
+                          "artifact": artifact.name, "key": artifact.key,
                           "inputs": artifact.manifest.get("inputs"), "used": _now()}
     record["format"] = 1
     write_atomic(db / INDEX_RECORD, json.dumps(record, indent=1, sort_keys=True).encode())

@@ -57,7 +57,7 @@ def require() -> None:
 
 
 class OpenVinoSession:
-    """A compiled model with what OnnxEmbedder asks of a runtime: input names and run(feeds)."""
+    """A compiled model with what onnx.OnnxEmbedder asks of a runtime: input names and run(feeds)."""
 
     def __init__(self, path: Path, threads: int, blob_cache: Path | None = None):
         core = import_openvino().Core()
@@ -72,7 +72,9 @@ class OpenVinoSession:
             model = core.read_model(str(path))
             # f32 explicitly: on CPUs with AMX (bf16) or on ARM (f16) OpenVINO would otherwise run
             # in lower precision, and fp32 vectors would no longer match PyTorch's.
-            self._compiled = core.compile_model(model, "CPU", {
+            # Public for the thread-stress test, which checks that no infer request is made from it
+            # after load (see below).
+            self.compiled = core.compile_model(model, "CPU", {
                 "INFERENCE_PRECISION_HINT": "f32",
                 "PERFORMANCE_HINT": "LATENCY",
                 "INFERENCE_NUM_THREADS": int(threads),
@@ -89,10 +91,10 @@ class OpenVinoSession:
         # queue on its streams (one under the LATENCY hint), so the pool is that size, at least 2
         # so that one caller's tokenizing and pooling overlap another's inference.
         try:
-            size = max(REQUESTS, int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+            size = max(REQUESTS, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
             self._idle: queue.SimpleQueue = queue.SimpleQueue()
             for _ in range(size):
-                self._idle.put(self._compiled.create_infer_request())
+                self._idle.put(self.compiled.create_infer_request())
         except Exception as exc:
             raise ModelError(f"cannot make inference requests for {path} in OpenVINO: "
                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
@@ -121,7 +123,7 @@ def quantize_static(source: Path, target: Path, model_folder: Path) -> None:
     work.mkdir(parents=True)
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "kbindex.ovbackend", str(source), str(work / target.name),
+            [sys.executable, "-m", "kbindex.embedding.openvino", str(source), str(work / target.name),
              str(model_folder)],
             capture_output=True, text=True, stdin=subprocess.DEVNULL,
         )
@@ -142,10 +144,11 @@ def _quantize_main(source: str, target: str, folder: str) -> None:
 
     ov = import_openvino()
 
-    from kbindex.embed import _plain_tokenizer, pool, read_spec
+    from kbindex.embedding.spec import pool, read_spec
+    from kbindex.embedding.spec import tokenizer as model_tokenizer
 
     spec = read_spec(Path(folder))
-    tokenizer = _plain_tokenizer(spec)
+    tokenizer = model_tokenizer(spec)
     texts = calibration_texts()
     if spec.do_lower_case:
         texts = [t.lower() for t in texts]
