@@ -82,7 +82,7 @@ def run() -> list[str]:
     reason = ensure_docs()
     if reason:
         return [f"skipped: {reason}"]
-    from kbindex.ledger import Ledger
+    from kbindex.store.ledger import Ledger
 
     db = WORK / "index-recrawl"
     shutil.rmtree(db, ignore_errors=True)

@@ -194,7 +194,7 @@ def _record_artifact(settings, embedder, rebuilt: bool) -> None:
 
 def _recorded_model(settings) -> str | None:
     """The model identity the collection records, when it exists (--quantize auto follows it)."""
-    from kbindex.store import Store
+    from kbindex.store.chroma import Store
 
     store = Store(settings.db, settings.chroma_url, settings.timeout)
     if settings.quantize != "auto" or settings.collection not in store.collection_names():
@@ -487,7 +487,7 @@ def query(text, k, mode, per_doc, where, queries, fmt, as_json, settings):
     """
     from kbindex.errors import UsageError
     from kbindex.search import parse_where, search
-    from kbindex.store import Store
+    from kbindex.store.chroma import Store
 
     if queries is not None and text is not None:
         raise UsageError("give TEXT or --queries, not both")
@@ -577,7 +577,7 @@ def evaluate(dataset, split, modes, chunk_tokens, overlap, as_json, settings):
     from kbindex import evaluate as ev
     from kbindex.chunk import check_config
     from kbindex.search import MODES, open_lexical, search
-    from kbindex.store import Store
+    from kbindex.store.chroma import Store
 
     data = ev.load_dataset(dataset, split)
     embedder = _embedder(settings)
@@ -619,7 +619,7 @@ def stats(as_json, settings):
     Example:
       kbindex stats --json
     """
-    from kbindex.store import Store
+    from kbindex.store.chroma import Store
 
     store = Store(settings.db, settings.chroma_url, settings.timeout)
     collection = store.collection(settings.collection)
@@ -650,7 +650,7 @@ def sources(as_json, settings):
     Example:
       kbindex sources --json
     """
-    from kbindex.store import Store
+    from kbindex.store.chroma import Store
 
     collection = Store(settings.db, settings.chroma_url, settings.timeout).collection(settings.collection)
     docs: dict[str, dict] = {}
@@ -685,7 +685,7 @@ def export_cmd(output, with_vectors, settings):
     Example:
       kbindex export --with-vectors -o helpdesk.jsonl
     """
-    from kbindex.store import Store
+    from kbindex.store.chroma import Store
     from kbindex.transfer import export_jsonl
 
     collection = Store(settings.db, settings.chroma_url, settings.timeout).collection(settings.collection)
@@ -745,7 +745,7 @@ def collections_cmd(ctx, as_json, settings):
     """
     if ctx.invoked_subcommand is not None:
         return
-    from kbindex.store import Store
+    from kbindex.store.chroma import Store
 
     store = Store(settings.db, settings.chroma_url, settings.timeout)
     rows = []

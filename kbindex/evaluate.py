@@ -180,8 +180,8 @@ def ensure_indexed(dataset: Dataset, settings: Settings, embedder, config,
                    progress: Callable[[str], None] | None = None) -> tuple[str, bool]:
     """Index the corpus into its eval collection unless already there; (collection, reused)."""
     from kbindex.index import Indexer
-    from kbindex.lexical import LexicalIndex
-    from kbindex.store import Store
+    from kbindex.store.lexical import LexicalIndex
+    from kbindex.store.chroma import Store
 
     name = settings.collection
     store = Store(settings.db, settings.chroma_url, settings.timeout)

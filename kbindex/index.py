@@ -29,12 +29,12 @@ from kbindex.errors import (
 from kbindex.extract import extract, extract_or_error
 from kbindex.fetch import Fetcher, check_scheme
 from kbindex.files import read_file, walk
-from kbindex.ledger import Entry, Ledger
-from kbindex.lexical import LexicalIndex
-from kbindex.lock import WriteLock
+from kbindex.store.ledger import Entry, Ledger
+from kbindex.store.lexical import LexicalIndex
+from kbindex.store.lock import WriteLock
 from kbindex.pipeline import EmbedAhead, ExtractAhead, default_workers
 from kbindex.records import Chunk, Document, Page, Visit, text_hash
-from kbindex.store import Collection, Store
+from kbindex.store.chroma import Collection, Store
 
 # Chunks embedded (and written) together. Large enough that sorting a batch by length leaves
 # little padding and that store writes come in few calls; small enough that the first batch is

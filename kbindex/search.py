@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from kbindex.embed import Embedder
 from kbindex.errors import CollectionError, UsageError
-from kbindex.lexical import LexicalIndex, LexicalMatch
+from kbindex.store.lexical import LexicalIndex, LexicalMatch
 from kbindex.normalize import normalize_text
 from kbindex.records import Hit
-from kbindex.store import Collection, Match
+from kbindex.store.chroma import Collection, Match
 
 MODES = ("hybrid", "vector", "keyword")
 DEFAULT_MODE = "hybrid"

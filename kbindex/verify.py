@@ -50,11 +50,11 @@ from kbindex.index import (
     restore,
     restore_store,
 )
-from kbindex.ledger import Entry, Ledger
-from kbindex.lexical import LexicalIndex, Row
-from kbindex.lock import LOCK_NAME, WriteLock
+from kbindex.store.ledger import Entry, Ledger
+from kbindex.store.lexical import LexicalIndex, Row
+from kbindex.store.lock import LOCK_NAME, WriteLock
 from kbindex.records import text_hash
-from kbindex.store import Collection, Probe, Store
+from kbindex.store.chroma import Collection, Probe, Store
 
 # How many times a plain `verify --wait` checks again when a write happened while it read.
 WAIT_ROUNDS = 5
@@ -432,7 +432,7 @@ def _child() -> None:
 
 
 def _run_probe(collection: Collection, expected) -> Probe:
-    from kbindex.store import probe
+    from kbindex.store.chroma import probe
 
     return probe(collection, expected)
 

@@ -148,7 +148,7 @@ def test_every_command_and_option_has_help_with_an_example():
 
 
 def test_index_without_source_indexes_what_the_config_declares(kb, tmp_path, monkeypatch, db):
-    from kbindex.store import Store
+    from kbindex.store.chroma import Store
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "kb").mkdir()

@@ -184,7 +184,7 @@ def test_a_read_only_disk_says_it_cannot_write(disk, built, corpus, tmp_path):
 
 def test_the_lock_file_on_a_full_disk_injected(kb, monkeypatch, tmp_path):
     """os.pwrite of the lock file raises ENOSPC (what a full disk gives, test above)."""
-    from kbindex import lock
+    from kbindex.store import lock
 
     page = tmp_path / "kb" / "a.md"
     page.parent.mkdir()

@@ -160,7 +160,7 @@ def test_an_index_run_with_workers_writes_what_one_process_writes(tmp_path, coun
     from kbindex.chunk import check_config
     from kbindex.config import Settings
     from kbindex.index import Indexer, parse_sources
-    from kbindex.store import Store
+    from kbindex.store.chroma import Store
     from tests.fakes import HashEmbedder
     from tests.sync_helpers import assert_consistent
 

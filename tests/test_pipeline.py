@@ -166,7 +166,7 @@ def test_documents_are_chunked_while_a_batch_is_embedded(tmp_path, monkeypatch):
 
 def test_a_text_in_two_batches_in_flight_is_embedded_once(tmp_path, monkeypatch):
     from kbindex.index import parse_sources
-    from kbindex.store import Store
+    from kbindex.store.chroma import Store
 
     # Same title and text in two files, so the same chunk text (context line included); a third
     # word keeps the two documents from being duplicates of each other.

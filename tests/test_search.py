@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from kbindex.lexical import LexicalIndex, Row, match_expression, query_terms
-from kbindex.store import Store
+from kbindex.store.lexical import LexicalIndex, Row, match_expression, query_terms
+from kbindex.store.chroma import Store
 from tests.conftest import SAMPLE_KB
 
 DOCS = {
@@ -230,7 +230,7 @@ def test_import_and_collection_delete_keep_the_keyword_index_in_step(kb, db, tmp
 
 
 def test_large_collections_leave_out_terms_found_in_most_chunks(lexical, monkeypatch):
-    import kbindex.lexical as lx
+    import kbindex.store.lexical as lx
 
     assert lexical._expression("installer 0x80000003") == '"installer" OR "0x80000003"'
     monkeypatch.setattr(lx, "PRUNE_MIN_CHUNKS", 1)  # as if the 9 chunks were a large collection

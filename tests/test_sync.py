@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kbindex.config import Settings
-from kbindex.lock import WriteLock
-from kbindex.store import Store
+from kbindex.store.lock import WriteLock
+from kbindex.store.chroma import Store
 from tests.conftest import SAMPLE_KB
 from tests.server import FixtureServer, Request, Response
 from tests.sync_helpers import assert_consistent, run, snapshot, spawn, summary, wait_for
@@ -248,7 +248,7 @@ def test_a_transient_error_deletes_nothing(kb, site, db, status):
     result = json.loads(kb("index", site.server.url("/a"), "--json").stdout)
     assert result["failed"] == 1 and result["pruned"] == 0 and result["chunks_deleted"] == 0
     assert snapshot(db)["store"] == before["store"]
-    from kbindex.ledger import Ledger
+    from kbindex.store.ledger import Ledger
 
     assert f"HTTP {status}" in Ledger(db, "kbindex").get(site.server.url("/a")).last_error
     site.set("/a", "Reset the router first.")

@@ -109,7 +109,7 @@ class LexicalIndex:
     @classmethod
     def open(cls, db_dir: Path, collection: str) -> LexicalIndex:
         """Open (creating when missing) the lexical index of a collection in an index folder."""
-        from kbindex.store import check_name
+        from kbindex.store.chroma import check_name
 
         check_name(collection)
         path = Path(db_dir) / FILENAME
@@ -176,7 +176,7 @@ class LexicalIndex:
 
     def upsert(self, chunks: Sequence[Chunk], model: str) -> None:
         """Add or replace chunks (by id), with the metadata Chroma stores for them."""
-        from kbindex.store import chunk_metadata
+        from kbindex.store.chroma import chunk_metadata
 
         self.upsert_rows(
             Row(c.id, c.source, context_line(c.title, c.section), c.text, chunk_metadata(c, model))
@@ -263,7 +263,7 @@ class LexicalIndex:
 
     def digests(self) -> dict[str, str]:
         """store.metadata_digest of every chunk's stored metadata, by id."""
-        from kbindex.store import metadata_digest
+        from kbindex.store.chroma import metadata_digest
 
         return {i: metadata_digest(json.loads(m)) for i, m in self._conn.execute(f"SELECT id, meta FROM {self._chunks}")}
 

@@ -1,0 +1,3 @@
+"""Where chunks are kept: the Chroma collection (chroma.py), the keyword index beside it
+(lexical.py), the ledger of what was indexed from each source (ledger.py) and the write lock
+(lock.py)."""
