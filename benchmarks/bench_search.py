@@ -79,8 +79,8 @@ def _fusion_variants(data, settings, embedder) -> list[str]:
     than about 0.005 is within what tuning on the test set can explain.
     """
     from kbindex.evaluate import doc_id, score_run
-    from kbindex.store.lexical import LexicalIndex
     from kbindex.store.chroma import Store
+    from kbindex.store.lexical import LexicalIndex
 
     collection = Store(settings.db).collection(settings.collection)
     lexical = LexicalIndex.open(settings.db, settings.collection)
@@ -235,10 +235,10 @@ def _synthetic(data, embedder) -> list[str]:
     """100,000 chunks: random unit vectors and text drawn from SciFact's word frequencies."""
     import numpy as np
 
-    from kbindex.store.lexical import LexicalIndex
     from kbindex.records import Chunk
     from kbindex.search import open_lexical
     from kbindex.store.chroma import Store
+    from kbindex.store.lexical import LexicalIndex
 
     store = Store(SYNTHETIC_DB)
     lines = []

@@ -194,12 +194,12 @@ def _record_artifact(settings, embedder, rebuilt: bool) -> None:
 
 def _recorded_model(settings) -> str | None:
     """The model identity the collection records, when it exists (--quantize auto follows it)."""
-    from kbindex.store.chroma import Store
+    from kbindex.store import Index
 
-    store = Store(settings.db, settings.chroma_url, settings.timeout)
-    if settings.quantize != "auto" or settings.collection not in store.collection_names():
+    index = Index.from_settings(settings)
+    if settings.quantize != "auto" or not index.exists():
         return None
-    return store.collection(settings.collection).model
+    return index.collection().model
 
 
 def crawl_options(func):
@@ -487,7 +487,7 @@ def query(text, k, mode, per_doc, where, queries, fmt, as_json, settings):
     """
     from kbindex.errors import UsageError
     from kbindex.search import parse_where, search
-    from kbindex.store.chroma import Store
+    from kbindex.store import Index
 
     if queries is not None and text is not None:
         raise UsageError("give TEXT or --queries, not both")
@@ -500,7 +500,7 @@ def query(text, k, mode, per_doc, where, queries, fmt, as_json, settings):
             raise UsageError("empty query: give some text to search for")
         items = [text]
     where_clause = parse_where(where)
-    collection = Store(settings.db, settings.chroma_url, settings.timeout).collection(settings.collection)
+    collection = Index.from_settings(settings).collection()
     # keyword mode loads no model; --quantize auto follows what the collection holds
     embedder = _embedder(settings, collection.model) if mode != "keyword" else None
     results = search(collection, embedder, items, k=k, where=where_clause, mode=mode, per_doc=per_doc)
@@ -576,8 +576,8 @@ def evaluate(dataset, split, modes, chunk_tokens, overlap, as_json, settings):
 
     from kbindex import evaluate as ev
     from kbindex.chunk import check_config
-    from kbindex.search import MODES, open_lexical, search
-    from kbindex.store.chroma import Store
+    from kbindex.search import MODES, search
+    from kbindex.store import Index
 
     data = ev.load_dataset(dataset, split)
     embedder = _embedder(settings)
@@ -586,9 +586,9 @@ def evaluate(dataset, split, modes, chunk_tokens, overlap, as_json, settings):
     settings = replace(settings, collection=name)
     _, reused = ev.ensure_indexed(data, settings, embedder, config,
                                   progress=lambda line: click.echo(line, err=True))
-    collection = Store(settings.db, settings.chroma_url, settings.timeout).collection(name)
-
-    lexical = open_lexical(collection)
+    index = Index.from_settings(settings, name)
+    collection = index.collection()
+    lexical = index.lagging_keywords()
 
     def searcher(queries, k, mode):
         return search(collection, embedder, queries, k=k, mode=mode, per_doc=1, lexical=lexical)
@@ -619,18 +619,17 @@ def stats(as_json, settings):
     Example:
       kbindex stats --json
     """
-    from kbindex.store.chroma import Store
+    from kbindex.store import Index
 
-    store = Store(settings.db, settings.chroma_url, settings.timeout)
-    collection = store.collection(settings.collection)
-    sources = {m.metadata.get("source") for m in collection.scan()}
+    with Index.from_settings(settings) as index:
+        found = index.stats()
     info = {
-        "collection": collection.name,
-        "documents": len(sources),
-        "chunks": collection.count(),
-        "model": collection.model,
-        "dimensions": collection.dimension,
-        "store": store.location,
+        "collection": found.collection,
+        "documents": found.documents,
+        "chunks": found.chunks,
+        "model": found.model,
+        "dimensions": found.dimensions,
+        "store": found.store,
     }
     if as_json:
         click.echo(json.dumps(info))
@@ -650,19 +649,12 @@ def sources(as_json, settings):
     Example:
       kbindex sources --json
     """
-    from kbindex.store.chroma import Store
+    from dataclasses import asdict
 
-    collection = Store(settings.db, settings.chroma_url, settings.timeout).collection(settings.collection)
-    docs: dict[str, dict] = {}
-    for match in collection.scan():
-        meta = match.metadata
-        entry = docs.setdefault(
-            meta.get("source", ""),
-            {"source": meta.get("source", ""), "title": meta.get("title", ""), "chunks": 0,
-             "indexed_at": meta.get("indexed_at")},
-        )
-        entry["chunks"] += 1
-    rows = sorted(docs.values(), key=lambda d: d["source"])
+    from kbindex.store import Index
+
+    with Index.from_settings(settings) as index:
+        rows = [asdict(s) for s in index.sources()]
     if as_json:
         click.echo(json.dumps(rows))
         return
@@ -685,10 +677,10 @@ def export_cmd(output, with_vectors, settings):
     Example:
       kbindex export --with-vectors -o helpdesk.jsonl
     """
-    from kbindex.store.chroma import Store
+    from kbindex.store import Index
     from kbindex.transfer import export_jsonl
 
-    collection = Store(settings.db, settings.chroma_url, settings.timeout).collection(settings.collection)
+    collection = Index.from_settings(settings).collection()
     n = export_jsonl(collection, output, with_vectors=with_vectors)
     if output is not sys.stdout and getattr(output, "name", "<stdout>") != "<stdout>":
         click.echo(f"exported {n} chunks from {collection.name!r} to {output.name}", err=True)
@@ -745,23 +737,20 @@ def collections_cmd(ctx, as_json, settings):
     """
     if ctx.invoked_subcommand is not None:
         return
-    from kbindex.store.chroma import Store
+    from kbindex.store import Index
 
-    store = Store(settings.db, settings.chroma_url, settings.timeout)
+    index = Index.from_settings(settings)
     rows = []
-    for name in store.collection_names():
-        collection = store.collection(name)
-        sources, last = set(), ""
-        for match in collection.scan():
-            sources.add(match.metadata.get("source"))
-            last = max(last, str(match.metadata.get("indexed_at", "")))
-        rows.append({"collection": name, "model": collection.model, "documents": len(sources),
-                     "chunks": collection.count(), "last_indexed": last or None})
+    for name in index.collection_names():
+        with index.sibling(name) as each:
+            found = each.stats()
+        rows.append({"collection": name, "model": found.model, "documents": found.documents,
+                     "chunks": found.chunks, "last_indexed": found.last_indexed})
     if as_json:
         click.echo(json.dumps(rows))
         return
     if not rows:
-        click.echo(f"no collections in {store.location}")
+        click.echo(f"no collections in {index.location}")
         return
     headers = ("collection", "model", "documents", "chunks", "last_indexed")
     table = [headers] + [tuple("" if r[h] is None else str(r[h]) for h in headers) for r in rows]

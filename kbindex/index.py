@@ -29,12 +29,12 @@ from kbindex.errors import (
 from kbindex.extract import extract, extract_or_error
 from kbindex.fetch import Fetcher, check_scheme
 from kbindex.files import read_file, walk
-from kbindex.store.ledger import Entry, Ledger
-from kbindex.store.lexical import LexicalIndex
-from kbindex.store.lock import WriteLock
 from kbindex.pipeline import EmbedAhead, ExtractAhead, default_workers
 from kbindex.records import Chunk, Document, Page, Visit, text_hash
+from kbindex.store import Index, scope_name
 from kbindex.store.chroma import Collection, Store
+from kbindex.store.ledger import Entry, Ledger
+from kbindex.store.lock import WriteLock
 
 # Chunks embedded (and written) together. Large enough that sorting a batch by length leaves
 # little padding and that store writes come in few calls; small enough that the first batch is
@@ -252,10 +252,8 @@ def _read(path: Path, max_bytes: int) -> Page | SourceError:
 
 
 def ledger_scope(settings: Settings) -> str:
-    """The ledger's name for a collection: its name, prefixed by the server URL in server mode."""
-    if settings.chroma_url:
-        return f"{settings.chroma_url.rstrip('/')}#{settings.collection}"
-    return settings.collection
+    """The ledger's name for settings' collection (store.scope_name)."""
+    return scope_name(settings.collection, settings.chroma_url)
 
 
 # Test hook, documented in the README: KBINDEX_TEST_PAUSE=STAGE[:N] makes a run sleep the N-th
@@ -336,8 +334,9 @@ class Indexer:
         self.prune = prune
         self.keep_roots = False  # verify --repair re-indexes single sources without re-rooting them
         self.summary = Summary()
-        self.store = Store(settings.db, settings.chroma_url, settings.timeout)
-        self.ledger = Ledger(settings.db, ledger_scope(settings))
+        self.index = Index.from_settings(settings)
+        self.store = self.index.store
+        self.ledger = self.index.ledger
         self.lock = lock or WriteLock(settings.db, wait=wait)
         self._own_lock = lock is None
         self._pending: list[_Update] = []
@@ -353,8 +352,6 @@ class Indexer:
         self._memories: dict[str, _LedgerMemory] = {}  # crawl root -> its memory (this run)
         self._identities: dict[str | None, str] | None = None  # URL identity -> entry key, when asked
         self.collection: Collection | None = None
-        self.lexical: LexicalIndex | None = None
-        self._lexical_flagged = False
 
     def check_model(self) -> None:
         """Refuse a model other than the collection's before loading it or writing anything."""
@@ -375,8 +372,7 @@ class Indexer:
                 if self.embedder is not None:
                     self.collection.check_model(self.embedder.name)
             else:
-                self.collection = self.store.create(name, self.embedder.name, self.embedder.dimension,
-                                                    ledger_id=self.ledger.ledger_id)
+                self.collection = self.index.create(self.embedder.name, self.embedder.dimension)
                 self._dimension_checked = True
             self._entries = self.ledger.entries()
             count = self.collection.count()
@@ -388,9 +384,9 @@ class Indexer:
             # A store filled before the ledger existed: find old chunks by their source metadata.
             self._adopt = not self._entries and count > 0
             bind(self.collection, self.ledger)
+            self.index.use(self.collection)
             # The keyword index follows Chroma; an interrupted earlier run is healed from Chroma.
-            self.lexical = LexicalIndex.open(self.settings.db, self.settings.collection)
-            self.lexical.heal(self.collection)
+            self.index.heal()
         except BaseException:
             self.close()
             raise
@@ -401,10 +397,7 @@ class Indexer:
             self._ahead.close()  # batches not written are dropped: their ledger entries are not begun
             self._ahead = None
             self._in_flight.clear()
-        self.ledger.close()
-        if self.lexical is not None:
-            self.lexical.close()
-            self.lexical = None
+        self.index.close()
         if self._own_lock:
             self.lock.release()
 
@@ -669,29 +662,14 @@ class Indexer:
     # The one place where chunks enter and leave the store: indexes kept beside Chroma hook here.
 
     def _write_chunks(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> None:
-        self._lexical_dirty()
-        self.collection.upsert(chunks, vectors, self.collection.model)
-        self.lexical.upsert(chunks, self.collection.model)
+        self.index.write(chunks, vectors)
 
     def _delete_chunks(self, ids: Sequence[str]) -> None:
-        if ids:
-            self._lexical_dirty()
-            self.collection.delete(ids)
-            self.lexical.delete(ids)
-
-    def _lexical_dirty(self) -> None:
-        """Flag the keyword index until the run ends, so a crash is reconciled from Chroma."""
-        if self.lexical is None:
-            self.lexical = LexicalIndex.open(self.settings.db, self.settings.collection)
-        if not self._lexical_flagged:
-            self.lexical.mark_dirty()
-            self._lexical_flagged = True
+        self.index.delete(ids)
 
     def _finish(self) -> None:
         """End of a write: the keyword index is in step with Chroma again."""
-        if self._lexical_flagged:
-            self.lexical.mark_clean()
-            self._lexical_flagged = False
+        self.index.finish()
 
     # -- import ---------------------------------------------------------------------------------
 
@@ -712,8 +690,9 @@ class Indexer:
             self.collection = self.store.collection(name)
             self.collection.check_model(model, dimension)
         else:
-            self.collection = self.store.create(name, model, dimension, ledger_id=self.ledger.ledger_id)
+            self.collection = self.index.create(model, dimension)
         bind(self.collection, self.ledger)
+        self.index.use(self.collection)
         self._entries = self.ledger.entries()
         sources: dict[str, dict] = {}
         written = embedded = 0
@@ -1019,15 +998,10 @@ def import_chunks(settings: Settings, export, embedder_factory: Callable[[], Emb
 
 def delete_collection(settings: Settings, name: str) -> None:
     """Drop a collection and forget its ledger entries (under the write lock)."""
-    store = Store(settings.db, settings.chroma_url, settings.timeout)
-    store.collection(name)  # a clear error when there is none
-    target = replace(settings, collection=name)
+    index = Index.from_settings(settings, name)
+    index.collection()  # a clear error when there is none
     with WriteLock(settings.db).acquire():
-        store.delete_collection(name)
-        ledger = Ledger(settings.db, ledger_scope(target))
-        ledger.drop_scope()
-        ledger.close()
-        LexicalIndex.open(settings.db, name).drop()
+        index.drop()
 
 
 REBUILD_SUFFIX = "--rebuild"
@@ -1044,7 +1018,8 @@ def rebuild(settings: Settings, embedder: Embedder, config: ChunkConfig, args: S
     """
     lock = WriteLock(settings.db, wait=options.pop("wait", False)).acquire()
     try:
-        store = Store(settings.db, settings.chroma_url, settings.timeout)
+        index = Index.from_settings(settings)
+        store = index.store
         name = settings.collection
         temp = replace(settings, collection=name + REBUILD_SUFFIX)
         names = store.collection_names()
@@ -1052,9 +1027,8 @@ def rebuild(settings: Settings, embedder: Embedder, config: ChunkConfig, args: S
             store.rename_collection(name + OLD_SUFFIX, name)
             names = store.collection_names()
         if not args:
-            main_ledger = Ledger(settings.db, ledger_scope(settings))
-            args = sorted({e.root for e in main_ledger.entries().values()})
-            main_ledger.close()
+            args = sorted({e.root for e in index.ledger.entries().values()})
+            index.close()
             if not args:
                 raise UsageError("nothing to rebuild: the ledger records no sources; give SOURCE")
         sources = parse_sources(args, crawl, follow_links)
@@ -1067,14 +1041,13 @@ def rebuild(settings: Settings, embedder: Embedder, config: ChunkConfig, args: S
             indexer.open()
             summary = indexer.run(sources)
         swap(store, name, temp.collection, names, keep_old=True)
-        temp_ledger = Ledger(settings.db, ledger_scope(temp))
-        temp_ledger.move_scope(ledger_scope(settings))
-        temp_ledger.close()
+        built = index.sibling(temp.collection)
+        built.ledger.move_scope(index.scope)
         # The keyword index is keyed by collection name: rebuild the swapped-in one from Chroma.
-        LexicalIndex.open(settings.db, temp.collection).drop()
-        lexical = LexicalIndex.open(settings.db, name)
-        lexical.sync(store.collection(name))
-        lexical.close()
+        built.keywords().drop()
+        built.close()
+        index.keywords().sync(store.collection(name))
+        index.close()
         if name in names:
             store.delete_collection(name + OLD_SUFFIX)
         return summary
@@ -1113,7 +1086,7 @@ def restore(settings: Settings, rows: Iterable, model: str, dimension: int | Non
     chunks whose vector is not cached are embedded, with embedder_factory(model); StoreError
     when that is needed and no factory is given. The caller holds the write lock.
     """
-    store = Store(settings.db, settings.chroma_url)
+    store = Index(settings.db, settings.collection, settings.chroma_url).store
     name = settings.collection
     temp = name + REBUILD_SUFFIX
     names = store.collection_names()

@@ -50,11 +50,12 @@ from kbindex.index import (
     restore,
     restore_store,
 )
+from kbindex.records import text_hash
+from kbindex.store import Index
+from kbindex.store.chroma import Collection, Probe, Store
 from kbindex.store.ledger import Entry, Ledger
 from kbindex.store.lexical import LexicalIndex, Row
 from kbindex.store.lock import LOCK_NAME, WriteLock
-from kbindex.records import text_hash
-from kbindex.store.chroma import Collection, Probe, Store
 
 # How many times a plain `verify --wait` checks again when a write happened while it read.
 WAIT_ROUNDS = 5
@@ -334,7 +335,7 @@ def _sqlite_damage(path: Path) -> str:
 def _check_keyword(settings: Settings, report: Report, findings: _Findings, probe: Probe | None) -> None:
     name = settings.collection
     try:
-        lexical = LexicalIndex.open(settings.db, name)
+        lexical = Index.from_settings(settings, name).keywords()
     except StoreError as exc:
         findings.keyword = "file"
         report.problems.append(f"the keyword index is damaged ({exc}): run `kbindex verify --repair`")
@@ -480,7 +481,7 @@ def _repair(settings: Settings, report: Report, findings: _Findings,
             aside = LexicalIndex.set_aside(settings.db)
             report.actions.append(f"set the damaged keyword index aside as {aside.name}")
         elif findings.keyword == "fts":
-            lexical = LexicalIndex.open(settings.db, name)
+            lexical = Index.from_settings(settings, name).keywords()
             lexical.rebuild_fts()
             lexical.close()
             report.actions.append("rebuilt the keyword index's full-text index from its chunks")
@@ -513,7 +514,7 @@ def _repair(settings: Settings, report: Report, findings: _Findings,
         if findings.orphans:
             _orphans(settings, report, findings, collection, ledger)
         if findings.keyword == "step" or (findings.keyword == "file"):
-            lexical = LexicalIndex.open(settings.db, name)
+            lexical = Index.from_settings(settings, name).keywords()
             copied, deleted = lexical.sync(collection)
             lexical.close()
             report.actions.append(f"keyword index: copied {copied} chunks from the store, deleted {deleted}")
@@ -565,7 +566,7 @@ def _chunks_of(settings: Settings) -> tuple[list[Row] | None, str]:
     the keyword index when it holds any, else the store's own copy, read in a child process
     (the vector index may crash the process that loads it). (None, "") when neither can be read."""
     try:
-        lexical = LexicalIndex.open(settings.db, settings.collection)
+        lexical = Index.from_settings(settings).keywords()
         try:
             if lexical.count():
                 return list(lexical.rows()), "the keyword index"
@@ -632,11 +633,9 @@ def _orphans(settings: Settings, report: Report, findings: _Findings, collection
     """Delete the chunks no entry lists when this ledger is the collection's; otherwise adopt
     them where that is safe (see _may_adopt)."""
     if findings.bound and not findings.ledger_empty:
-        indexer = Indexer(settings, None, lock=WriteLock(settings.db))
-        indexer.collection = collection
-        indexer._delete_chunks(findings.orphans)
-        indexer._finish()
-        indexer.close()
+        with Index.of(collection) as index:
+            index.delete(findings.orphans)
+            index.finish()
         report.actions.append(f"deleted {len(findings.orphans)} chunks that no ledger entry lists")
         return
     if not _may_adopt(settings, findings, collection):

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from kbindex.config import Settings
-from kbindex.store.ledger import Ledger
 from kbindex.store.chroma import Store
+from kbindex.store.ledger import Ledger
 from tests.conftest import SAMPLE_KB
 from tests.sync_helpers import assert_consistent, run, snapshot, spawn, wait_for
 

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kbindex.config import Settings
-from kbindex.store.lock import WriteLock
 from kbindex.store.chroma import Store
+from kbindex.store.lock import WriteLock
 from tests.conftest import SAMPLE_KB
 from tests.server import FixtureServer, Request, Response
 from tests.sync_helpers import assert_consistent, run, snapshot, spawn, summary, wait_for

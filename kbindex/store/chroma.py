@@ -108,10 +108,10 @@ class Store:
         return self._batch
 
     def collection(self, name: str) -> Collection:
-        """An existing collection; CollectionError when there is none."""
+        """An existing collection; CollectionMissing when there is none."""
         check_name(name)
         if not self.exists():
-            raise CollectionError(
+            raise CollectionMissing(
                 f"no index at {self.location}: run 'kbindex index SOURCE' first"
             )
         from chromadb.errors import NotFoundError
@@ -119,7 +119,7 @@ class Store:
         try:
             raw = self.client.get_collection(name, embedding_function=None)
         except NotFoundError:
-            raise CollectionError(
+            raise CollectionMissing(
                 f"no collection {name!r} in {self.location}: run 'kbindex index SOURCE' first"
                 + self._others(name)
             ) from None
@@ -242,11 +242,12 @@ def check_name(name: str) -> None:
         raise CollectionError(f"invalid collection name {name!r}: {COLLECTION_RULE}")
 
 
+class CollectionMissing(CollectionError):
+    """The collection does not exist (or there is no store at all); store.Index.DoesNotExist."""
+
+
 class Collection:
     """A Chroma collection holding kbindex chunks."""
-
-    class DoesNotExist(CollectionError):
-        """The collection does not exist."""
 
     def __init__(self, raw, store: Store):
         self._raw = raw
