@@ -136,7 +136,7 @@ def cli(ctx, config_path):
       kbindex index data/sample-kb
       kbindex query "my chat app will not start with roaming profiles"
     """
-    from kbindex.project import find_config, load_config
+    from kbindex.indexing.project import find_config, load_config
 
     path = find_config(config_path)
     config = load_config(path) if path else None
@@ -287,8 +287,8 @@ def index(ctx, sources, urls_file, dry_run, no_prune, rebuild, wait, workers, qu
       kbindex index --dry-run https://kb.example.com/docs/ --depth 2
       kbindex index --rebuild --model path/to/other-model
     """
-    from kbindex.index import read_url_list
-    from kbindex.project import Run, plan_runs
+    from kbindex.indexing.project import Run, plan_runs
+    from kbindex.indexing.runner import read_url_list
 
     args = list(sources) + (read_url_list(urls_file) if urls_file is not None else [])
     if args or (rebuild and ctx.obj is None):
@@ -346,9 +346,9 @@ def _index_run(run, embedder, *, dry_run, prune, rebuild, wait, workers, quiet, 
     from kbindex.chunk import check_config
     from kbindex.crawl import CrawlOptions
     from kbindex.fetch import Fetcher
-    from kbindex.index import Indexer, Summary, parse_sources
-    from kbindex.index import dry_run as plan
-    from kbindex.index import rebuild as rebuild_collection
+    from kbindex.indexing.runner import Indexer, Summary, parse_sources
+    from kbindex.indexing.runner import dry_run as plan
+    from kbindex.indexing.runner import rebuild as rebuild_collection
     from kbindex.progress import Progress
 
     o = run.options
@@ -411,7 +411,7 @@ def delete(sources, wait, as_json, settings):
       kbindex delete data/sample-kb/printer-offline-windows.html
       kbindex delete https://kb.example.com/old-section/
     """
-    from kbindex.index import Indexer
+    from kbindex.indexing.runner import Indexer
 
     with Indexer(settings, None, wait=wait) as indexer:
         removed = indexer.delete(sources)
@@ -531,7 +531,7 @@ def extract_command(source, timeout, max_bytes, as_json):
     """
     from kbindex.extract import document_dict
     from kbindex.fetch import Fetcher
-    from kbindex.index import read_document
+    from kbindex.indexing.runner import read_document
 
     with Fetcher(timeout=timeout, max_bytes=max_bytes) as fetcher:
         doc = read_document(source, fetcher, max_bytes)
@@ -677,8 +677,8 @@ def export_cmd(output, with_vectors, settings):
     Example:
       kbindex export --with-vectors -o helpdesk.jsonl
     """
+    from kbindex.indexing.transfer import export_jsonl
     from kbindex.store import Index
-    from kbindex.transfer import export_jsonl
 
     collection = Index.from_settings(settings).collection()
     n = export_jsonl(collection, output, with_vectors=with_vectors)
@@ -704,8 +704,8 @@ def import_cmd(ctx, file, as_json, settings):
     """
     from dataclasses import replace
 
-    from kbindex.index import import_chunks
-    from kbindex.transfer import open_export
+    from kbindex.indexing.runner import import_chunks
+    from kbindex.indexing.transfer import open_export
 
     export = open_export(file, getattr(file, "name", "<stdin>"))  # every line checked first
     header = export.header
@@ -770,7 +770,7 @@ def collections_delete(name, yes, settings):
     Example:
       kbindex collections delete old-kb --yes
     """
-    from kbindex.index import delete_collection
+    from kbindex.indexing.runner import delete_collection
 
     if not yes and not click.confirm(f"Delete collection {name!r} and all its chunks?", default=False):
         click.echo("nothing deleted", err=True)

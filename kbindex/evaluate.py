@@ -179,7 +179,7 @@ class ModeResult:
 def ensure_indexed(dataset: Dataset, settings: Settings, embedder, config,
                    progress: Callable[[str], None] | None = None) -> tuple[str, bool]:
     """Index the corpus into its eval collection unless already there; (collection, reused)."""
-    from kbindex.index import Indexer
+    from kbindex.indexing.runner import Indexer
     from kbindex.store import Index
 
     name = settings.collection

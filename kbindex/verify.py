@@ -36,7 +36,7 @@ from kbindex.config import Settings
 from kbindex.crawl import CrawlOptions
 from kbindex.embed import Embedder
 from kbindex.errors import KbindexError, LockedError, StoreError, WriteInProgressError
-from kbindex.index import (
+from kbindex.indexing.runner import (
     _SCHEME,
     OLD_SUFFIX,
     REBUILD_SUFFIX,

@@ -613,7 +613,7 @@ def test_new_user_crawls_the_blog_and_finds_each_post_by_a_paraphrase(tmp_path):
 
 
 def test_iter_pages_yields_the_root_source_and_says_whether_it_completed():
-    from kbindex.index import iter_pages, parse_sources
+    from kbindex.indexing.runner import iter_pages, parse_sources
 
     with blog() as site, Fetcher(retries=0) as fetcher:
         full, cut = parse_sources([site.url("/"), site.url("/sitemap.xml")], CrawlOptions(max_pages=3))

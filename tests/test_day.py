@@ -50,7 +50,7 @@ def test_config_given_explicitly_must_exist(kb):
 
 
 def test_example_config_is_valid():
-    from kbindex.project import load_config
+    from kbindex.indexing.project import load_config
     from tests.conftest import ROOT
 
     config = load_config(ROOT / "data" / "kbindex.example.toml")

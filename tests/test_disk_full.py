@@ -210,7 +210,7 @@ def test_an_oserror_no_write_path_caught_is_one_line(kb, monkeypatch, tmp_path):
     """The CLI's last line of defence: an OSError or sqlite3.Error escaping from a write path."""
     import sqlite3
 
-    from kbindex import index
+    from kbindex.indexing import runner as index
 
     page = tmp_path / "a.md"
     page.write_text("# A\n\nThe printer is offline.\n")
