@@ -63,7 +63,8 @@ def _index(db, start: str) -> tuple[float, dict, Counter, int]:
     from kbindex.chunk import check_config
     from kbindex.config import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP, Settings
     from kbindex.crawl import CrawlOptions
-    from kbindex.indexing.runner import Indexer, parse_sources
+    from kbindex.indexing.runner import Indexer
+    from kbindex.indexing.sources import parse_sources
 
     embedder = _ConstantEmbedder()
     config = check_config(DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP, embedder.max_tokens)

@@ -37,7 +37,7 @@ def build_collection(db: Path, chunks: int, per_source: int = 50, seed: int = 0)
     import numpy as np
 
     from kbindex.config import Settings
-    from kbindex.indexing.runner import bind, ledger_scope
+    from kbindex.indexing.sync import bind, ledger_scope
     from kbindex.records import text_hash
     from kbindex.store.chroma import Store
     from kbindex.store.ledger import Entry, Ledger

@@ -287,12 +287,12 @@ def index(ctx, sources, urls_file, dry_run, no_prune, rebuild, wait, workers, qu
       kbindex index --dry-run https://kb.example.com/docs/ --depth 2
       kbindex index --rebuild --model path/to/other-model
     """
-    from kbindex.indexing.project import Run, plan_runs
-    from kbindex.indexing.runner import read_url_list
+    from kbindex.indexing.project import IndexOptions, Run, plan_runs
+    from kbindex.indexing.sources import read_url_list
 
     args = list(sources) + (read_url_list(urls_file) if urls_file is not None else [])
     if args or (rebuild and ctx.obj is None):
-        runs = [Run(settings, tuple(args), options)]
+        runs = [Run(settings, tuple(args), IndexOptions.of(options))]
     else:
         if ctx.obj is None:
             from kbindex.errors import UsageError
@@ -301,12 +301,12 @@ def index(ctx, sources, urls_file, dry_run, no_prune, rebuild, wait, workers, qu
                              "or declare sources in kbindex.toml (see data/kbindex.example.toml)")
         explicit = {name for name in list(options) + ["collection", "model"]
                     if ctx.get_parameter_source(name) in _EXPLICIT}
-        runs = plan_runs(ctx.obj, settings, options, explicit)
+        runs = plan_runs(ctx.obj, settings, IndexOptions.of(options), explicit)
     embedders: dict = {}
     total = None
     for run in runs:
         # index's --timeout (per source in kbindex.toml) bounds the Chroma client too
-        run = replace(run, settings=replace(run.settings, timeout=run.options["timeout"]))
+        run = replace(run, settings=replace(run.settings, timeout=run.options.timeout))
         recorded = _recorded_model(run.settings)
         key = (run.settings.model, recorded)
         pinned = None if rebuild else _pinned_artifact(run.settings, recorded)
@@ -346,35 +346,37 @@ def _index_run(run, embedder, *, dry_run, prune, rebuild, wait, workers, quiet, 
     from kbindex.chunk import check_config
     from kbindex.crawl import CrawlOptions
     from kbindex.fetch import Fetcher
-    from kbindex.indexing.runner import Indexer, Summary, parse_sources
+    from kbindex.indexing.maintenance import rebuild as rebuild_collection
+    from kbindex.indexing.runner import Indexer, Summary
     from kbindex.indexing.runner import dry_run as plan
-    from kbindex.indexing.runner import rebuild as rebuild_collection
+    from kbindex.indexing.sources import parse_sources
     from kbindex.progress import Progress
+    from kbindex.records import Failed, Pruned, Skipped
 
     o = run.options
     settings = run.settings
     progress = Progress(live=False if (as_json or verbose) else None, quiet=quiet)
     crawl = CrawlOptions(
-        scope=o["scope"], include=tuple(o["include"]), exclude=tuple(o["exclude"]), depth=o["depth"],
-        max_pages=o["max_pages"], max_time=o["max_time"], robots=not o["ignore_robots"],
-        concurrency=o["concurrency"], allow_private=o["allow_private"], on_progress=progress.crawl,
-        trust_lastmod=o["trust_lastmod"],
+        scope=o.scope, include=o.include, exclude=o.exclude, depth=o.depth,
+        max_pages=o.max_pages, max_time=o.max_time, robots=not o.ignore_robots,
+        concurrency=o.concurrency, allow_private=o.allow_private, on_progress=progress.crawl,
+        trust_lastmod=o.trust_lastmod,
     )
-    parsed = parse_sources(run.sources, crawl, o["follow_links"]) if run.sources else None
-    config = check_config(o["chunk_tokens"], o["overlap"], embedder.max_tokens)  # no model load
-    fetcher = Fetcher(timeout=o["timeout"], max_bytes=o["max_bytes"], user_agent=o["user_agent"],
-                      retries=o["retries"], delay=o["delay"], allow_private=o["allow_private"])
+    parsed = parse_sources(run.sources, crawl, o.follow_links) if run.sources else None
+    config = check_config(o.chunk_tokens, o.overlap, embedder.max_tokens)  # no model load
+    fetcher = Fetcher(timeout=o.timeout, max_bytes=o.max_bytes, user_agent=o.user_agent,
+                      retries=o.retries, delay=o.delay, allow_private=o.allow_private)
 
-    def on_event(what, source, detail):
-        progress.event(what, source, detail)
-        if what in ("failed", "skipped", "pruned") or verbose:
-            progress.message(f"{what}: {source}" + (f": {detail}" if detail else ""))
+    def on_event(event):
+        progress.event(event)
+        if isinstance(event, (Failed, Skipped, Pruned)) or verbose:
+            progress.message(f"{event.what}: {event.source}" + (f": {event.detail}" if event.detail else ""))
 
     try:
         if dry_run:
             summary = Summary()
             with progress:
-                for entry in plan(parsed, fetcher, embedder.count_tokens, config, summary, o["max_bytes"],
+                for entry in plan(parsed, fetcher, embedder.count_tokens, config, summary, o.max_bytes,
                                   workers):
                     if as_json:
                         click.echo(json.dumps({"action": entry.action, "source": entry.source,
@@ -384,12 +386,12 @@ def _index_run(run, embedder, *, dry_run, prune, rebuild, wait, workers, quiet, 
                         extra = f"  ({entry.chunks} chunks)" if entry.action == "index" else ""
                         click.echo(f"{entry.action:<5}  {entry.source}  {entry.detail}{extra}")
             return summary
-        common = dict(fetcher=fetcher, max_bytes=o["max_bytes"], prune=prune, on_event=on_event,
+        common = dict(fetcher=fetcher, max_bytes=o.max_bytes, prune=prune, on_event=on_event,
                       workers=workers)
         with progress:
             if rebuild:
                 return rebuild_collection(settings, embedder, config, run.sources, wait=wait,
-                                          crawl=crawl, follow_links=o["follow_links"], **common)
+                                          crawl=crawl, follow_links=o.follow_links, **common)
             with Indexer(settings, embedder, config, wait=wait, **common) as indexer:
                 indexer.open()
                 return indexer.run(parsed)
@@ -531,7 +533,7 @@ def extract_command(source, timeout, max_bytes, as_json):
     """
     from kbindex.extract import document_dict
     from kbindex.fetch import Fetcher
-    from kbindex.indexing.runner import read_document
+    from kbindex.indexing.sources import read_document
 
     with Fetcher(timeout=timeout, max_bytes=max_bytes) as fetcher:
         doc = read_document(source, fetcher, max_bytes)
@@ -704,7 +706,7 @@ def import_cmd(ctx, file, as_json, settings):
     """
     from dataclasses import replace
 
-    from kbindex.indexing.runner import import_chunks
+    from kbindex.indexing.maintenance import import_chunks
     from kbindex.indexing.transfer import open_export
 
     export = open_export(file, getattr(file, "name", "<stdin>"))  # every line checked first
@@ -770,7 +772,7 @@ def collections_delete(name, yes, settings):
     Example:
       kbindex collections delete old-kb --yes
     """
-    from kbindex.indexing.runner import delete_collection
+    from kbindex.indexing.maintenance import delete_collection
 
     if not yes and not click.confirm(f"Delete collection {name!r} and all its chunks?", default=False):
         click.echo("nothing deleted", err=True)

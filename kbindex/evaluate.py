@@ -15,7 +15,6 @@ import csv
 import json
 import math
 import re
-import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -223,6 +222,3 @@ def evaluate(dataset: Dataset, searcher, modes: Sequence[str], depth: int = DEPT
         results.append(ModeResult(mode, score_run(run, dataset.qrels), latencies))
     return results
 
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else 0.0

@@ -36,20 +36,10 @@ from kbindex.config import Settings
 from kbindex.crawl import CrawlOptions
 from kbindex.embed import Embedder
 from kbindex.errors import KbindexError, LockedError, StoreError, WriteInProgressError
-from kbindex.indexing.runner import (
-    _SCHEME,
-    OLD_SUFFIX,
-    REBUILD_SUFFIX,
-    Carried,
-    Indexer,
-    Restored,
-    Source,
-    Summary,
-    bind,
-    ledger_scope,
-    restore,
-    restore_store,
-)
+from kbindex.indexing.maintenance import OLD_SUFFIX, REBUILD_SUFFIX, Carried, Restored, restore, restore_store
+from kbindex.indexing.runner import Indexer, Summary
+from kbindex.indexing.sources import Source, is_url
+from kbindex.indexing.sync import bind, ledger_scope
 from kbindex.records import text_hash
 from kbindex.store import Index
 from kbindex.store.chroma import Collection, Probe, Store
@@ -706,7 +696,7 @@ def _reindex(settings: Settings, report: Report, findings: _Findings, collection
         with worker:
             worker.open()
             summary = worker.run([
-                Source("url", e.source, options=CrawlOptions(depth=0)) if _SCHEME.match(e.source)
+                Source("url", e.source, options=CrawlOptions(depth=0)) if is_url(e.source)
                 else Source("file", e.source) for e in entries])
         report.repaired = summary
         report.actions.append(

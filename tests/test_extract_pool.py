@@ -159,7 +159,8 @@ def _kb_folder(root: Path) -> Path:
 def test_an_index_run_with_workers_writes_what_one_process_writes(tmp_path, counted_pools):
     from kbindex.chunk import check_config
     from kbindex.config import Settings
-    from kbindex.indexing.runner import Indexer, parse_sources
+    from kbindex.indexing.runner import Indexer
+    from kbindex.indexing.sources import parse_sources
     from kbindex.store.chroma import Store
     from tests.fakes import HashEmbedder
     from tests.sync_helpers import assert_consistent
@@ -186,7 +187,8 @@ def test_an_index_run_with_workers_writes_what_one_process_writes(tmp_path, coun
 def test_an_unchanged_rerun_starts_no_workers(tmp_path, counted_pools):
     from kbindex.chunk import check_config
     from kbindex.config import Settings
-    from kbindex.indexing.runner import Indexer, parse_sources
+    from kbindex.indexing.runner import Indexer
+    from kbindex.indexing.sources import parse_sources
     from tests.fakes import HashEmbedder
 
     folder = _kb_folder(tmp_path)

@@ -41,7 +41,8 @@ def built(tmp_path_factory) -> tuple[Path, Path]:
     """(folder, index) with 1,200 chunks: more than Chroma's sync threshold (1,000), so that the
     HNSW files on disk hold the vectors (below it Chroma rebuilds the index from its log)."""
     from kbindex.chunk import ChunkConfig
-    from kbindex.indexing.runner import Indexer, parse_sources
+    from kbindex.indexing.runner import Indexer
+    from kbindex.indexing.sources import parse_sources
     from tests.fakes import HashEmbedder
 
     root = tmp_path_factory.mktemp("built")
@@ -312,7 +313,8 @@ def test_verify_wait_checks_once_the_write_is_over(tmp_path, kb, db):
 def export(tmp_path_factory) -> Path:
     """An export of 600 chunks with vectors (more than two import batches)."""
     from kbindex.chunk import ChunkConfig
-    from kbindex.indexing.runner import Indexer, parse_sources
+    from kbindex.indexing.runner import Indexer
+    from kbindex.indexing.sources import parse_sources
     from kbindex.indexing.transfer import export_jsonl
     from tests.fakes import HashEmbedder
 

@@ -148,7 +148,7 @@ def test_a_bad_chroma_url_is_a_usage_error(kb):
 
 def test_the_server_going_away_mid_run_then_the_next_run_completes(kb, chroma, tmp_path, db, monkeypatch):
     monkeypatch.setenv("KBINDEX_CHROMA_URL", chroma.url)
-    monkeypatch.setattr("kbindex.indexing.runner.EMBED_BATCH", 40)  # a batch a page (40 sections each)
+    monkeypatch.setattr("kbindex.indexing.writer.EMBED_BATCH", 40)  # a batch a page (40 sections each)
     page = "<html><body><main><h1>Page {i}</h1>{body}</main></body></html>"
     body = "".join(f"<h2>Step {j}</h2><p>Do step {j} of the procedure carefully.</p>" for j in range(40))
     routes = {f"/p{i}": Response(body=page.format(i=i, body=body).encode()) for i in range(4)}

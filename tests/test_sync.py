@@ -337,7 +337,7 @@ def test_sigkill_at_any_point_heals_on_the_next_run(tmp_path, folder, stage):
         (folder / "printer-offline-windows.html").read_text().replace("spooler", "print queue"))
     (folder / "laptop-battery-drain-modern-standby.html").write_text("<h1>Battery</h1><p>Short now.</p>")
     (folder / "rmm-vs-dex-tools.html").unlink()
-    for i in range(3):  # 300 chunks: more than one batch to embed (kbindex.indexing.runner.EMBED_BATCH)
+    for i in range(3):  # 300 chunks: more than one batch to embed (kbindex.indexing.writer.EMBED_BATCH)
         (folder / f"new-{i}.md").write_text(sections(100, f"topic{i}"))
     err = tmp_path / "killed.txt"
     proc = spawn(*args, env={"KBINDEX_TEST_PAUSE": stage}, stderr_path=err)
@@ -465,7 +465,8 @@ operations = st.lists(st.one_of(
 @given(ops=operations)
 def test_random_sequences_keep_everything_in_agreement(ops):
     from kbindex.chunk import ChunkConfig
-    from kbindex.indexing.runner import Indexer, parse_sources
+    from kbindex.indexing.runner import Indexer
+    from kbindex.indexing.sources import parse_sources
     from kbindex.search import search
     from tests.fakes import HashEmbedder
 

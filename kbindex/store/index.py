@@ -207,16 +207,41 @@ class Index:
     # -- reading ---------------------------------------------------------------------------------
 
     def stats(self) -> Stats:
-        """Size, model and location of the collection; Index.DoesNotExist when missing."""
+        """Size, model and location of the collection; Index.DoesNotExist when missing.
+
+        Read from the ledger (one row per source) when it describes the collection exactly (see
+        _from_ledger); otherwise from every chunk's metadata in Chroma.
+        """
         collection = self.collection_cached()
-        per_source, last = self._scan(collection)
-        return Stats(collection.name, len(per_source), collection.count(), collection.model,
+        count = collection.count()
+        per_source, last = self._from_ledger(collection, count, titles=False) or self._scan(collection)
+        return Stats(collection.name, len(per_source), count, collection.model,
                      collection.dimension, self.location, last or None)
 
     def sources(self) -> list[SourceSummary]:
-        """Every source with chunks in the collection, sorted by source."""
-        per_source, _ = self._scan(self.collection_cached())
+        """Every source with chunks in the collection, sorted by source (the ledger's rows when
+        it describes the collection exactly, else every chunk's metadata)."""
+        collection = self.collection_cached()
+        found = self._from_ledger(collection, collection.count(), titles=True) or self._scan(collection)
+        per_source = found[0]
         return [per_source[s] for s in sorted(per_source)]
+
+    def _from_ledger(self, collection: Collection, count: int,
+                     titles: bool) -> tuple[dict[str, SourceSummary], str] | None:
+        """What _scan finds, from the ledger alone, or None when the ledger cannot be trusted to
+        say it: not bound to this very collection (another machine's, or a store filled before
+        the ledger), an entry dirty (a write cut short), its chunk ids not adding up to the
+        collection's count, or (titles) an entry from before titles were kept."""
+        if not self.ledger.exists() or self.ledger.binding() != collection.id:
+            return None
+        rows = self.ledger.summaries()
+        if not all(clean for *_, clean in rows) or sum(n for _, _, n, _, _ in rows) != count:
+            return None
+        if titles and any(title is None for _, title, n, _, _ in rows if n):
+            return None
+        per_source = {s: SourceSummary(s, title or "", n, when) for s, title, n, when, _ in rows if n}
+        last = max((when or "" for _, _, n, when, _ in rows if n), default="")
+        return per_source, last
 
     def _scan(self, collection: Collection) -> tuple[dict[str, SourceSummary], str]:
         """Per source: title and indexed_at of its first chunk, and its chunks; and the latest
