@@ -1,4 +1,10 @@
-"""Command line: parse options, call the library, format output, map errors to exit codes."""
+"""Command line: parse options, call the library, format output, map errors to exit codes.
+
+Longer than 500 lines on purpose, for now: it is the command table (option decorators, help text
+and output formatting of 18 commands, each a few lines around a library call), and the `serve`
+branch adds its commands here in parallel; splitting it into a `cli/` package is one move to
+make after that merge, not before.
+"""
 
 from __future__ import annotations
 

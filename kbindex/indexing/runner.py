@@ -115,7 +115,12 @@ Event = Callable[[SourceEvent], None]  # records.Indexed, Unchanged, Skipped, Fa
 class Indexer:
     """Runs sources through the pipeline into one collection, keeping the ledger in step.
 
-    Call open() (takes the write lock), run() any number of times, then close().
+    Call open() (takes the write lock), run() any number of times, then close(). Raises
+    ModelMismatchError (another model's collection), LockedError (another writer), StoreError.
+
+    Over 200 lines because it is one run's state (entries, names and texts seen, crawl memories)
+    that every step of the loop reads and updates: the rules themselves live in sync.py and the
+    writing in writer.py.
     """
 
     def __init__(

@@ -63,6 +63,8 @@ class Index:
     """The collection `collection` in the store at `db` (or on the Chroma server at `url`), its
     keyword index and its ledger.
 
+    A little over 200 lines: the verb set spans three stores, each verb a few lines.
+
     Opening an Index touches nothing: each store is opened on first use. Call close() (or use
     it as a context manager) to close the SQLite connections. Verbs raise Index.DoesNotExist
     when the collection is missing, StoreError when a store cannot be read or written, and

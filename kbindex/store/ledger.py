@@ -111,7 +111,12 @@ class Entry:
 
 
 class Ledger:
-    """The ledger of one collection (scope) in <folder>/kbindex.sqlite."""
+    """The ledger of one collection (scope) in <folder>/kbindex.sqlite.
+
+    Over 200 lines: one class per SQLite file, with a verb or two for each of its tables (sources,
+    visits, embeddings, bindings), each verb one transaction. Raises StoreError when the file
+    cannot be opened or written.
+    """
 
     def __init__(self, folder: Path, scope: str):
         self.path = Path(folder) / LEDGER_NAME

@@ -97,7 +97,12 @@ def match_expression(query: str) -> str | None:
 
 
 class LexicalIndex:
-    """The BM25 index of one collection in one store (its key: store.index.keyword_key)."""
+    """The BM25 index of one collection in one store (its key: store.index.keyword_key).
+
+    Over 200 lines: writing, reading, BM25 search with its term pruning, integrity checks and the
+    reconciliation with Chroma all act on the same two tables, and split apart they would share
+    the table names and the connection. Raises StoreError when SQLite fails.
+    """
 
     def __init__(self, conn: sqlite3.Connection, collection: str):
         self._conn = conn
