@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 BENCHMARKS = ["bench_index", "bench_firstrun", "bench_crawl", "bench_sync", "bench_recrawl", "bench_embed",
-              "bench_langchain", "bench_extract", "bench_search", "bench_sitemaps", "bench_repair"]
+              "bench_langchain", "bench_extract", "bench_search", "bench_sitemaps", "bench_repair", "bench_stats"]
 
 
 def main() -> int:
