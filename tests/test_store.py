@@ -92,3 +92,18 @@ def test_a_missing_collection_raises_index_does_not_exist(tmp_path):
     Store(tmp_path / "index").create("other", "fake:hash", 8)
     with pytest.raises(Index.DoesNotExist, match="collections here: other"):
         Index(tmp_path / "index", "kbindex").stats()
+
+
+def test_rename_to_carries_the_chunks_the_ledger_and_the_keyword_index(kb, db):
+    kb("index", str(SAMPLE_KB))
+    with Index(db, "kbindex") as index:
+        chunks, entries = index.collection().count(), index.ledger.entries()
+        renamed = index.rename_to("renamed")
+    with renamed:
+        assert renamed.collection().count() == chunks and renamed.ledger.entries() == entries
+        assert renamed.keywords().count() == chunks and not renamed.keywords().dirty
+        assert not renamed.sibling("kbindex").exists()
+    assert kb.json("stats", "--collection", "renamed")["chunks"] == chunks
+    hits = kb.json("query", "0x80070002", "--mode", "keyword", "--collection", "renamed")["hits"]
+    assert hits[0]["source"].endswith("windows-update-error-0x80070002.rst")
+    assert kb.json("index", str(SAMPLE_KB), "--collection", "renamed")["unchanged"] == 10
