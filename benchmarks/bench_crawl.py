@@ -80,7 +80,8 @@ def run() -> list[str]:
     from kbindex.crawl import Crawler, CrawlOptions, CrawlResult
     from kbindex.embedding import load_embedder
     from kbindex.fetch import Fetcher
-    from kbindex.index import Summary, dry_run, parse_sources
+    from kbindex.indexing.runner import Summary, dry_run
+    from kbindex.indexing.sources import parse_sources
     from kbindex.pipeline import default_workers
     from kbindex.records import Page
 

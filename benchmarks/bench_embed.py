@@ -185,7 +185,7 @@ def _throughput_and_quality(corpus, queries, qrels, paths, quality: bool) -> Ite
 
 def _index_and_query(corpus, titles, default) -> Iterator[str]:
     from kbindex.chunk import context_line
-    from kbindex.store import Store
+    from kbindex.store.chroma import Store
 
     # 4. Peak RSS of `kbindex index` (defaults, models cached) on 100 vs 400 pages.
     results = {}

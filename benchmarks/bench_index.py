@@ -23,7 +23,7 @@ def run() -> list[str]:
     from sentence_transformers import SentenceTransformer
 
     from kbindex.embedding import packaged_model_path
-    from kbindex.store import Store
+    from kbindex.store.chroma import Store
 
     texts = [m.text for m in Store(db).collection("kbindex").scan(include_text=True)]
     with Timer() as load:

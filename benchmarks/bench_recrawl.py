@@ -63,7 +63,8 @@ def _index(db, start: str) -> tuple[float, dict, Counter, int]:
     from kbindex.chunk import check_config
     from kbindex.config import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP, Settings
     from kbindex.crawl import CrawlOptions
-    from kbindex.index import Indexer, parse_sources
+    from kbindex.indexing.runner import Indexer
+    from kbindex.indexing.sources import parse_sources
 
     embedder = _ConstantEmbedder()
     config = check_config(DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP, embedder.max_tokens)
@@ -82,7 +83,7 @@ def run() -> list[str]:
     reason = ensure_docs()
     if reason:
         return [f"skipped: {reason}"]
-    from kbindex.ledger import Ledger
+    from kbindex.store.ledger import Ledger
 
     db = WORK / "index-recrawl"
     shutil.rmtree(db, ignore_errors=True)

@@ -37,11 +37,11 @@ def build_collection(db: Path, chunks: int, per_source: int = 50, seed: int = 0)
     import numpy as np
 
     from kbindex.config import Settings
-    from kbindex.index import bind, ledger_scope
-    from kbindex.ledger import Entry, Ledger
-    from kbindex.lexical import LexicalIndex, Row
+    from kbindex.indexing.sync import bind, ledger_scope
     from kbindex.records import text_hash
-    from kbindex.store import Store
+    from kbindex.store.chroma import Store
+    from kbindex.store.ledger import Entry, Ledger
+    from kbindex.store.lexical import LexicalIndex, Row
 
     shutil.rmtree(db, ignore_errors=True)
     settings = Settings(db=db, model="bench:random")

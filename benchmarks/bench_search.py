@@ -52,7 +52,7 @@ def run() -> list[str]:
 def _scifact(data, settings, embedder) -> list[str]:
     from kbindex.evaluate import evaluate
     from kbindex.search import open_lexical, search
-    from kbindex.store import Store
+    from kbindex.store.chroma import Store
 
     collection = Store(settings.db).collection(settings.collection)
     lexical = open_lexical(collection)
@@ -79,8 +79,8 @@ def _fusion_variants(data, settings, embedder) -> list[str]:
     than about 0.005 is within what tuning on the test set can explain.
     """
     from kbindex.evaluate import doc_id, score_run
-    from kbindex.lexical import LexicalIndex
-    from kbindex.store import Store
+    from kbindex.store.chroma import Store
+    from kbindex.store.lexical import LexicalIndex
 
     collection = Store(settings.db).collection(settings.collection)
     lexical = LexicalIndex.open(settings.db, settings.collection)
@@ -136,9 +136,9 @@ def _fusion_variants(data, settings, embedder) -> list[str]:
 
 def _pruning(data, settings) -> list[str]:
     """Keyword nDCG@10 on SciFact and BM25 time on 100,000 chunks when common terms are left out."""
-    import kbindex.lexical as lexical_module
+    import kbindex.store.lexical as lexical_module
     from kbindex.evaluate import doc_id, percentile, score_run
-    from kbindex.lexical import LexicalIndex
+    from kbindex.store.lexical import LexicalIndex
 
     if not (SYNTHETIC_DB / "lexical.sqlite3").exists():
         return ["pruning: run the synthetic part first"]
@@ -169,12 +169,12 @@ def search_modes() -> tuple[str, ...]:
 
 
 def _engines(data, settings) -> list[str]:
-    """FTS5 (kbindex.lexical) against bm25s over the same chunk texts: quality, build, update, query."""
+    """FTS5 (kbindex.store.lexical) against bm25s over the same chunk texts: quality, build, update, query."""
     import bm25s
     import numpy as np
 
     from kbindex.evaluate import doc_id, percentile, score_run
-    from kbindex.lexical import LexicalIndex, Row
+    from kbindex.store.lexical import LexicalIndex, Row
 
     rows = list(LexicalIndex.open(settings.db, settings.collection).rows())
     queries = list(data.queries.items())
@@ -235,10 +235,10 @@ def _synthetic(data, embedder) -> list[str]:
     """100,000 chunks: random unit vectors and text drawn from SciFact's word frequencies."""
     import numpy as np
 
-    from kbindex.lexical import LexicalIndex
     from kbindex.records import Chunk
     from kbindex.search import open_lexical
-    from kbindex.store import Store
+    from kbindex.store.chroma import Store
+    from kbindex.store.lexical import LexicalIndex
 
     store = Store(SYNTHETIC_DB)
     lines = []

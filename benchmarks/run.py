@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 BENCHMARKS = ["bench_index", "bench_firstrun", "bench_crawl", "bench_sync", "bench_recrawl", "bench_embed",
               "bench_langchain", "bench_extract", "bench_search", "bench_sitemaps", "bench_repair", "bench_serve",
-              "bench_render"]
+              "bench_render", "bench_stats"]
 
 
 def main() -> int:

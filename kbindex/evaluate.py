@@ -15,7 +15,6 @@ import csv
 import json
 import math
 import re
-import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -179,24 +178,24 @@ class ModeResult:
 def ensure_indexed(dataset: Dataset, settings: Settings, embedder, config,
                    progress: Callable[[str], None] | None = None) -> tuple[str, bool]:
     """Index the corpus into its eval collection unless already there; (collection, reused)."""
-    from kbindex.index import Indexer
-    from kbindex.lexical import LexicalIndex
-    from kbindex.store import Store
+    from kbindex.indexing.runner import Indexer
+    from kbindex.store import Index
 
     name = settings.collection
-    store = Store(settings.db, settings.chroma_url, settings.timeout)
-    if store.exists() and name in store.collection_names():
-        collection = store.collection(name)
+    index = Index.from_settings(settings)
+    if index.exists():
+        collection = index.collection()
         collection.check_model(embedder.name)
         sources = {m.metadata.get("source") for m in collection.scan()}
         if len(sources) == dataset.corpus_size() and all(
             s.startswith(f"{SOURCE_PREFIX}{dataset.name}/") for s in sources
         ):
-            LexicalIndex.open(settings.db, name).heal(collection)
+            index.heal()
+            index.close()
             return name, True
     if progress:
         progress(f"indexing {dataset.corpus_size()} documents of {dataset.name} into collection {name} "
-                 f"in {store.location} (once; later runs reuse it)")
+                 f"in {index.location} (once; later runs reuse it)")
     with Indexer(settings, embedder, config) as indexer:
         indexer.open()
         indexer.add_documents(dataset.documents(), root=f"{SOURCE_PREFIX}{dataset.name}/")
@@ -223,6 +222,3 @@ def evaluate(dataset: Dataset, searcher, modes: Sequence[str], depth: int = DEPT
         results.append(ModeResult(mode, score_run(run, dataset.qrels), latencies))
     return results
 
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else 0.0

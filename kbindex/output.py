@@ -14,7 +14,6 @@ import click
 
 from kbindex.records import Hit
 
-FORMATS = ("table", "json", "jsonl", "csv")
 CSV_FIELDS = ("query", "rank", "score", "title", "section", "url", "source", "id", "text")
 
 

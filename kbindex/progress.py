@@ -1,6 +1,6 @@
 """Progress of an index run: a live status line on a terminal, periodic log lines otherwise.
 
-Driven only by events: the Indexer's on_event(what, source, detail) and the crawler's
+Driven only by events: the Indexer's on_event(records.SourceEvent) and the crawler's
 on_progress(CrawlResult). It knows nothing of the pipeline beyond those.
 """
 
@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 import time
 from typing import TextIO
+
+from kbindex.records import Failed, Indexed, SourceEvent
 
 LOG_INTERVAL = 10.0  # seconds between plain log lines when stderr is not a terminal
 
@@ -61,13 +63,12 @@ class Progress:
 
     # ---------------------------------------------------------------- events
 
-    def event(self, what: str, source: str, detail: str) -> None:
-        """The Indexer's on_event: "indexed" (detail "N chunks"), "failed", "skipped", ..."""
-        if what == "indexed":
+    def event(self, event: SourceEvent) -> None:
+        """The Indexer's on_event: records.Indexed, Failed count here; the others only update."""
+        if isinstance(event, Indexed):
             self.indexed += 1
-            head = detail.split(" ", 1)[0]
-            self.chunks += int(head) if head.isdigit() else 0
-        elif what == "failed":
+            self.chunks += event.chunks
+        elif isinstance(event, Failed):
             self.errors += 1
         self._update()
 

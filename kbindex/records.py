@@ -119,3 +119,79 @@ class Visit:
     #                                                         read with what is recorded here
     fingerprint: str | None = None  # hash of its title and main text: a rel=canonical is trusted
     #                                 only to a target of the same text, also after a 304
+
+
+# -- what an index run reports of each source (Indexer.on_event -> progress.Progress.event) ------
+
+
+@dataclass(frozen=True)
+class SourceEvent:
+    """Something an index run did with one source; `what` names it in messages."""
+
+    source: str
+
+    what = "event"
+
+    @property
+    def detail(self) -> str:
+        """The part of a message after the source ("" when there is nothing to add)."""
+        return ""
+
+
+@dataclass(frozen=True)
+class Indexed(SourceEvent):
+    """The source's chunks were written."""
+
+    chunks: int = 0
+
+    what = "indexed"
+
+    @property
+    def detail(self) -> str:
+        return f"{self.chunks} chunks"
+
+
+@dataclass(frozen=True)
+class Unchanged(SourceEvent):
+    """The source was found unchanged; nothing was written."""
+
+    what = "unchanged"
+
+
+@dataclass(frozen=True)
+class Skipped(SourceEvent):
+    """The source was deliberately not indexed (a listing page, a duplicate, an empty file...)."""
+
+    reason: str = ""
+
+    what = "skipped"
+
+    @property
+    def detail(self) -> str:
+        return self.reason
+
+
+@dataclass(frozen=True)
+class Failed(SourceEvent):
+    """The source could not be read or indexed; what it had in the index is kept."""
+
+    reason: str = ""
+
+    what = "failed"
+
+    @property
+    def detail(self) -> str:
+        return self.reason
+
+
+@dataclass(frozen=True)
+class Pruned(SourceEvent):
+    """The source is gone, and its chunks were deleted."""
+
+    reason: str = ""
+
+    what = "pruned"
+
+    @property
+    def detail(self) -> str:
+        return self.reason

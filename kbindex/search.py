@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 from kbindex.embedding import Embedder
 from kbindex.errors import CollectionError, UsageError
-from kbindex.lexical import LexicalIndex, LexicalMatch
 from kbindex.normalize import normalize_text
 from kbindex.records import Hit
-from kbindex.store import Collection, Match
+from kbindex.store import Index
+from kbindex.store.chroma import Collection, Match
+from kbindex.store.lexical import LexicalIndex, LexicalMatch
 
 MODES = ("hybrid", "vector", "keyword")
 DEFAULT_MODE = "hybrid"
@@ -87,10 +88,10 @@ def search(
         # Keyword search reads only the keyword index, so that a damaged vector index (which can
         # crash the process that loads it) does not stop it; Chroma is read only to fill a keyword
         # index that is empty or was left mid-write.
-        lexical = LexicalIndex.open(collection.store.db, collection.name)
+        index = Index.of(collection)
+        lexical = index.keywords()
         if lexical.dirty or lexical.count() == 0:
-            lexical.close()
-            lexical = open_lexical(collection)
+            lexical = index.lagging_keywords()
     if (lexical.count() if mode == "keyword" else collection.count()) == 0:
         raise CollectionError(
             f"collection {collection.name!r} is empty: run 'kbindex index SOURCE' first"
@@ -160,14 +161,9 @@ def _with_text(lists: list[list[Match]], collection: Collection, lexical: Lexica
 
 
 def open_lexical(collection: Collection) -> LexicalIndex:
-    """The collection's keyword index, rebuilt from Chroma when it lags and no index run is active."""
-    lexical = LexicalIndex.open(collection.store.db, collection.name)
-    # An index built before kbindex had a keyword index, or a deleted lexical file: copy the
-    # chunks over from Chroma (no re-embedding). A dirty flag means an index run is writing now
-    # (or was interrupted): that run, or the next, reconciles.
-    if not lexical.dirty and lexical.count() != collection.count():
-        lexical.sync(collection)
-    return lexical
+    """The collection's keyword index, rebuilt from Chroma when it lags and no index run is
+    active (store.Index.lagging_keywords)."""
+    return Index.of(collection).lagging_keywords()
 
 
 def _fuse(vector: list[Match], keyword: list[LexicalMatch]) -> list[_Candidate]:

@@ -37,25 +37,16 @@ from kbindex.crawl import CrawlOptions
 from kbindex.embedding import Embedder
 from kbindex.embedding.modelcache import recorded_identity
 from kbindex.errors import KbindexError, LockedError, StoreError, WriteInProgressError
-from kbindex.index import (
-    _SCHEME,
-    OLD_SUFFIX,
-    REBUILD_SUFFIX,
-    Carried,
-    Indexer,
-    Restored,
-    Source,
-    Summary,
-    bind,
-    ledger_scope,
-    restore,
-    restore_store,
-)
-from kbindex.ledger import Entry, Ledger
-from kbindex.lexical import LexicalIndex, Row
-from kbindex.lock import LOCK_NAME, WriteLock
+from kbindex.indexing.maintenance import OLD_SUFFIX, REBUILD_SUFFIX, Carried, Restored, restore, restore_store
+from kbindex.indexing.runner import Indexer, Summary
+from kbindex.indexing.sources import Source, is_url
+from kbindex.indexing.sync import bind, ledger_scope
 from kbindex.records import text_hash
-from kbindex.store import Collection, Probe, Store
+from kbindex.store import Index
+from kbindex.store.chroma import Collection, Probe, Store
+from kbindex.store.ledger import Entry, Ledger
+from kbindex.store.lexical import LexicalIndex, Row
+from kbindex.store.lock import LOCK_NAME, WriteLock
 
 # How many times a plain `verify --wait` checks again when a write happened while it read.
 WAIT_ROUNDS = 5
@@ -335,7 +326,7 @@ def _sqlite_damage(path: Path) -> str:
 def _check_keyword(settings: Settings, report: Report, findings: _Findings, probe: Probe | None) -> None:
     name = settings.collection
     try:
-        lexical = LexicalIndex.open(settings.db, name)
+        lexical = Index.from_settings(settings, name).keywords()
     except StoreError as exc:
         findings.keyword = "file"
         report.problems.append(f"the keyword index is damaged ({exc}): run `kbindex verify --repair`")
@@ -433,7 +424,7 @@ def _child() -> None:
 
 
 def _run_probe(collection: Collection, expected) -> Probe:
-    from kbindex.store import probe
+    from kbindex.store.chroma import probe
 
     return probe(collection, expected)
 
@@ -481,7 +472,7 @@ def _repair(settings: Settings, report: Report, findings: _Findings,
             aside = LexicalIndex.set_aside(settings.db)
             report.actions.append(f"set the damaged keyword index aside as {aside.name}")
         elif findings.keyword == "fts":
-            lexical = LexicalIndex.open(settings.db, name)
+            lexical = Index.from_settings(settings, name).keywords()
             lexical.rebuild_fts()
             lexical.close()
             report.actions.append("rebuilt the keyword index's full-text index from its chunks")
@@ -514,7 +505,7 @@ def _repair(settings: Settings, report: Report, findings: _Findings,
         if findings.orphans:
             _orphans(settings, report, findings, collection, ledger)
         if findings.keyword == "step" or (findings.keyword == "file"):
-            lexical = LexicalIndex.open(settings.db, name)
+            lexical = Index.from_settings(settings, name).keywords()
             copied, deleted = lexical.sync(collection)
             lexical.close()
             report.actions.append(f"keyword index: copied {copied} chunks from the store, deleted {deleted}")
@@ -566,7 +557,7 @@ def _chunks_of(settings: Settings) -> tuple[list[Row] | None, str]:
     the keyword index when it holds any, else the store's own copy, read in a child process
     (the vector index may crash the process that loads it). (None, "") when neither can be read."""
     try:
-        lexical = LexicalIndex.open(settings.db, settings.collection)
+        lexical = Index.from_settings(settings).keywords()
         try:
             if lexical.count():
                 return list(lexical.rows()), "the keyword index"
@@ -633,11 +624,9 @@ def _orphans(settings: Settings, report: Report, findings: _Findings, collection
     """Delete the chunks no entry lists when this ledger is the collection's; otherwise adopt
     them where that is safe (see _may_adopt)."""
     if findings.bound and not findings.ledger_empty:
-        indexer = Indexer(settings, None, lock=WriteLock(settings.db))
-        indexer.collection = collection
-        indexer._delete_chunks(findings.orphans)
-        indexer._finish()
-        indexer.close()
+        with Index.of(collection) as index:
+            index.delete(findings.orphans)
+            index.finish()
         report.actions.append(f"deleted {len(findings.orphans)} chunks that no ledger entry lists")
         return
     if not _may_adopt(settings, findings, collection):
@@ -708,7 +697,7 @@ def _reindex(settings: Settings, report: Report, findings: _Findings, collection
         with worker:
             worker.open()
             summary = worker.run([
-                Source("url", e.source, options=CrawlOptions(depth=0)) if _SCHEME.match(e.source)
+                Source("url", e.source, options=CrawlOptions(depth=0)) if is_url(e.source)
                 else Source("file", e.source) for e in entries])
         report.repaired = summary
         report.actions.append(

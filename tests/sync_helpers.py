@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from kbindex.ledger import Ledger
-from kbindex.store import Store
+from kbindex.store.chroma import Store
+from kbindex.store.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -27,7 +27,7 @@ def test_index_sample_kb_then_reindex_changes_nothing(kb):
 
 def test_no_page_chrome_reaches_the_index(kb, db):
     kb("index", str(SAMPLE_KB))
-    from kbindex.store import Store
+    from kbindex.store.chroma import Store
 
     texts = [m.text for m in Store(db).collection("kbindex").scan(include_text=True)]
     assert texts
@@ -200,7 +200,7 @@ def test_bad_input(kb, tmp_path, args, message, code):
 
 
 def test_query_against_an_empty_collection(kb, db):
-    from kbindex.store import Store
+    from kbindex.store.chroma import Store
 
     Store(db).create("kbindex", "fake:hash", 64)
     out = kb("query", "printer")

@@ -27,7 +27,7 @@ from kbindex.crawl import (
 from kbindex.errors import FetchError, SkipSource, UsageError
 from kbindex.fetch import Fetcher, HostThrottle, is_public_address, parse_retry_after
 from kbindex.progress import Progress
-from kbindex.records import Page
+from kbindex.records import Failed, Indexed, Page
 from tests.server import FixtureServer, Response
 from tests.sites import ALL_POSTS, DOC_PAGES, OLD_POST, POSTS, blog, docs
 
@@ -557,10 +557,10 @@ def test_progress_logs_plain_lines_when_not_a_terminal():
     with progress:
         result.fetched, result.queued = 3, 7
         progress.crawl(result)
-        progress.event("indexed", "http://x/a", "4 chunks")
+        progress.event(Indexed("http://x/a", 4))
         assert stream.getvalue() == ""  # not yet: one line per interval
         now[0] = 11
-        progress.event("failed", "http://x/b", "HTTP 500")
+        progress.event(Failed("http://x/b", "HTTP 500"))
     assert stream.getvalue() == "kbindex: fetched 3  queue 7  indexed 1  chunks 4  errors 1  11s\n"
 
 
@@ -568,9 +568,9 @@ def test_quiet_progress_shows_no_status_but_keeps_messages():
     stream = io.StringIO()
     now = [0.0]
     with Progress(stream, live=None, interval=10, clock=lambda: now[0], quiet=True) as progress:
-        progress.event("indexed", "http://x/a", "4 chunks")
+        progress.event(Indexed("http://x/a", 4))
         now[0] = 60
-        progress.event("indexed", "http://x/c", "1 chunks")
+        progress.event(Indexed("http://x/c", 1))
         progress.message("failed: http://x/b: HTTP 500")
     assert stream.getvalue() == "failed: http://x/b: HTTP 500\n"
 
@@ -578,7 +578,7 @@ def test_quiet_progress_shows_no_status_but_keeps_messages():
 def test_progress_live_display_renders():
     stream = io.StringIO()
     with Progress(stream, live=True) as progress:
-        progress.event("indexed", "http://x/a", "2 chunks")
+        progress.event(Indexed("http://x/a", 2))
         progress.message("skipped: http://x/b: listing page")
     assert "skipped: http://x/b: listing page" in stream.getvalue()
 
@@ -613,7 +613,7 @@ def test_new_user_crawls_the_blog_and_finds_each_post_by_a_paraphrase(tmp_path):
 
 
 def test_iter_pages_yields_the_root_source_and_says_whether_it_completed():
-    from kbindex.index import iter_pages, parse_sources
+    from kbindex.indexing.sources import iter_pages, parse_sources
 
     with blog() as site, Fetcher(retries=0) as fetcher:
         full, cut = parse_sources([site.url("/"), site.url("/sitemap.xml")], CrawlOptions(max_pages=3))

@@ -50,7 +50,7 @@ def test_config_given_explicitly_must_exist(kb):
 
 
 def test_example_config_is_valid():
-    from kbindex.project import load_config
+    from kbindex.indexing.project import load_config
     from tests.conftest import ROOT
 
     config = load_config(ROOT / "data" / "kbindex.example.toml")
@@ -148,7 +148,7 @@ def test_every_command_and_option_has_help_with_an_example():
 
 
 def test_index_without_source_indexes_what_the_config_declares(kb, tmp_path, monkeypatch, db):
-    from kbindex.store import Store
+    from kbindex.store.chroma import Store
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "kb").mkdir()

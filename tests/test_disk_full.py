@@ -184,7 +184,7 @@ def test_a_read_only_disk_says_it_cannot_write(disk, built, corpus, tmp_path):
 
 def test_the_lock_file_on_a_full_disk_injected(kb, monkeypatch, tmp_path):
     """os.pwrite of the lock file raises ENOSPC (what a full disk gives, test above)."""
-    from kbindex import lock
+    from kbindex.store import lock
 
     page = tmp_path / "kb" / "a.md"
     page.parent.mkdir()
@@ -210,7 +210,7 @@ def test_an_oserror_no_write_path_caught_is_one_line(kb, monkeypatch, tmp_path):
     """The CLI's last line of defence: an OSError or sqlite3.Error escaping from a write path."""
     import sqlite3
 
-    from kbindex import index
+    from kbindex.indexing import runner as index
 
     page = tmp_path / "a.md"
     page.write_text("# A\n\nThe printer is offline.\n")

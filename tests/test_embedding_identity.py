@@ -16,7 +16,8 @@ from kbindex.embedding import openvino as ov_runtime
 from kbindex.embedding import spec as model_spec
 from kbindex.embedding.base import vector_identity
 from kbindex.embedding.modelcache import ArtifactSpec, ModelCache, record_use, recorded_identity
-from kbindex.index import Indexer, parse_sources
+from kbindex.indexing.runner import Indexer
+from kbindex.indexing.sources import parse_sources
 from tests.fakes import HashEmbedder
 
 

@@ -14,7 +14,7 @@ from kbindex.evaluate import (
     recall_at,
     score_run,
 )
-from kbindex.store import check_name
+from kbindex.store.chroma import check_name
 
 LOG2_3 = math.log2(3)
 

@@ -92,7 +92,7 @@ def test_hits_deep_link_to_the_section_that_answers(kb):
 
 def test_code_and_tables_of_doc_pages_reach_the_index(kb, db):
     kb("index", str(FIXTURES))
-    from kbindex.store import Store
+    from kbindex.store.chroma import Store
 
     texts = "\n".join(m.text for m in Store(db).collection("kbindex").scan(include_text=True))
     assert "RETURN format('SELECT * FROM %I', tbl);" in texts

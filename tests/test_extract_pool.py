@@ -124,7 +124,7 @@ def test_source_errors_survive_the_trip_between_processes():
 @pytest.fixture
 def counted_pools(monkeypatch):
     """Every ExtractAhead the index module makes, to see whether its pool was started."""
-    from kbindex import index as index_module
+    from kbindex.indexing import runner as index_module
 
     made = []
 
@@ -159,8 +159,9 @@ def _kb_folder(root: Path) -> Path:
 def test_an_index_run_with_workers_writes_what_one_process_writes(tmp_path, counted_pools):
     from kbindex.chunk import check_config
     from kbindex.config import Settings
-    from kbindex.index import Indexer, parse_sources
-    from kbindex.store import Store
+    from kbindex.indexing.runner import Indexer
+    from kbindex.indexing.sources import parse_sources
+    from kbindex.store.chroma import Store
     from tests.fakes import HashEmbedder
     from tests.sync_helpers import assert_consistent
 
@@ -186,7 +187,8 @@ def test_an_index_run_with_workers_writes_what_one_process_writes(tmp_path, coun
 def test_an_unchanged_rerun_starts_no_workers(tmp_path, counted_pools):
     from kbindex.chunk import check_config
     from kbindex.config import Settings
-    from kbindex.index import Indexer, parse_sources
+    from kbindex.indexing.runner import Indexer
+    from kbindex.indexing.sources import parse_sources
     from tests.fakes import HashEmbedder
 
     folder = _kb_folder(tmp_path)

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 from kbindex.chunk import ChunkConfig, chunk_document
 from kbindex.extract import extract
-from kbindex.lexical import query_terms
 from kbindex.normalize import normalize_text
 from kbindex.records import Page
+from kbindex.store.lexical import query_terms
 from tests.test_extract_files import make_pdf
 
 

@@ -142,17 +142,17 @@ def _folder(tmp_path, docs: dict[str, str]):
 
 
 def _indexer(tmp_path, embedder, monkeypatch, batch: int):
-    from kbindex import index as index_module
     from kbindex.chunk import check_config
     from kbindex.config import Settings
+    from kbindex.indexing import runner as index_module
 
-    monkeypatch.setattr(index_module, "EMBED_BATCH", batch)
+    monkeypatch.setattr("kbindex.indexing.writer.EMBED_BATCH", batch)
     settings = Settings(db=tmp_path / "db", collection="kbindex", model=embedder.name, device="cpu")
     return index_module.Indexer(settings, embedder, check_config(64, 8, embedder.max_tokens))
 
 
 def test_documents_are_chunked_while_a_batch_is_embedded(tmp_path, monkeypatch):
-    from kbindex.index import parse_sources
+    from kbindex.indexing.sources import parse_sources
     from tests.sync_helpers import assert_consistent
 
     folder = _folder(tmp_path, {f"doc{i}.md": f"# Doc {i}\n\nWord{i} text for document {i}." for i in range(6)})
@@ -165,8 +165,8 @@ def test_documents_are_chunked_while_a_batch_is_embedded(tmp_path, monkeypatch):
 
 
 def test_a_text_in_two_batches_in_flight_is_embedded_once(tmp_path, monkeypatch):
-    from kbindex.index import parse_sources
-    from kbindex.store import Store
+    from kbindex.indexing.sources import parse_sources
+    from kbindex.store.chroma import Store
 
     # Same title and text in two files, so the same chunk text (context line included); a third
     # word keeps the two documents from being duplicates of each other.
@@ -192,7 +192,7 @@ def test_a_text_in_two_batches_in_flight_is_embedded_once(tmp_path, monkeypatch)
 
 
 def test_an_embedding_error_writes_nothing_of_its_batch(tmp_path, monkeypatch):
-    from kbindex.index import parse_sources
+    from kbindex.indexing.sources import parse_sources
     from tests.sync_helpers import snapshot
 
     class Failing(HashEmbedder):

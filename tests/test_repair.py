@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from kbindex.config import Settings
-from kbindex.ledger import Ledger
-from kbindex.store import Store
+from kbindex.store.chroma import Store
+from kbindex.store.ledger import Ledger
 from tests.conftest import SAMPLE_KB
 from tests.sync_helpers import assert_consistent, run, snapshot, spawn, wait_for
 
@@ -41,7 +41,8 @@ def built(tmp_path_factory) -> tuple[Path, Path]:
     """(folder, index) with 1,200 chunks: more than Chroma's sync threshold (1,000), so that the
     HNSW files on disk hold the vectors (below it Chroma rebuilds the index from its log)."""
     from kbindex.chunk import ChunkConfig
-    from kbindex.index import Indexer, parse_sources
+    from kbindex.indexing.runner import Indexer
+    from kbindex.indexing.sources import parse_sources
     from tests.fakes import HashEmbedder
 
     root = tmp_path_factory.mktemp("built")
@@ -173,7 +174,7 @@ def test_a_damaged_keyword_index_is_found_and_rebuilt(built, store, kind, tmp_pa
 
 def test_keyword_queries_do_not_open_the_vector_index(kb, db, monkeypatch):
     kb("index", str(SAMPLE_KB))
-    from kbindex.store import Collection
+    from kbindex.store.chroma import Collection
 
     def refuse(*args, **kwargs):
         raise AssertionError("the vector store was read by a keyword query")
@@ -293,7 +294,7 @@ def test_verify_wait_checks_once_the_write_is_over(tmp_path, kb, db):
     import threading
     import time
 
-    from kbindex.lock import WriteLock
+    from kbindex.store.lock import WriteLock
 
     kb("index", str(SAMPLE_KB))
     lock = WriteLock(db).acquire()
@@ -312,8 +313,9 @@ def test_verify_wait_checks_once_the_write_is_over(tmp_path, kb, db):
 def export(tmp_path_factory) -> Path:
     """An export of 600 chunks with vectors (more than two import batches)."""
     from kbindex.chunk import ChunkConfig
-    from kbindex.index import Indexer, parse_sources
-    from kbindex.transfer import export_jsonl
+    from kbindex.indexing.runner import Indexer
+    from kbindex.indexing.sources import parse_sources
+    from kbindex.indexing.transfer import export_jsonl
     from tests.fakes import HashEmbedder
 
     root = tmp_path_factory.mktemp("export")
@@ -397,7 +399,7 @@ def test_import_writes_the_ledger_before_the_store(kb, export, tmp_path, monkeyp
     """A store failure in the middle of an import leaves dirty ledger entries that list what was
     written (never chunks no entry lists), and the same import again completes it."""
     from kbindex.errors import StoreError
-    from kbindex.store import Collection
+    from kbindex.store.chroma import Collection
 
     real = Collection.upsert
     calls = []

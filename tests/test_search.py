@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from kbindex.lexical import LexicalIndex, Row, match_expression, query_terms
-from kbindex.store import Store
+from kbindex.store.chroma import Store
+from kbindex.store.lexical import LexicalIndex, Row, match_expression, query_terms
 from tests.conftest import SAMPLE_KB
 
 DOCS = {
@@ -230,7 +230,7 @@ def test_import_and_collection_delete_keep_the_keyword_index_in_step(kb, db, tmp
 
 
 def test_large_collections_leave_out_terms_found_in_most_chunks(lexical, monkeypatch):
-    import kbindex.lexical as lx
+    import kbindex.store.lexical as lx
 
     assert lexical._expression("installer 0x80000003") == '"installer" OR "0x80000003"'
     monkeypatch.setattr(lx, "PRUNE_MIN_CHUNKS", 1)  # as if the 9 chunks were a large collection
@@ -239,3 +239,28 @@ def test_large_collections_leave_out_terms_found_in_most_chunks(lexical, monkeyp
     assert [m.id for m in lexical.search("installer 0x80000003", 5)] == ["code3"]
     # every term common: the rarest one is kept, so the query still finds something
     assert lexical._expression("installer the fails") in ('"installer"', '"fails"')
+
+
+@pytest.mark.parametrize("mode", ["keyword", "hybrid"])
+def test_a_keyword_table_from_before_scopes_is_checked_against_chroma_before_it_is_trusted(kb, db, tmp_path, mode):
+    # Before keyword indexes were keyed by scope, a Chroma server indexed from the same --db
+    # wrote its chunks into the local collection's table. Such a file (user_version 0) must not
+    # answer with the server's chunks, and must lose none of the local ones.
+    import sqlite3
+
+    kb("index", str(SAMPLE_KB))
+    lexical = LexicalIndex.open(db, "kbindex")
+    # As many rows as Chroma holds, one of them the server's: counting cannot tell.
+    lexical.delete([sorted(lexical.ids())[0]])
+    lexical.upsert_rows([Row("server-chunk", "http://elsewhere/zqserver.html", "Server", "zqserver only here",
+                             {"source": "http://elsewhere/zqserver.html", "title": "Server"})])
+    lexical.close()
+    conn = sqlite3.connect(db / "lexical.sqlite3")
+    conn.execute("PRAGMA user_version = 0")
+    conn.commit()
+    conn.close()
+    hits = kb.json("query", "zqserver", "--mode", mode)["hits"]
+    assert not any(h["source"].startswith("http://elsewhere") for h in hits), hits
+    hits = kb.json("query", "0x80070002", "--mode", "keyword")["hits"]
+    assert hits[0]["source"].endswith("windows-update-error-0x80070002.rst")
+    assert LexicalIndex.open(db, "kbindex").ids() == _chroma_ids(db)

@@ -360,9 +360,9 @@ def test_the_snapshot_is_kept_while_a_run_is_mid_write_and_swapped_after(kb, db)
     """A changed ledger with a dirty keyword index (a run writing now) does not reopen; once the
     run marks it clean, the next look does."""
     from kbindex.config import Settings
-    from kbindex.ledger import Entry, Ledger
-    from kbindex.lexical import LexicalIndex
     from kbindex.serve.reader import Reader
+    from kbindex.store.ledger import Entry, Ledger
+    from kbindex.store.lexical import LexicalIndex
     from tests.fakes import HashEmbedder
 
     assert kb("index", str(SAMPLE_KB)).exit_code == 0

@@ -107,6 +107,32 @@ def test_every_command_works_against_a_server(kb, chroma, folder, db, monkeypatc
     assert not (db / "chroma.sqlite3").exists()
 
 
+def test_a_local_store_and_a_server_indexed_from_one_db_keep_their_keyword_indexes_apart(kb, chroma, folder,
+                                                                                         db, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    other = other.resolve()
+    (other / "zebra.md").write_text("# Zebra crossings\n\nA zqquagga crossing is painted in stripes.")
+    (other / "okapi.md").write_text("# Okapi\n\nThe zqokapi lives in the forest.")
+    assert kb.json("index", str(folder))["indexed"] == 10
+    assert kb.json("index", str(other), "--chroma-url", chroma.url)["indexed"] == 2
+    # The same collection name, two stores: each query finds only its own store's chunks.
+    for mode in ("keyword", "hybrid"):
+        local = kb.json("query", "zqquagga", "--mode", mode)["hits"]
+        assert all(not h["source"].startswith(str(other)) for h in local), local
+        remote = kb.json("query", "0x80070002 zqquagga", "--mode", mode, "--chroma-url", chroma.url)["hits"]
+        assert {h["source"] for h in remote} <= {str(other / "zebra.md"), str(other / "okapi.md")}, remote
+    assert kb.json("query", "0x80070002", "--mode", "keyword")["hits"][0]["source"].endswith(
+        "windows-update-error-0x80070002.rst")
+    assert kb.json("query", "zqquagga", "--mode", "keyword", "--chroma-url", chroma.url)["hits"][0][
+        "source"] == str(other / "zebra.md")
+    # A local run after the server's keeps them apart too.
+    (folder / "new.md").write_text("# New\n\nA zqlocal article.")
+    assert kb.json("index", str(folder))["indexed"] == 1
+    assert kb.json("query", "zqlocal", "--mode", "keyword", "--chroma-url", chroma.url)["hits"] == []
+    assert kb.json("query", "zqokapi", "--mode", "keyword")["hits"] == []
+
+
 def test_a_server_that_is_down_gives_a_clear_error(kb, folder):
     out = kb("index", str(folder), "--chroma-url", f"http://127.0.0.1:{free_port()}")
     assert out.exit_code == 1 and "Traceback" not in out.output
@@ -122,7 +148,7 @@ def test_a_bad_chroma_url_is_a_usage_error(kb):
 
 def test_the_server_going_away_mid_run_then_the_next_run_completes(kb, chroma, tmp_path, db, monkeypatch):
     monkeypatch.setenv("KBINDEX_CHROMA_URL", chroma.url)
-    monkeypatch.setattr("kbindex.index.EMBED_BATCH", 40)  # a batch a page (40 sections each)
+    monkeypatch.setattr("kbindex.indexing.writer.EMBED_BATCH", 40)  # a batch a page (40 sections each)
     page = "<html><body><main><h1>Page {i}</h1>{body}</main></body></html>"
     body = "".join(f"<h2>Step {j}</h2><p>Do step {j} of the procedure carefully.</p>" for j in range(40))
     routes = {f"/p{i}": Response(body=page.format(i=i, body=body).encode()) for i in range(4)}

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kbindex.config import Settings
-from kbindex.lock import WriteLock
-from kbindex.store import Store
+from kbindex.store.chroma import Store
+from kbindex.store.lock import WriteLock
 from tests.conftest import SAMPLE_KB
 from tests.server import FixtureServer, Request, Response
 from tests.sync_helpers import assert_consistent, run, snapshot, spawn, summary, wait_for
@@ -248,7 +248,7 @@ def test_a_transient_error_deletes_nothing(kb, site, db, status):
     result = json.loads(kb("index", site.server.url("/a"), "--json").stdout)
     assert result["failed"] == 1 and result["pruned"] == 0 and result["chunks_deleted"] == 0
     assert snapshot(db)["store"] == before["store"]
-    from kbindex.ledger import Ledger
+    from kbindex.store.ledger import Ledger
 
     assert f"HTTP {status}" in Ledger(db, "kbindex").get(site.server.url("/a")).last_error
     site.set("/a", "Reset the router first.")
@@ -337,7 +337,7 @@ def test_sigkill_at_any_point_heals_on_the_next_run(tmp_path, folder, stage):
         (folder / "printer-offline-windows.html").read_text().replace("spooler", "print queue"))
     (folder / "laptop-battery-drain-modern-standby.html").write_text("<h1>Battery</h1><p>Short now.</p>")
     (folder / "rmm-vs-dex-tools.html").unlink()
-    for i in range(3):  # 300 chunks: more than one batch to embed (kbindex.index.EMBED_BATCH)
+    for i in range(3):  # 300 chunks: more than one batch to embed (kbindex.indexing.writer.EMBED_BATCH)
         (folder / f"new-{i}.md").write_text(sections(100, f"topic{i}"))
     err = tmp_path / "killed.txt"
     proc = spawn(*args, env={"KBINDEX_TEST_PAUSE": stage}, stderr_path=err)
@@ -465,7 +465,8 @@ operations = st.lists(st.one_of(
 @given(ops=operations)
 def test_random_sequences_keep_everything_in_agreement(ops):
     from kbindex.chunk import ChunkConfig
-    from kbindex.index import Indexer, parse_sources
+    from kbindex.indexing.runner import Indexer
+    from kbindex.indexing.sources import parse_sources
     from kbindex.search import search
     from tests.fakes import HashEmbedder
 

@@ -23,9 +23,9 @@ from kbindex.crawl import (
 )
 from kbindex.errors import FetchError
 from kbindex.fetch import Fetcher
-from kbindex.ledger import Ledger
 from kbindex.records import Page, Visit
-from kbindex.store import Store
+from kbindex.store.chroma import Store
+from kbindex.store.ledger import Ledger
 from tests.server import FixtureServer, Request, Response
 from tests.sites import ALL_POSTS, OLD_POST, POSTS, blog
 from tests.sync_helpers import assert_consistent, run, snapshot, spawn, summary, wait_for

@@ -402,19 +402,19 @@ def test_an_unreadable_subfolder_prunes_nothing_under_it(kb, db, tmp_path, monke
 
 
 def test_a_file_deleted_between_listing_and_reading_is_pruned_as_success(kb, db, tmp_path, monkeypatch):
-    import kbindex.index
+    import kbindex.indexing.sources
 
     root = _folder(tmp_path)
     kb("index", str(root))
     (root / "sub" / "deep.md").write_text("# Deep\n\nChanged, so it must be read again.\n")
-    real = kbindex.index.read_file
+    real = kbindex.indexing.sources.read_file
 
     def read_after_deletion(path, *args):
         if path.name == "deep.md":
             path.unlink()  # deleted after the walk listed it, before it is read
         return real(path, *args)
 
-    monkeypatch.setattr(kbindex.index, "read_file", read_after_deletion)
+    monkeypatch.setattr(kbindex.indexing.sources, "read_file", read_after_deletion)
     code, again = index(kb, str(root))
     assert code == 0 and again["failed"] == 0 and again["pruned"] == 1
     assert again["prunes"][0]["source"] == str(root / "sub" / "deep.md")
@@ -512,21 +512,21 @@ def test_follow_links_from_the_config_file(kb, db, tmp_path, monkeypatch):
 def test_a_link_indexed_under_its_target_by_an_older_version_is_pruned(kb, db, tmp_path, monkeypatch):
     """kbindex 0.1.0 followed a link to a file outside the folder and named it by its target
     (outside the folder, root the folder): that walk is replayed here, then a current run prunes it."""
-    import kbindex.index
+    import kbindex.indexing.sources
 
     root = _folder(tmp_path)
     target = tmp_path / "outside.md"
     target.write_text("# Outside\n\nReached through a link in the folder.\n")
     (root / "outside.md").symlink_to(target)
-    current = kbindex.index.walk
+    current = kbindex.indexing.sources.walk
 
     def old_walk(folder, follow_links=False):
         for item in current(folder, follow_links=follow_links):
             yield target if getattr(item, "kind", None) == "outside_folder" else item
 
-    monkeypatch.setattr(kbindex.index, "walk", old_walk)
+    monkeypatch.setattr(kbindex.indexing.sources, "walk", old_walk)
     assert index(kb, str(root))[1]["indexed"] == 4 and str(target) in sources(kb)
-    monkeypatch.setattr(kbindex.index, "walk", current)
+    monkeypatch.setattr(kbindex.indexing.sources, "walk", current)
     code, again = index(kb, str(root))
     assert code == 0 and [p["source"] for p in again["prunes"]] == [str(target)]
     assert str(target) not in sources(kb)

@@ -90,7 +90,7 @@ class Snapshot:
     """
 
     def __init__(self, settings: Settings, generation: int):
-        from kbindex.store import Store
+        from kbindex.store.chroma import Store
 
         self.settings = settings
         self.generation = generation
@@ -119,11 +119,12 @@ class Snapshot:
             return self._collections[name]
 
     def lexical(self, name: str):
-        from kbindex.lexical import LexicalIndex
+        from kbindex.store import keyword_key
+        from kbindex.store.lexical import LexicalIndex
 
         opened = self._local.__dict__.setdefault("lexical", {})
-        if name not in opened:
-            opened[name] = LexicalIndex.open(self.settings.db, name)
+        if name not in opened:  # keyed as index runs key it: by collection and server
+            opened[name] = LexicalIndex.open(self.settings.db, keyword_key(name, self.settings.chroma_url))
         return opened[name]
 
     def sources(self, name: str) -> list[dict]:

@@ -18,7 +18,7 @@ from typing import IO
 from kbindex.chunk import context_line
 from kbindex.errors import KbindexError
 from kbindex.records import Chunk
-from kbindex.store import Collection
+from kbindex.store.chroma import Collection
 
 FORMAT_VERSION = 1
 RESERVED = ("source", "title", "section", "position", "doc_hash", "anchor", "model")

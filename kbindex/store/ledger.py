@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS sources (
     text_hashes TEXT NOT NULL,    -- JSON list, hashes of the embedded texts (cache keys)
     indexed_at TEXT,
     last_error TEXT,
+    title TEXT,                   -- the document's title; NULL in rows from before it was kept
     PRIMARY KEY (scope, source)
 );
 CREATE TABLE IF NOT EXISTS embeddings (
@@ -81,7 +82,7 @@ CREATE TABLE IF NOT EXISTS bindings (
 
 _SCOPED = ("sources", "visits", "bindings")  # the tables with a row per scope
 _COLUMNS = ("source", "root", "etag", "last_modified", "size", "mtime", "body_hash", "content_hash",
-            "chunking", "model", "chunk_ids", "text_hashes", "indexed_at", "last_error")
+            "chunking", "model", "chunk_ids", "text_hashes", "indexed_at", "last_error", "title")
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class Entry:
     text_hashes: tuple[str, ...] = field(default=(), repr=False)
     indexed_at: str | None = None
     last_error: str | None = None
+    title: str | None = None  # None: not recorded (an entry written before titles were)
 
     @property
     def clean(self) -> bool:
@@ -110,7 +112,12 @@ class Entry:
 
 
 class Ledger:
-    """The ledger of one collection (scope) in <folder>/kbindex.sqlite."""
+    """The ledger of one collection (scope) in <folder>/kbindex.sqlite.
+
+    Over 200 lines: one class per SQLite file, with a verb or two for each of its tables (sources,
+    visits, embeddings, bindings), each verb one transaction. Raises StoreError when the file
+    cannot be opened or written.
+    """
 
     def __init__(self, folder: Path, scope: str):
         self.path = Path(folder) / LEDGER_NAME
@@ -131,6 +138,14 @@ class Ledger:
                 # drop the last transactions); FULL would fsync on every source.
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.executescript(_SCHEMA)
+                if "title" not in {r[1] for r in db.execute("PRAGMA table_info(sources)")}:
+                    # A ledger made before titles were kept: the column is added, empty, and
+                    # filled as sources are written again (Index.sources reads the store meanwhile).
+                    try:
+                        db.execute("ALTER TABLE sources ADD COLUMN title TEXT")
+                    except sqlite3.OperationalError as exc:  # another process added it just now
+                        if "duplicate column" not in str(exc):
+                            raise
                 db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
                 # Made once with the file: a ledger deleted and made again is another ledger.
                 db.execute("INSERT OR IGNORE INTO meta VALUES ('ledger_id', ?)", (uuid.uuid4().hex,))
@@ -199,8 +214,12 @@ class Ledger:
         ).fetchone()
         return _entry(row) if row else None
 
-    def count(self) -> int:
-        return self.db.execute("SELECT count(*) FROM sources WHERE scope = ?", (self.scope,)).fetchone()[0]
+    def summaries(self) -> list[tuple[str, str | None, int, str | None, bool]]:
+        """(source, title, number of chunk ids, indexed_at, clean) of every entry of this scope,
+        read without decoding the chunk id lists (one row per source)."""
+        return [(s, t, n, when, bool(clean)) for s, t, n, when, clean in self.db.execute(
+            "SELECT source, title, json_array_length(chunk_ids), indexed_at, content_hash IS NOT NULL "
+            "FROM sources WHERE scope = ?", (self.scope,))]
 
     # -- writing: every method is one transaction -----------------------------------------------
 
@@ -353,7 +372,7 @@ class Ledger:
             f"VALUES ({', '.join('?' * (len(_COLUMNS) + 1))})",
             (self.scope, e.source, e.root, e.etag, e.last_modified, e.size, e.mtime, e.body_hash,
              e.content_hash, e.chunking, e.model, json.dumps(list(e.chunk_ids)),
-             json.dumps(list(e.text_hashes)), e.indexed_at, e.last_error),
+             json.dumps(list(e.text_hashes)), e.indexed_at, e.last_error, e.title),
         )
 
     def _tx(self):

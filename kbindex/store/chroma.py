@@ -1,4 +1,9 @@
-"""The only module importing chromadb: one Collection class with a small verb set."""
+"""The only module importing chromadb: one Collection class with a small verb set.
+
+Over 500 lines because it holds everything that speaks to Chroma, including `probe` (verify's
+read-back of every vector, run in a child process), which needs Collection's raw client calls;
+moving it out would make another module reach into Collection's privates.
+"""
 
 from __future__ import annotations
 
@@ -108,10 +113,10 @@ class Store:
         return self._batch
 
     def collection(self, name: str) -> Collection:
-        """An existing collection; CollectionError when there is none."""
+        """An existing collection; CollectionMissing when there is none."""
         check_name(name)
         if not self.exists():
-            raise CollectionError(
+            raise CollectionMissing(
                 f"no index at {self.location}: run 'kbindex index SOURCE' first"
             )
         from chromadb.errors import NotFoundError
@@ -119,7 +124,7 @@ class Store:
         try:
             raw = self.client.get_collection(name, embedding_function=None)
         except NotFoundError:
-            raise CollectionError(
+            raise CollectionMissing(
                 f"no collection {name!r} in {self.location}: run 'kbindex index SOURCE' first"
                 + self._others(name)
             ) from None
@@ -242,11 +247,12 @@ def check_name(name: str) -> None:
         raise CollectionError(f"invalid collection name {name!r}: {COLLECTION_RULE}")
 
 
+class CollectionMissing(CollectionError):
+    """The collection does not exist (or there is no store at all); store.Index.DoesNotExist."""
+
+
 class Collection:
     """A Chroma collection holding kbindex chunks."""
-
-    class DoesNotExist(CollectionError):
-        """The collection does not exist."""
 
     def __init__(self, raw, store: Store):
         self._raw = raw

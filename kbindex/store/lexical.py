@@ -97,21 +97,34 @@ def match_expression(query: str) -> str | None:
 
 
 class LexicalIndex:
-    """The BM25 index of one collection."""
+    """The BM25 index of one collection in one store (its key: store.index.keyword_key).
+
+    Over 200 lines: writing, reading, BM25 search with its term pruning, integrity checks and the
+    reconciliation with Chroma all act on the same two tables, and split apart they would share
+    the table names and the connection. Raises StoreError when SQLite fails.
+    """
 
     def __init__(self, conn: sqlite3.Connection, collection: str):
         self._conn = conn
-        self.collection = collection
-        # Collection names are validated ([a-zA-Z0-9._-]), so they are safe inside quotes.
+        self.collection = collection  # the key
+        # Keys are validated ([a-zA-Z0-9._-] and "@"), so they are safe inside quotes.
         self._chunks = f'"{collection}:chunks"'
         self._fts = f'"{collection}:fts"'
 
     @classmethod
-    def open(cls, db_dir: Path, collection: str) -> LexicalIndex:
-        """Open (creating when missing) the lexical index of a collection in an index folder."""
-        from kbindex.store import check_name
+    def open(cls, db_dir: Path, key: str) -> LexicalIndex:
+        """Open (creating when missing) the keyword index `key` (store.index.keyword_key: the
+        collection's name, with a digest of the server URL in server mode) in an index folder.
 
-        check_name(collection)
+        StoreError when the file cannot be opened; CollectionError for a key that is not a
+        collection name with an optional `@hex` suffix.
+        """
+        from kbindex.store.chroma import check_name
+
+        name, _, server = key.partition("@")
+        check_name(name)
+        if server and not _HEX.match(server):
+            raise StoreError(f"invalid keyword index name {key!r}")
         path = Path(db_dir) / FILENAME
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +132,8 @@ class LexicalIndex:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
-            index = cls(conn, collection)
+            _upgrade(conn)
+            index = cls(conn, key)
             if not index._exists():
                 index._create()
         except sqlite3.Error as exc:
@@ -176,7 +190,7 @@ class LexicalIndex:
 
     def upsert(self, chunks: Sequence[Chunk], model: str) -> None:
         """Add or replace chunks (by id), with the metadata Chroma stores for them."""
-        from kbindex.store import chunk_metadata
+        from kbindex.store.chroma import chunk_metadata
 
         self.upsert_rows(
             Row(c.id, c.source, context_line(c.title, c.section), c.text, chunk_metadata(c, model))
@@ -224,10 +238,20 @@ class LexicalIndex:
 
     @property
     def dirty(self) -> bool:
+        """True while a write is in progress or was interrupted, or the table is UNVERIFIED."""
+        return self._state() != 0
+
+    @property
+    def unverified(self) -> bool:
+        """A table from before keyword indexes were keyed by scope (see _upgrade): it must be
+        compared with its Chroma collection once before it is trusted."""
+        return self._state() == UNVERIFIED
+
+    def _state(self) -> int:
         row = self._conn.execute(
             "SELECT dirty FROM kbindex_lexical_state WHERE collection = ?", (self.collection,)
         ).fetchone()
-        return bool(row and row[0])
+        return row[0] if row else 0
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -263,7 +287,7 @@ class LexicalIndex:
 
     def digests(self) -> dict[str, str]:
         """store.metadata_digest of every chunk's stored metadata, by id."""
-        from kbindex.store import metadata_digest
+        from kbindex.store.chroma import metadata_digest
 
         return {i: metadata_digest(json.loads(m)) for i, m in self._conn.execute(f"SELECT id, meta FROM {self._chunks}")}
 
@@ -384,6 +408,37 @@ class LexicalIndex:
             self.sync(collection)
             return True
         return False
+
+
+# The file's version (PRAGMA user_version). 0: every collection's tables were keyed by its name
+# alone, so a local store and a Chroma server indexed from one --db shared (and mixed) one table.
+# 1: keyed by store.index.keyword_key, the server's tables apart.
+VERSION = 1
+# The dirty value of a table made under version 0: like a dirty table, it is reconciled with its
+# Chroma collection (differences() compares every chunk) before it is trusted, by the next write
+# or the next search; mark_clean then makes it 0.
+UNVERIFIED = 2
+_HEX = re.compile(r"^[0-9a-f]{12}$")
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a file made by an older kbindex to VERSION, losing nothing: tables of version 0 stay
+    where they are (a local collection's name is its key still) and are marked UNVERIFIED, since
+    a server's chunks may have been written into them."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("PRAGMA user_version").fetchone()[0] < VERSION:  # not upgraded meanwhile
+            has_state = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'kbindex_lexical_state'").fetchone()
+            if has_state:
+                conn.execute("UPDATE kbindex_lexical_state SET dirty = ? WHERE dirty = 0", (UNVERIFIED,))
+            conn.execute(f"PRAGMA user_version = {VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 class _Transaction:

@@ -70,10 +70,6 @@ class WriteLock:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def __enter__(self) -> WriteLock:
         return self.acquire()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from kbindex.config import COLLECTION_RULE, Settings, valid_collection_name
@@ -175,15 +175,58 @@ class _Lines:
 
 
 @dataclass(frozen=True)
+class IndexOptions:
+    """The `index` options a source may set (SOURCE_KEYS), as the command or the config gives them.
+
+    Units: timeout, max_time and delay in seconds; max_bytes in bytes; chunk_tokens and overlap
+    in model tokens.
+    """
+
+    chunk_tokens: int
+    overlap: int
+    timeout: float
+    max_bytes: int
+    scope: str  # "path" | "host"
+    include: tuple[str, ...]  # regular expressions
+    exclude: tuple[str, ...]
+    depth: int | None
+    max_pages: int | None
+    max_time: float | None
+    delay: float
+    concurrency: int
+    ignore_robots: bool
+    allow_private: bool
+    user_agent: str | None
+    retries: int
+    trust_lastmod: bool
+    follow_links: bool
+    # credentials as given ("Name: value" strings, or a table/list from kbindex.toml; values may
+    # say "${ENV_VAR}": kbindex.credentials) and the --render mode (None: kbindex.render decides)
+    headers: tuple[str, ...] | dict | list = ()
+    cookies: str | None = None
+    render: str | None = None
+
+    @classmethod
+    def of(cls, values: dict) -> IndexOptions:
+        """From option values by name (the command's keyword arguments); TypeError when one is
+        missing or unknown."""
+        return cls(**{k: tuple(v) if k in ("include", "exclude") else v for k, v in values.items()})
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
 class Run:
     """Sources indexed together into one collection with one set of `index` options."""
 
     settings: Settings
     sources: tuple[str, ...]
-    options: dict
+    options: IndexOptions
 
 
-def plan_runs(config: ProjectConfig, settings: Settings, options: dict, explicit: set[str]) -> list[Run]:
+def plan_runs(config: ProjectConfig, settings: Settings, options: IndexOptions,
+              explicit: set[str]) -> list[Run]:
     """The runs that index what the config declares.
 
     options are the `index` command's option values; explicit names those given on the command
@@ -200,9 +243,10 @@ def plan_runs(config: ProjectConfig, settings: Settings, options: dict, explicit
             raise ConfigError(f"{config.path}: collections.{collection.name} declares no sources")
         model = settings.model if "model" in explicit else (collection.model or settings.model)
         target = replace(settings, collection=collection.name, model=model)
+        given = options.as_dict()
         for source in collection.sources:
-            merged = dict(options)
-            for key in options:
+            merged = dict(given)
+            for key in given:
                 if key in explicit:
                     continue
                 if key in source.options:
@@ -212,6 +256,7 @@ def plan_runs(config: ProjectConfig, settings: Settings, options: dict, explicit
             value = source.value
             if "://" not in value and not Path(value).is_absolute():
                 value = str((config.path.parent / value).resolve())  # relative to the config file
+            merged = IndexOptions.of(merged)
             same = next((r for r in runs if r.settings == target and r.options == merged), None)
             if same is not None:
                 runs[runs.index(same)] = Run(target, same.sources + (value,), merged)

@@ -1,0 +1,1 @@
+"""Sources -> pages -> documents -> chunks -> store.Index: the sync rules, the one write path, runs."""
