@@ -62,11 +62,18 @@ class MuteServer:
             conn.close()
 
 
+# Every test gives the command --timeout 1: it waits at most 3 s for the server (the three requests
+# of the client's setup, kbindex.store._http_client); the rest of this limit is the start-up of a
+# Python process with chromadb on a loaded machine (about 17 s at a load average of 9 on 2 cores).
+# A command that ignores --timeout waits 3 x the default 20 s and overruns it.
+LIMIT = 50
+
+
 def _kbindex(*args: str, tmp_path) -> tuple[int, str, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "KBINDEX_MODEL": "fake:hash",
            "KBINDEX_DB": str(tmp_path / "index")}
     proc = subprocess.run([sys.executable, "-m", "tests.fake_kbindex", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=90)
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=LIMIT)
     return proc.returncode, proc.stdout, proc.stderr
 
 
