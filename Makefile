@@ -29,6 +29,7 @@ help: ## List the targets and variables
 	@echo "  COLLECTION=name  only this collection (index, reindex, query, stats, verify)"
 	@echo "  Q=\"text\"         the query for 'make query'; K=5 hits"
 	@echo "  CONFIG=file     config file (default: ./kbindex.toml, see data/kbindex.example.toml)"
+	@echo "  TEST_WORKERS=4  test workers for 'make test' and 'make test-fast' (0: one process)"
 	@echo "  EVAL_DATA=dir   BEIR-layout data set for 'make eval' (default: ../shared/data/scifact)"
 	@echo "  HOST=127.0.0.1 PORT=8765  where 'make serve' listens (another HOST needs KBINDEX_TOKEN)"
 	@echo "  Environment: KBINDEX_DB, KBINDEX_COLLECTION, KBINDEX_MODEL, KBINDEX_CHROMA_URL, ..."
@@ -73,11 +74,20 @@ demo: install ## Index data/sample-kb into data/index and run two example querie
 	$(BIN)/kbindex query "my desktop chat app will not open for users with roaming profiles" -k 3
 	$(BIN)/kbindex query "do the random starting vectors survive once the model is trained?" -k 3
 
-test: install ## Run the whole test suite (what CI runs)
-	$(BIN)/python -m pytest -q
+# Test workers (pytest-xdist): more than the cores pay, because most tests wait on subprocesses,
+# servers and timeouts (docs/benchmarks.md, issue 16); TEST_WORKERS=0 runs in one process.
+# worksteal: each worker starts with one contiguous part of the suite (a module's tests, and its
+# module-scoped fixtures, mostly on one worker) and takes half of a busy worker's rest when idle.
+# (loadgroup would pin such modules to one worker, but with pytest 9.2 it groups nothing:
+# pytest-dev/pytest-xdist#1386.)
+TEST_WORKERS ?= 4
+PYTEST := $(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
+
+test: install ## Run the whole test suite (what CI runs; TEST_WORKERS=4 workers)
+	$(PYTEST)
 
 test-fast: install ## The edit loop: every test but those of the real model and the Chroma server
-	$(BIN)/python -m pytest -q -m "not model and not server"
+	$(PYTEST) -m "not model and not server"
 
 lint: install ## Check style with ruff
 	$(BIN)/ruff check kbindex tests benchmarks

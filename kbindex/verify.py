@@ -224,7 +224,7 @@ def _check(settings: Settings) -> tuple[Report, _Findings | None]:
     report.sources = len(entries)
     findings.ledger_empty = not entries
     try:
-        store = Store(settings.db, settings.chroma_url)
+        store = Store(settings.db, settings.chroma_url, settings.timeout)
         names = store.collection_names() if store.exists() else []
         if name not in names and name + OLD_SUFFIX in names:
             findings.swap_interrupted = True
@@ -372,7 +372,8 @@ def _probe(settings: Settings) -> tuple[Probe | None, str | None]:
 
 def _in_child(settings: Settings, task: dict) -> tuple[dict | None, str | None]:
     """Run a store task in a child Python process; (its JSON answer, None) or (None, failure)."""
-    request = {**task, "db": str(settings.db), "url": settings.chroma_url, "collection": settings.collection,
+    request = {**task, "db": str(settings.db), "url": settings.chroma_url, "timeout": settings.timeout,
+               "collection": settings.collection,
                "scope": ledger_scope(settings)}
     package_root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
@@ -404,7 +405,7 @@ def _child() -> None:
     """The child process's side of _in_child: one task, a JSON answer on stdout."""
     request = json.loads(sys.stdin.read())
     try:
-        store = Store(Path(request["db"]), request["url"])
+        store = Store(Path(request["db"]), request["url"], request["timeout"])
         collection = store.collection(request["collection"])
         if request["task"] == "probe":
             expected = _cache_lookup(Path(request["db"]), request["scope"], collection.model)
@@ -458,7 +459,7 @@ def _repair(settings: Settings, report: Report, findings: _Findings,
     """Fix what findings name; return the report of the repair's last look when nothing changed
     after it (None: check again)."""
     name = settings.collection
-    store = Store(settings.db, settings.chroma_url)
+    store = Store(settings.db, settings.chroma_url, settings.timeout)
     ledger = Ledger(settings.db, ledger_scope(settings))
     try:
         if findings.ledger_damaged:
@@ -501,7 +502,7 @@ def _repair(settings: Settings, report: Report, findings: _Findings,
                 if refreshed is None or not again.problems:
                     return again
             findings = refreshed
-        collection = Store(settings.db, settings.chroma_url).collection(name)
+        collection = Store(settings.db, settings.chroma_url, settings.timeout).collection(name)
         if findings.orphans:
             _orphans(settings, report, findings, collection, ledger)
         if findings.keyword == "step" or (findings.keyword == "file"):
@@ -527,7 +528,7 @@ def _rebuild_vectors(settings: Settings, report: Report, findings: _Findings, le
     store's own copy of texts and metadata) and the embedding cache; swap it in. False when
     neither copy of the chunks could be read."""
     name = settings.collection
-    store = Store(settings.db, settings.chroma_url)
+    store = Store(settings.db, settings.chroma_url, settings.timeout)
     collection = store.collection(name)
     model, dimension = collection.model, collection.dimension
     if model is None:

@@ -238,6 +238,9 @@ def test_the_model_cache_on_a_full_disk_injected(kb, monkeypatch, tmp_path):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
 
     monkeypatch.setattr(export, "export_onnx", full)
+    # An empty cache of its own: the session's, shared by every test (and every xdist worker), may
+    # already hold this export, made by test_onnx, and then nothing would be exported here.
+    monkeypatch.setenv("KBINDEX_CACHE_DIR", str(tmp_path / "model-cache"))
     page = tmp_path / "a.md"
     page.write_text("# A\n\nThe printer is offline.\n")
     out = kb("index", str(page), "--model", "all-MiniLM-L6-v2", "--backend", "onnx", "--quantize", "none",

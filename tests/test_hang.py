@@ -62,11 +62,16 @@ class MuteServer:
             conn.close()
 
 
+# A hang fails the test instead of hanging the run (generous: a Python start with chromadb took up
+# to 50 s at a load average of 20 on 2 cores).
+LIMIT = 90
+
+
 def _kbindex(*args: str, tmp_path) -> tuple[int, str, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "KBINDEX_MODEL": "fake:hash",
            "KBINDEX_DB": str(tmp_path / "index")}
     proc = subprocess.run([sys.executable, "-m", "tests.fake_kbindex", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=90)
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=LIMIT)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -106,3 +111,6 @@ def test_verify_reports_a_mute_chroma_server(tmp_path):
         server.close()
     assert code == 1 and "Traceback" not in stderr, stderr
     assert "problem: the store fails to open or answer" in stdout and "cannot reach the Chroma server" in stdout
+    # --timeout 1 bounds it: the client's three setup requests, 1 s each (kbindex.store._http_client),
+    # not 3 x the default 20 s.
+    assert "no answer within 3 s" in stdout, stdout

@@ -223,7 +223,7 @@ def restore(settings: Settings, rows: Iterable, model: str, dimension: int | Non
     chunks whose vector is not cached are embedded, with embedder_factory(model); StoreError
     when that is needed and no factory is given. The caller holds the write lock.
     """
-    store = Index(settings.db, settings.collection, settings.chroma_url).store
+    store = Index(settings.db, settings.collection, settings.chroma_url, settings.timeout).store
     name = settings.collection
     temp = name + REBUILD_SUFFIX
     names = store.collection_names()
