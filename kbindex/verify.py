@@ -56,6 +56,9 @@ from kbindex.lock import LOCK_NAME, WriteLock
 from kbindex.records import text_hash
 from kbindex.store import Collection, Probe, Store
 
+# The chunks a repair wrote into a fresh collection: chunk id -> (source, store.metadata_digest).
+Written = dict[str, tuple[str, str]]
+
 # How many times a plain `verify --wait` checks again when a write happened while it read.
 WAIT_ROUNDS = 5
 
@@ -216,7 +219,13 @@ class _Writes:
 # -- the check -------------------------------------------------------------------------------------
 
 
-def _check(settings: Settings) -> tuple[Report, _Findings | None]:
+def _check(settings: Settings, written: Written | None = None) -> tuple[Report, _Findings | None]:
+    """Look at the ledger, the store and the keyword index; (the report, what repair needs to
+    know) or (report, None) when the store cannot be read at all.
+
+    written: the chunks a repair has just written into a fresh collection of settings: the store
+    is then confirmed on a sample (store.probe) instead of read back whole.
+    """
     report = Report()
     findings = _Findings()
     name = settings.collection
@@ -251,7 +260,7 @@ def _check(settings: Settings) -> tuple[Report, _Findings | None]:
             findings.store_file_damaged = True
             report.problems.append(f"the store's file chroma.sqlite3 is damaged ({damage}): run "
                                    "`kbindex verify --repair`")
-    probe, failure = _probe(settings)
+    probe, failure = _probe(settings, written)
     if failure is not None and "cannot reach the Chroma server" in failure:
         report.problems.append(f"the store fails to open or answer: {failure}")
         ledger.close()
@@ -367,9 +376,9 @@ def _check_keyword(settings: Settings, report: Report, findings: _Findings, prob
 # -- the store, read in a child process -------------------------------------------------------------
 
 
-def _probe(settings: Settings) -> tuple[Probe | None, str | None]:
+def _probe(settings: Settings, written: Written | None = None) -> tuple[Probe | None, str | None]:
     """(what reading the collection back found, None) or (None, why it could not be read)."""
-    answer, failure = _in_child(settings, {"task": "probe"})
+    answer, failure = _in_child(settings, {"task": "probe", "written": written})
     if failure is not None:
         return None, failure
     data = answer["probe"]
@@ -416,7 +425,9 @@ def _child() -> None:
         collection = store.collection(request["collection"])
         if request["task"] == "probe":
             expected = _cache_lookup(Path(request["db"]), request["scope"], collection.model)
-            result = _run_probe(collection, expected)
+            written = request.get("written")
+            result = _run_probe(collection, expected,
+                                None if written is None else {i: tuple(v) for i, v in written.items()})
             answer = {"ok": True, "probe": asdict(result)}
         else:  # "rows": every chunk's text and metadata, one JSON object a line, into a file
             n = 0
@@ -431,10 +442,10 @@ def _child() -> None:
     sys.stdout.flush()
 
 
-def _run_probe(collection: Collection, expected) -> Probe:
+def _run_probe(collection: Collection, expected, written: Written | None) -> Probe:
     from kbindex.store import probe
 
-    return probe(collection, expected)
+    return probe(collection, expected, written=written)
 
 
 def _cache_lookup(db: Path, scope: str, model: str | None):
@@ -484,28 +495,31 @@ def _repair(settings: Settings, report: Report, findings: _Findings,
             lexical.rebuild_fts()
             lexical.close()
             report.actions.append("rebuilt the keyword index's full-text index from its chunks")
+        written: Written | None = None
         if findings.store_file_damaged:
-            if not _rebuild_store(settings, report, embedder):
+            written = _rebuild_store(settings, report, embedder)
+            if written is None:
                 return None
         elif findings.vector_damaged:
-            if not _rebuild_vectors(settings, report, findings, ledger, embedder):
+            written = _rebuild_vectors(settings, report, findings, ledger, embedder)
+            if written is None:
                 return None
         if findings.ledger_damaged or findings.swap_interrupted or findings.vector_damaged or \
                 findings.store_file_damaged or findings.keyword in ("file", "fts"):
-            # What the first steps changed: look again before the ledger is reconciled.
+            # What the first steps changed: look again before the ledger is reconciled. After a
+            # rebuild the fresh collection is confirmed on a sample (see store.probe): reading
+            # back every chunk just written cost as much as writing them (docs/benchmarks.md).
             ledger.close()
-            again, refreshed = _check(settings)
+            again, refreshed = _check(settings, written)
             if refreshed is None or not again.problems:
                 return again
-            if (refreshed.vector_damaged or refreshed.store_file_damaged) and not (
-                    findings.vector_damaged or findings.store_file_damaged):
+            if (refreshed.vector_damaged or refreshed.store_file_damaged) and written is None:
                 # Found only now (the first look stopped at an interrupted swap or a lost ledger).
-                rebuild = _rebuild_store if refreshed.store_file_damaged else None
-                done = rebuild(settings, report, embedder) if rebuild else _rebuild_vectors(
-                    settings, report, refreshed, ledger, embedder)
-                if not done:
+                written = _rebuild_store(settings, report, embedder) if refreshed.store_file_damaged \
+                    else _rebuild_vectors(settings, report, refreshed, ledger, embedder)
+                if written is None:
                     return None
-                again, refreshed = _check(settings)
+                again, refreshed = _check(settings, written)
                 if refreshed is None or not again.problems:
                     return again
             findings = refreshed
@@ -530,34 +544,40 @@ def _repair(settings: Settings, report: Report, findings: _Findings,
 
 
 def _rebuild_vectors(settings: Settings, report: Report, findings: _Findings, ledger: Ledger,
-                     embedder: Callable[[str], Embedder] | None) -> bool:
+                     embedder: Callable[[str], Embedder] | None) -> Written | None:
     """Write a fresh collection from the keyword index (or, when that cannot be read, the
-    store's own copy of texts and metadata) and the embedding cache; swap it in. False when
-    neither copy of the chunks could be read."""
+    store's own copy of texts and metadata) and the embedding cache; swap it in. Returns what
+    was written; None when nothing was (the reason is in report.actions)."""
     name = settings.collection
     store = Store(settings.db, settings.chroma_url)
     collection = store.collection(name)
     model, dimension = collection.model, collection.dimension
     if model is None:
         report.actions.append(f"cannot rebuild collection {name!r}: it records no model")
-        return False
+        return None
     if not findings.ledger_damaged and collection.ledger_id not in (None, ledger.ledger_id) and settings.chroma_url:
         report.actions.append(f"not rebuilt: collection {name!r} belongs to another ledger (run verify "
                               "--repair with the --db that indexes it)")
-        return False
+        return None
     rows, origin = _chunks_of(settings)
     if rows is None:
         report.actions.append(
             f"cannot rebuild collection {name!r}: neither the keyword index nor the store's copy of the "
             "chunks can be read; re-index it with `kbindex index --rebuild`")
-        return False
+        return None
     done: Restored = restore(settings, rows, model, dimension, ledger, embedder)
     report.rebuilt = {"collection": name, "chunks": done.chunks, "from_cache": done.from_cache,
                       "embedded": done.embedded}
     report.actions.append(
         f"rebuilt the vector index of collection {name!r} from {origin}: {done.chunks} chunks, "
         f"{done.from_cache} vectors from the embedding cache, {done.embedded} embedded")
-    return True
+    return _written(rows)
+
+
+def _written(rows: list[Row]) -> Written:
+    from kbindex.store import metadata_digest
+
+    return {r.id: (str(r.metadata.get("source", "")), metadata_digest(r.metadata)) for r in rows}
 
 
 def _chunks_of(settings: Settings) -> tuple[list[Row] | None, str]:
@@ -587,12 +607,15 @@ def _chunks_of(settings: Settings) -> tuple[list[Row] | None, str]:
         dump.unlink(missing_ok=True)
 
 
-def _rebuild_store(settings: Settings, report: Report, embedder: Callable[[str], Embedder] | None) -> bool:
-    """Make the local store again, every collection in it, when its SQLite file is damaged."""
+def _rebuild_store(settings: Settings, report: Report,
+                   embedder: Callable[[str], Embedder] | None) -> Written | None:
+    """Make the local store again, every collection in it, when its SQLite file is damaged.
+    Returns what was written into the collection of settings; None when nothing was."""
     from dataclasses import replace
 
     store = Store(settings.db)
     carried: list[Carried] = []
+    mine_rows: list[Row] = []
     ledgers: list[Ledger] = []
     for name in store.collection_names():
         if name.endswith(REBUILD_SUFFIX):  # an unfinished rebuild: made again by running it again
@@ -606,7 +629,9 @@ def _rebuild_store(settings: Settings, report: Report, embedder: Callable[[str],
                 "read from the keyword index or the store; re-index it with `kbindex index --rebuild`")
             for ledger in ledgers:
                 ledger.close()
-            return False
+            return None
+        if name == settings.collection:
+            mine_rows = rows
         ledger = Ledger(settings.db, ledger_scope(target))
         ledgers.append(ledger)
         carried.append(Carried(name, collection.model, collection.dimension, lambda rows=rows: rows, ledger))
@@ -624,7 +649,7 @@ def _rebuild_store(settings: Settings, report: Report, embedder: Callable[[str],
         report.rebuilt = {"collection": settings.collection, "chunks": mine.chunks,
                           "from_cache": mine.from_cache, "embedded": mine.embedded}
     report.actions.append(f"the damaged store's files are kept in {aside}")
-    return True
+    return _written(mine_rows)
 
 
 def _orphans(settings: Settings, report: Report, findings: _Findings, collection: Collection,
