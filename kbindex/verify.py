@@ -51,6 +51,7 @@ from kbindex.index import (
     restore_store,
 )
 from kbindex.ledger import Entry, Ledger
+from kbindex.lexical import FILENAME as LEXICAL_FILE
 from kbindex.lexical import LexicalIndex, Row
 from kbindex.lock import LOCK_NAME, WriteLock
 from kbindex.records import text_hash
@@ -87,6 +88,7 @@ class Report:
 class _Findings:
     ledger_damaged: bool = False
     swap_interrupted: bool = False
+    collection_missing: bool = False  # the store lacks the collection that the ledger or keyword index hold
     vector_damaged: bool = False
     store_file_damaged: bool = False  # local mode: chroma.sqlite3 fails SQLite's check
     keyword: str = ""  # "" | "file" (damaged file) | "fts" (full-text index) | "step" (out of step)
@@ -249,6 +251,10 @@ def _check(settings: Settings, written: Written | None = None) -> tuple[Report, 
                                    f"copy is {name + OLD_SUFFIX!r}")
             ledger.close()
             return report, findings
+        if name not in names and _missing(settings, store, entries, report):
+            findings.collection_missing = True
+            ledger.close()
+            return report, findings
         collection = store.collection(name)
     except KbindexError as exc:
         report.problems.append(f"the store fails to open or answer: {exc}")
@@ -300,6 +306,42 @@ def _check(settings: Settings, written: Written | None = None) -> tuple[Report, 
                 findings.broken.append(entry)
     ledger.close()
     return report, findings
+
+
+def _missing(settings: Settings, store: Store, entries: dict[str, Entry], report: Report) -> bool:
+    """Whether the collection, absent from the store, is still held by the ledger or the keyword
+    index (its files were deleted, or the collection alone): a loss to report and to rebuild, not
+    an index that was never made. Adds the problem to report."""
+    chunks = _keyword_count(settings)
+    if not entries and not chunks:
+        return False
+    name = settings.collection
+    why = (f"the store's file {Path(settings.db) / 'chroma.sqlite3'} is missing" if not store.exists()
+           else f"the store at {store.location} has no collection {name!r}")
+    if chunks:
+        fix = (f"run `kbindex verify --repair` to rebuild it from the keyword index ({chunks} chunks) and "
+               "the embedding cache")
+    else:
+        fix = ("the keyword index holds none of its chunks, so re-index its sources with `kbindex index` "
+               "(vectors still cached are not embedded again)")
+    report.problems.append(f"collection {name!r} is missing: {why}, but the ledger lists {len(entries)} of "
+                           f"its sources; {fix}")
+    return True
+
+
+def _keyword_count(settings: Settings) -> int:
+    """How many chunks the keyword index holds for the collection of settings; 0 when it cannot
+    be read (without creating the file)."""
+    if not (Path(settings.db) / LEXICAL_FILE).exists():
+        return 0
+    try:
+        lexical = LexicalIndex.open(settings.db, settings.collection)
+        try:
+            return lexical.count()
+        finally:
+            lexical.close()
+    except (StoreError, sqlite3.Error):
+        return 0
 
 
 def _orphan_note(settings: Settings, findings: _Findings, collection: Collection) -> str:
@@ -394,7 +436,9 @@ def _in_child(settings: Settings, task: dict) -> tuple[dict | None, str | None]:
     package_root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.run([sys.executable, "-c", "from kbindex.verify import _child; _child()"],
+        # kbindex.verify_child imports only the store and the ledger: this module's imports (the
+        # indexing pipeline, the crawler) took a second or more of each child's start.
+        proc = subprocess.run([sys.executable, "-c", "from kbindex.verify_child import main; main()"],
                               input=json.dumps(request), stdout=out, stderr=subprocess.PIPE, text=True,
                               env=env)
         out.seek(0)
@@ -415,58 +459,6 @@ def _in_child(settings: Settings, task: dict) -> tuple[dict | None, str | None]:
     if not answer.get("ok"):
         return None, answer.get("error", "reading it failed")
     return answer, None
-
-
-def _child() -> None:
-    """The child process's side of _in_child: one task, a JSON answer on stdout."""
-    request = json.loads(sys.stdin.read())
-    try:
-        store = Store(Path(request["db"]), request["url"])
-        collection = store.collection(request["collection"])
-        if request["task"] == "probe":
-            expected = _cache_lookup(Path(request["db"]), request["scope"], collection.model)
-            written = request.get("written")
-            result = _run_probe(collection, expected,
-                                None if written is None else {i: tuple(v) for i, v in written.items()})
-            answer = {"ok": True, "probe": asdict(result)}
-        else:  # "rows": every chunk's text and metadata, one JSON object a line, into a file
-            n = 0
-            with open(request["out"], "w", encoding="utf-8") as out:
-                for match in collection.scan(include_text=True):
-                    out.write(json.dumps({"id": match.id, "text": match.text, "metadata": match.metadata}) + "\n")
-                    n += 1
-            answer = {"ok": True, "rows": n}
-    except KbindexError as exc:
-        answer = {"ok": False, "error": str(exc)}
-    sys.stdout.write(json.dumps(answer))
-    sys.stdout.flush()
-
-
-def _run_probe(collection: Collection, expected, written: Written | None) -> Probe:
-    from kbindex.store import probe
-
-    return probe(collection, expected, written=written)
-
-
-def _cache_lookup(db: Path, scope: str, model: str | None):
-    """ids -> their vectors in the embedding cache, where the ledger knows their text's hash."""
-    ledger = Ledger(db, scope)
-    try:
-        hashes = ledger.text_hashes() if ledger.exists() else {}
-    except (StoreError, sqlite3.Error):
-        hashes = {}
-
-    def expected(ids):
-        wanted = {i: hashes[i] for i in ids if i in hashes}
-        if not wanted or model is None:
-            return {}
-        try:
-            cached = ledger.cached_vectors(model, wanted.values())
-        except (StoreError, sqlite3.Error):
-            return {}
-        return {i: cached[h] for i, h in wanted.items() if h in cached}
-
-    return expected
 
 
 # -- repair ---------------------------------------------------------------------------------------------
@@ -496,7 +488,11 @@ def _repair(settings: Settings, report: Report, findings: _Findings,
             lexical.close()
             report.actions.append("rebuilt the keyword index's full-text index from its chunks")
         written: Written | None = None
-        if findings.store_file_damaged:
+        if findings.collection_missing:
+            written = _rebuild_missing(settings, report, ledger, embedder)
+            if written is None:
+                return None
+        elif findings.store_file_damaged:
             written = _rebuild_store(settings, report, embedder)
             if written is None:
                 return None
@@ -505,7 +501,7 @@ def _repair(settings: Settings, report: Report, findings: _Findings,
             if written is None:
                 return None
         if findings.ledger_damaged or findings.swap_interrupted or findings.vector_damaged or \
-                findings.store_file_damaged or findings.keyword in ("file", "fts"):
+                findings.store_file_damaged or findings.collection_missing or findings.keyword in ("file", "fts"):
             # What the first steps changed: look again before the ledger is reconciled. After a
             # rebuild the fresh collection is confirmed on a sample (see store.probe): reading
             # back every chunk just written cost as much as writing them (docs/benchmarks.md).
@@ -570,6 +566,48 @@ def _rebuild_vectors(settings: Settings, report: Report, findings: _Findings, le
                       "embedded": done.embedded}
     report.actions.append(
         f"rebuilt the vector index of collection {name!r} from {origin}: {done.chunks} chunks, "
+        f"{done.from_cache} vectors from the embedding cache, {done.embedded} embedded")
+    return _written(rows)
+
+
+def _rebuild_missing(settings: Settings, report: Report, ledger: Ledger,
+                     embedder: Callable[[str], Embedder] | None) -> Written | None:
+    """Write the collection again from the keyword index and the embedding cache when the store
+    lost it (its files deleted: a fresh local store is made), as _rebuild_vectors does for a
+    damaged one. The model is the one the chunks' metadata record. Returns what was written;
+    None when nothing was (the reason is in report.actions)."""
+    name = settings.collection
+    rows: list[Row] = []
+    if (Path(settings.db) / LEXICAL_FILE).exists():
+        try:
+            lexical = LexicalIndex.open(settings.db, name)
+            try:
+                rows = list(lexical.rows())
+            finally:
+                lexical.close()
+        except (StoreError, sqlite3.Error):
+            rows = []
+    if not rows:
+        report.actions.append(f"cannot rebuild the missing collection {name!r}: the keyword index holds none "
+                              "of its chunks; re-index its sources with `kbindex index`")
+        return None
+    models = {str(r.metadata["model"]) for r in rows if r.metadata.get("model")}
+    if not models:
+        try:
+            models = {e.model for e in ledger.entries().values() if e.model}
+        except StoreError:
+            models = set()
+    if len(models) != 1:
+        report.actions.append(f"cannot rebuild the missing collection {name!r}: its chunks record "
+                              f"{'no model' if not models else 'several models: ' + ', '.join(sorted(models))}; "
+                              "re-index it with `kbindex index --rebuild`")
+        return None
+    (model,) = models
+    done: Restored = restore(settings, rows, model, None, ledger, embedder)
+    report.rebuilt = {"collection": name, "chunks": done.chunks, "from_cache": done.from_cache,
+                      "embedded": done.embedded}
+    report.actions.append(
+        f"rebuilt the missing collection {name!r} from the keyword index: {done.chunks} chunks, "
         f"{done.from_cache} vectors from the embedding cache, {done.embedded} embedded")
     return _written(rows)
 
