@@ -203,6 +203,32 @@ def test_a_lost_collection_without_its_keyword_index_is_reported_not_rebuilt(bui
     assert Ledger(store, "kbindex").count() == 12  # nothing of the ledger was given up
 
 
+def test_the_check_after_a_rebuild_confirms_the_write_on_a_sample(store):
+    """What a repair writes is confirmed by count and a sample read back and searched for
+    (store.probe with written): a collection that differs from what was written is not healthy."""
+    from kbindex.lexical import LexicalIndex
+    from kbindex.store import metadata_digest, probe
+    from kbindex.verify_child import cache_lookup
+
+    lexical = LexicalIndex.open(store, "kbindex")
+    written = {r.id: (r.source, metadata_digest(r.metadata)) for r in lexical.rows()}
+    lexical.close()
+
+    def check(listing: dict) -> list[str]:
+        try:
+            collection = Store(store).collection("kbindex")
+            return probe(collection, cache_lookup(store, "kbindex", "fake:hash"), written=listing).damage
+        finally:
+            Store.forget_clients()
+
+    assert check(written) == []
+    some = sorted(written)[::7]
+    assert any("metadata" in d for d in check({**written, **{i: (written[i][0], "0" * 16) for i in some}}))
+    assert any("were written" in d for d in check({**written, "extra-00001": ("/kb/x.md", "0" * 16)}))
+    DAMAGE["truncated data file"](store)
+    assert check(written)
+
+
 def test_repair_embeds_only_the_vectors_the_cache_lacks(built, expected, store, tmp_path):
     ledger = sqlite3.connect(store / "kbindex.sqlite")
     dropped = ledger.execute("SELECT count(*) FROM (SELECT text_hash FROM embeddings LIMIT 7)").fetchone()[0]
