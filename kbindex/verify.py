@@ -11,7 +11,9 @@ What `--repair` may do, in this order, and never more:
 - set an unreadable ledger or keyword index file aside (renamed, kept) and start a new one;
 - rebuild a damaged vector index into a fresh collection from what kbindex holds (texts and
   metadata in the keyword index, vectors in the embedding cache; only vectors the cache lacks are
-  embedded) and swap it in, as `index --rebuild` does;
+  embedded) and swap it in, as `index --rebuild` does; the same for a collection the store lost
+  (its files deleted) while the ledger and keyword index hold it. What a rebuild wrote is then
+  confirmed on a sample (store.probe), not read back whole a second time;
 - adopt chunks that the ledger does not list (entries rebuilt from the chunks' own metadata) when
   the ledger cannot be shown to be the collection's ledger; delete them only when it can (the
   collection and the ledger each record the other's id: index.bind);
