@@ -11,7 +11,9 @@ What `--repair` may do, in this order, and never more:
 - set an unreadable ledger or keyword index file aside (renamed, kept) and start a new one;
 - rebuild a damaged vector index into a fresh collection from what kbindex holds (texts and
   metadata in the keyword index, vectors in the embedding cache; only vectors the cache lacks are
-  embedded) and swap it in, as `index --rebuild` does;
+  embedded) and swap it in, as `index --rebuild` does; the same for a collection the store lost
+  (its files deleted) while the ledger and keyword index hold it. What a rebuild wrote is then
+  confirmed on a sample (store.probe), not read back whole a second time;
 - adopt chunks that the ledger does not list (entries rebuilt from the chunks' own metadata) when
   the ledger cannot be shown to be the collection's ledger; delete them only when it can (the
   collection and the ledger each record the other's id: index.bind);
@@ -45,8 +47,12 @@ from kbindex.records import text_hash
 from kbindex.store import Index
 from kbindex.store.chroma import Collection, Probe, Store
 from kbindex.store.ledger import Entry, Ledger
+from kbindex.store.lexical import FILENAME as LEXICAL_FILE
 from kbindex.store.lexical import LexicalIndex, Row
 from kbindex.store.lock import LOCK_NAME, WriteLock
+
+# The chunks a repair wrote into a fresh collection: chunk id -> (source, store.metadata_digest).
+Written = dict[str, tuple[str, str]]
 
 # How many times a plain `verify --wait` checks again when a write happened while it read.
 WAIT_ROUNDS = 5
@@ -76,6 +82,7 @@ class Report:
 class _Findings:
     ledger_damaged: bool = False
     swap_interrupted: bool = False
+    collection_missing: bool = False  # the store lacks the collection that the ledger or keyword index hold
     vector_damaged: bool = False
     store_file_damaged: bool = False  # local mode: chroma.sqlite3 fails SQLite's check
     keyword: str = ""  # "" | "file" (damaged file) | "fts" (full-text index) | "step" (out of step)
@@ -208,7 +215,13 @@ class _Writes:
 # -- the check -------------------------------------------------------------------------------------
 
 
-def _check(settings: Settings) -> tuple[Report, _Findings | None]:
+def _check(settings: Settings, written: Written | None = None) -> tuple[Report, _Findings | None]:
+    """Look at the ledger, the store and the keyword index; (the report, what repair needs to
+    know) or (report, None) when the store cannot be read at all.
+
+    written: the chunks a repair has just written into a fresh collection of settings: the store
+    is then confirmed on a sample (store.probe) instead of read back whole.
+    """
     report = Report()
     findings = _Findings()
     name = settings.collection
@@ -232,6 +245,10 @@ def _check(settings: Settings) -> tuple[Report, _Findings | None]:
                                    f"copy is {name + OLD_SUFFIX!r}")
             ledger.close()
             return report, findings
+        if name not in names and _missing(settings, store, entries, report):
+            findings.collection_missing = True
+            ledger.close()
+            return report, findings
         collection = store.collection(name)
     except KbindexError as exc:
         report.problems.append(f"the store fails to open or answer: {exc}")
@@ -243,7 +260,7 @@ def _check(settings: Settings) -> tuple[Report, _Findings | None]:
             findings.store_file_damaged = True
             report.problems.append(f"the store's file chroma.sqlite3 is damaged ({damage}): run "
                                    "`kbindex verify --repair`")
-    probe, failure = _probe(settings)
+    probe, failure = _probe(settings, written)
     if failure is not None and "cannot reach the Chroma server" in failure:
         report.problems.append(f"the store fails to open or answer: {failure}")
         ledger.close()
@@ -283,6 +300,42 @@ def _check(settings: Settings) -> tuple[Report, _Findings | None]:
                 findings.broken.append(entry)
     ledger.close()
     return report, findings
+
+
+def _missing(settings: Settings, store: Store, entries: dict[str, Entry], report: Report) -> bool:
+    """Whether the collection, absent from the store, is still held by the ledger or the keyword
+    index (its files were deleted, or the collection alone): a loss to report and to rebuild, not
+    an index that was never made. Adds the problem to report."""
+    chunks = _keyword_count(settings)
+    if not entries and not chunks:
+        return False
+    name = settings.collection
+    why = (f"the store's file {Path(settings.db) / 'chroma.sqlite3'} is missing" if not store.exists()
+           else f"the store at {store.location} has no collection {name!r}")
+    if chunks:
+        fix = (f"run `kbindex verify --repair` to rebuild it from the keyword index ({chunks} chunks) and "
+               "the embedding cache")
+    else:
+        fix = ("the keyword index holds none of its chunks, so re-index its sources with `kbindex index` "
+               "(vectors still cached are not embedded again)")
+    report.problems.append(f"collection {name!r} is missing: {why}, but the ledger lists {len(entries)} of "
+                           f"its sources; {fix}")
+    return True
+
+
+def _keyword_count(settings: Settings) -> int:
+    """How many chunks the keyword index holds for the collection of settings; 0 when it cannot
+    be read (without creating the file)."""
+    if not (Path(settings.db) / LEXICAL_FILE).exists():
+        return 0
+    try:
+        lexical = Index.from_settings(settings).keywords()
+        try:
+            return lexical.count()
+        finally:
+            lexical.close()
+    except (StoreError, sqlite3.Error):
+        return 0
 
 
 def _orphan_note(settings: Settings, findings: _Findings, collection: Collection) -> str:
@@ -359,9 +412,9 @@ def _check_keyword(settings: Settings, report: Report, findings: _Findings, prob
 # -- the store, read in a child process -------------------------------------------------------------
 
 
-def _probe(settings: Settings) -> tuple[Probe | None, str | None]:
+def _probe(settings: Settings, written: Written | None = None) -> tuple[Probe | None, str | None]:
     """(what reading the collection back found, None) or (None, why it could not be read)."""
-    answer, failure = _in_child(settings, {"task": "probe"})
+    answer, failure = _in_child(settings, {"task": "probe", "written": written})
     if failure is not None:
         return None, failure
     data = answer["probe"]
@@ -378,7 +431,9 @@ def _in_child(settings: Settings, task: dict) -> tuple[dict | None, str | None]:
     package_root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.run([sys.executable, "-c", "from kbindex.verify import _child; _child()"],
+        # kbindex.verify_child imports only the store and the ledger: this module's imports (the
+        # indexing pipeline, the crawler) took a second or more of each child's start.
+        proc = subprocess.run([sys.executable, "-c", "from kbindex.verify_child import main; main()"],
                               input=json.dumps(request), stdout=out, stderr=subprocess.PIPE, text=True,
                               env=env)
         out.seek(0)
@@ -399,56 +454,6 @@ def _in_child(settings: Settings, task: dict) -> tuple[dict | None, str | None]:
     if not answer.get("ok"):
         return None, answer.get("error", "reading it failed")
     return answer, None
-
-
-def _child() -> None:
-    """The child process's side of _in_child: one task, a JSON answer on stdout."""
-    request = json.loads(sys.stdin.read())
-    try:
-        store = Store(Path(request["db"]), request["url"], request["timeout"])
-        collection = store.collection(request["collection"])
-        if request["task"] == "probe":
-            expected = _cache_lookup(Path(request["db"]), request["scope"], collection.model)
-            result = _run_probe(collection, expected)
-            answer = {"ok": True, "probe": asdict(result)}
-        else:  # "rows": every chunk's text and metadata, one JSON object a line, into a file
-            n = 0
-            with open(request["out"], "w", encoding="utf-8") as out:
-                for match in collection.scan(include_text=True):
-                    out.write(json.dumps({"id": match.id, "text": match.text, "metadata": match.metadata}) + "\n")
-                    n += 1
-            answer = {"ok": True, "rows": n}
-    except KbindexError as exc:
-        answer = {"ok": False, "error": str(exc)}
-    sys.stdout.write(json.dumps(answer))
-    sys.stdout.flush()
-
-
-def _run_probe(collection: Collection, expected) -> Probe:
-    from kbindex.store.chroma import probe
-
-    return probe(collection, expected)
-
-
-def _cache_lookup(db: Path, scope: str, model: str | None):
-    """ids -> their vectors in the embedding cache, where the ledger knows their text's hash."""
-    ledger = Ledger(db, scope)
-    try:
-        hashes = ledger.text_hashes() if ledger.exists() else {}
-    except (StoreError, sqlite3.Error):
-        hashes = {}
-
-    def expected(ids):
-        wanted = {i: hashes[i] for i in ids if i in hashes}
-        if not wanted or model is None:
-            return {}
-        try:
-            cached = ledger.cached_vectors(recorded_identity(db, scope, model), wanted.values())
-        except (StoreError, sqlite3.Error):
-            return {}
-        return {i: cached[h] for i, h in wanted.items() if h in cached}
-
-    return expected
 
 
 # -- repair ---------------------------------------------------------------------------------------------
@@ -477,28 +482,35 @@ def _repair(settings: Settings, report: Report, findings: _Findings,
             lexical.rebuild_fts()
             lexical.close()
             report.actions.append("rebuilt the keyword index's full-text index from its chunks")
-        if findings.store_file_damaged:
-            if not _rebuild_store(settings, report, embedder):
+        written: Written | None = None
+        if findings.collection_missing:
+            written = _rebuild_missing(settings, report, ledger, embedder)
+            if written is None:
+                return None
+        elif findings.store_file_damaged:
+            written = _rebuild_store(settings, report, embedder)
+            if written is None:
                 return None
         elif findings.vector_damaged:
-            if not _rebuild_vectors(settings, report, findings, ledger, embedder):
+            written = _rebuild_vectors(settings, report, findings, ledger, embedder)
+            if written is None:
                 return None
         if findings.ledger_damaged or findings.swap_interrupted or findings.vector_damaged or \
-                findings.store_file_damaged or findings.keyword in ("file", "fts"):
-            # What the first steps changed: look again before the ledger is reconciled.
+                findings.store_file_damaged or findings.collection_missing or findings.keyword in ("file", "fts"):
+            # What the first steps changed: look again before the ledger is reconciled. After a
+            # rebuild the fresh collection is confirmed on a sample (see store.probe): reading
+            # back every chunk just written cost as much as writing them (docs/benchmarks.md).
             ledger.close()
-            again, refreshed = _check(settings)
+            again, refreshed = _check(settings, written)
             if refreshed is None or not again.problems:
                 return again
-            if (refreshed.vector_damaged or refreshed.store_file_damaged) and not (
-                    findings.vector_damaged or findings.store_file_damaged):
+            if (refreshed.vector_damaged or refreshed.store_file_damaged) and written is None:
                 # Found only now (the first look stopped at an interrupted swap or a lost ledger).
-                rebuild = _rebuild_store if refreshed.store_file_damaged else None
-                done = rebuild(settings, report, embedder) if rebuild else _rebuild_vectors(
-                    settings, report, refreshed, ledger, embedder)
-                if not done:
+                written = _rebuild_store(settings, report, embedder) if refreshed.store_file_damaged \
+                    else _rebuild_vectors(settings, report, refreshed, ledger, embedder)
+                if written is None:
                     return None
-                again, refreshed = _check(settings)
+                again, refreshed = _check(settings, written)
                 if refreshed is None or not again.problems:
                     return again
             findings = refreshed
@@ -523,34 +535,82 @@ def _repair(settings: Settings, report: Report, findings: _Findings,
 
 
 def _rebuild_vectors(settings: Settings, report: Report, findings: _Findings, ledger: Ledger,
-                     embedder: Callable[[str], Embedder] | None) -> bool:
+                     embedder: Callable[[str], Embedder] | None) -> Written | None:
     """Write a fresh collection from the keyword index (or, when that cannot be read, the
-    store's own copy of texts and metadata) and the embedding cache; swap it in. False when
-    neither copy of the chunks could be read."""
+    store's own copy of texts and metadata) and the embedding cache; swap it in. Returns what
+    was written; None when nothing was (the reason is in report.actions)."""
     name = settings.collection
     store = Store(settings.db, settings.chroma_url, settings.timeout)
     collection = store.collection(name)
     model, dimension = collection.model, collection.dimension
     if model is None:
         report.actions.append(f"cannot rebuild collection {name!r}: it records no model")
-        return False
+        return None
     if not findings.ledger_damaged and collection.ledger_id not in (None, ledger.ledger_id) and settings.chroma_url:
         report.actions.append(f"not rebuilt: collection {name!r} belongs to another ledger (run verify "
                               "--repair with the --db that indexes it)")
-        return False
+        return None
     rows, origin = _chunks_of(settings)
     if rows is None:
         report.actions.append(
             f"cannot rebuild collection {name!r}: neither the keyword index nor the store's copy of the "
             "chunks can be read; re-index it with `kbindex index --rebuild`")
-        return False
+        return None
     done: Restored = restore(settings, rows, model, dimension, ledger, embedder)
     report.rebuilt = {"collection": name, "chunks": done.chunks, "from_cache": done.from_cache,
                       "embedded": done.embedded}
     report.actions.append(
         f"rebuilt the vector index of collection {name!r} from {origin}: {done.chunks} chunks, "
         f"{done.from_cache} vectors from the embedding cache, {done.embedded} embedded")
-    return True
+    return _written(rows)
+
+
+def _rebuild_missing(settings: Settings, report: Report, ledger: Ledger,
+                     embedder: Callable[[str], Embedder] | None) -> Written | None:
+    """Write the collection again from the keyword index and the embedding cache when the store
+    lost it (its files deleted: a fresh local store is made), as _rebuild_vectors does for a
+    damaged one. The model is the one the chunks' metadata record. Returns what was written;
+    None when nothing was (the reason is in report.actions)."""
+    name = settings.collection
+    rows: list[Row] = []
+    if (Path(settings.db) / LEXICAL_FILE).exists():
+        try:
+            lexical = Index.from_settings(settings, name).keywords()
+            try:
+                rows = list(lexical.rows())
+            finally:
+                lexical.close()
+        except (StoreError, sqlite3.Error):
+            rows = []
+    if not rows:
+        report.actions.append(f"cannot rebuild the missing collection {name!r}: the keyword index holds none "
+                              "of its chunks; re-index its sources with `kbindex index`")
+        return None
+    models = {str(r.metadata["model"]) for r in rows if r.metadata.get("model")}
+    if not models:
+        try:
+            models = {e.model for e in ledger.entries().values() if e.model}
+        except StoreError:
+            models = set()
+    if len(models) != 1:
+        report.actions.append(f"cannot rebuild the missing collection {name!r}: its chunks record "
+                              f"{'no model' if not models else 'several models: ' + ', '.join(sorted(models))}; "
+                              "re-index it with `kbindex index --rebuild`")
+        return None
+    (model,) = models
+    done: Restored = restore(settings, rows, model, None, ledger, embedder)
+    report.rebuilt = {"collection": name, "chunks": done.chunks, "from_cache": done.from_cache,
+                      "embedded": done.embedded}
+    report.actions.append(
+        f"rebuilt the missing collection {name!r} from the keyword index: {done.chunks} chunks, "
+        f"{done.from_cache} vectors from the embedding cache, {done.embedded} embedded")
+    return _written(rows)
+
+
+def _written(rows: list[Row]) -> Written:
+    from kbindex.store import metadata_digest
+
+    return {r.id: (str(r.metadata.get("source", "")), metadata_digest(r.metadata)) for r in rows}
 
 
 def _chunks_of(settings: Settings) -> tuple[list[Row] | None, str]:
@@ -580,12 +640,15 @@ def _chunks_of(settings: Settings) -> tuple[list[Row] | None, str]:
         dump.unlink(missing_ok=True)
 
 
-def _rebuild_store(settings: Settings, report: Report, embedder: Callable[[str], Embedder] | None) -> bool:
-    """Make the local store again, every collection in it, when its SQLite file is damaged."""
+def _rebuild_store(settings: Settings, report: Report,
+                   embedder: Callable[[str], Embedder] | None) -> Written | None:
+    """Make the local store again, every collection in it, when its SQLite file is damaged.
+    Returns what was written into the collection of settings; None when nothing was."""
     from dataclasses import replace
 
     store = Store(settings.db)
     carried: list[Carried] = []
+    mine_rows: list[Row] = []
     ledgers: list[Ledger] = []
     for name in store.collection_names():
         if name.endswith(REBUILD_SUFFIX):  # an unfinished rebuild: made again by running it again
@@ -599,7 +662,9 @@ def _rebuild_store(settings: Settings, report: Report, embedder: Callable[[str],
                 "read from the keyword index or the store; re-index it with `kbindex index --rebuild`")
             for ledger in ledgers:
                 ledger.close()
-            return False
+            return None
+        if name == settings.collection:
+            mine_rows = rows
         ledger = Ledger(settings.db, ledger_scope(target))
         ledgers.append(ledger)
         carried.append(Carried(name, collection.model, collection.dimension, lambda rows=rows: rows, ledger))
@@ -617,7 +682,7 @@ def _rebuild_store(settings: Settings, report: Report, embedder: Callable[[str],
         report.rebuilt = {"collection": settings.collection, "chunks": mine.chunks,
                           "from_cache": mine.from_cache, "embedded": mine.embedded}
     report.actions.append(f"the damaged store's files are kept in {aside}")
-    return True
+    return _written(mine_rows)
 
 
 def _orphans(settings: Settings, report: Report, findings: _Findings, collection: Collection,

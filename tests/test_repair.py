@@ -137,6 +137,99 @@ def test_a_damaged_store_is_found_and_rebuilt_without_re_embedding(built, expect
         assert code == 0 and json.loads(out.splitlines()[-1])["unchanged"] == 12
 
 
+def hits(db: Path, query: str, mode: str) -> list[str]:
+    code, out, err = run("query", query, "--mode", mode, "-k", "5", "--db", str(db), "--json", tmp=db.parent)
+    assert code == 0, err
+    return [h["id"] for h in json.loads(out)["hits"]]
+
+
+def delete_store_files(db: Path, folders: bool) -> None:
+    """Delete chroma.sqlite3 (and its -wal/-shm, if any), and with folders the vector index folders."""
+    for path in db.iterdir():
+        if path.name.startswith("chroma.sqlite3"):
+            path.unlink()
+        elif folders and path.is_dir() and len(path.name) == 36:
+            shutil.rmtree(path)
+
+
+def drop_collection(db: Path) -> None:
+    """Delete the collection through Chroma's own client, beside another collection that stays."""
+    store = Store(db)
+    store.create("other-notes", "fake:hash", 3).add_stored(["n1"], [[1.0, 0.0, 0.0]], ["a note"], [{"source": "n"}])
+    store.delete_collection("kbindex")
+    Store.forget_clients()
+
+
+# The store loses the collection while the ledger and the keyword index keep it. (A collection
+# whose vector index folder alone is gone is a damaged store: DAMAGE above.)
+STORE_LOSS = {
+    "chroma.sqlite3 deleted": lambda db: delete_store_files(db, folders=False),
+    "every file of the store deleted": lambda db: delete_store_files(db, folders=True),
+    "the collection deleted from the store": drop_collection,
+}
+
+
+@pytest.mark.parametrize("kind", list(STORE_LOSS))
+def test_a_store_that_lost_the_collection_is_rebuilt_from_the_keyword_index(built, expected, store, kind,
+                                                                             tmp_path):
+    before = {mode: hits(store, "printer spooler firmware", mode) for mode in ("keyword", "hybrid")}
+    STORE_LOSS[kind](store)
+    code, out, err = run("verify", "--db", str(store), "--json", tmp=tmp_path)
+    assert code == 1 and "Traceback" not in err, err
+    report = json.loads(out)
+    assert any("is missing" in p and "verify --repair" in p for p in report["problems"]), report
+    code, out, err = run("verify", "--repair", "--db", str(store), "--json", tmp=tmp_path)
+    assert code == 0, (out, err)
+    report = json.loads(out)
+    assert report["ok"] and report["rebuilt"]["chunks"] == 1200, report
+    assert report["rebuilt"]["from_cache"] == 1200 and report["rebuilt"]["embedded"] == 0
+    assert vector_hits(store, "printer spooler firmware") == expected
+    assert {mode: hits(store, "printer spooler firmware", mode) for mode in before} == before
+    assert_consistent(store)
+    assert run("verify", "--db", str(store), tmp=tmp_path)[0] == 0
+    if kind == "the collection deleted from the store":
+        assert "other-notes" in Store(store).collection_names()
+        Store.forget_clients()
+    code, out, _ = run("index", str(built[0]), "--db", str(store), "--json", tmp=tmp_path)
+    assert code == 0 and json.loads(out.splitlines()[-1])["unchanged"] == 12
+
+
+def test_a_lost_collection_without_its_keyword_index_is_reported_not_rebuilt(built, store, tmp_path):
+    delete_store_files(store, folders=True)
+    (store / "lexical.sqlite3").unlink()
+    code, out, err = run("verify", "--repair", "--db", str(store), "--json", tmp=tmp_path)
+    assert code == 1 and "Traceback" not in err, err
+    report = json.loads(out)
+    assert any("is missing" in p and "kbindex index" in p for p in report["problems"]), report
+    assert Ledger(store, "kbindex").count() == 12  # nothing of the ledger was given up
+
+
+def test_the_check_after_a_rebuild_confirms_the_write_on_a_sample(store):
+    """What a repair writes is confirmed by count and a sample read back and searched for
+    (store.probe with written): a collection that differs from what was written is not healthy."""
+    from kbindex.store.chroma import metadata_digest, probe
+    from kbindex.store.lexical import LexicalIndex
+    from kbindex.verify_child import cache_lookup
+
+    lexical = LexicalIndex.open(store, "kbindex")
+    written = {r.id: (r.source, metadata_digest(r.metadata)) for r in lexical.rows()}
+    lexical.close()
+
+    def check(listing: dict) -> list[str]:
+        try:
+            collection = Store(store).collection("kbindex")
+            return probe(collection, cache_lookup(store, "kbindex", "fake:hash"), written=listing).damage
+        finally:
+            Store.forget_clients()
+
+    assert check(written) == []
+    some = sorted(written)[::7]
+    assert any("metadata" in d for d in check({**written, **{i: (written[i][0], "0" * 16) for i in some}}))
+    assert any("were written" in d for d in check({**written, "extra-00001": ("/kb/x.md", "0" * 16)}))
+    DAMAGE["truncated data file"](store)
+    assert check(written)
+
+
 def test_repair_embeds_only_the_vectors_the_cache_lacks(built, expected, store, tmp_path):
     ledger = sqlite3.connect(store / "kbindex.sqlite")
     dropped = ledger.execute("SELECT count(*) FROM (SELECT text_hash FROM embeddings LIMIT 7)").fetchone()[0]
