@@ -608,7 +608,7 @@ def _rebuild_missing(settings: Settings, report: Report, ledger: Ledger,
 
 
 def _written(rows: list[Row]) -> Written:
-    from kbindex.store import metadata_digest
+    from kbindex.store.chroma import metadata_digest
 
     return {r.id: (str(r.metadata.get("source", "")), metadata_digest(r.metadata)) for r in rows}
 

@@ -201,7 +201,7 @@ def test_a_lost_collection_without_its_keyword_index_is_reported_not_rebuilt(bui
     assert code == 1 and "Traceback" not in err, err
     report = json.loads(out)
     assert any("is missing" in p and "kbindex index" in p for p in report["problems"]), report
-    assert Ledger(store, "kbindex").count() == 12  # nothing of the ledger was given up
+    assert len(Ledger(store, "kbindex").entries()) == 12  # nothing of the ledger was given up
 
 
 def test_the_check_after_a_rebuild_confirms_the_write_on_a_sample(store):
@@ -530,3 +530,40 @@ def test_repair_finishes_a_swap_that_was_interrupted(kb, db):
     out = kb("verify", "--repair")
     assert out.exit_code == 0, out.output
     assert Store(db).collection_names() == ["kbindex"] and snapshot(db)["store"] == before
+
+
+@pytest.mark.parametrize("loss", ["chroma.sqlite3 deleted", "every file of the store deleted"])
+def test_a_repair_finds_the_cached_vectors_of_chunks_whose_context_line_was_cut(tmp_path, loss):
+    """A context line longer than its share of the window is embedded cut (chunk.fit_context_lines)
+    while the keyword index keeps it whole: the repair looks the vectors up by the hash the ledger
+    recorded, so nothing is embedded again (6 of SciFact's 9,976 chunks were, before)."""
+    from kbindex.chunk import ChunkConfig
+    from kbindex.indexing.runner import Indexer
+    from kbindex.indexing.sources import parse_sources
+    from kbindex.records import text_hash
+    from kbindex.store.lexical import LexicalIndex
+    from tests.fakes import HashEmbedder
+
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    title = " ".join(f"title{i}" for i in range(30))
+    heading = " ".join(f"part{i}" for i in range(30))
+    (folder / "long.md").write_text(f"# {title}\n\n## {heading}\n\nThe printer spooler restarts after the update.\n")
+    write_manuals(folder, 2, 3)
+    db = tmp_path / "index"
+    with Indexer(Settings(db=db, model="fake:hash"), HashEmbedder(), ChunkConfig(64, 8), workers=1) as indexer:
+        indexer.open()
+        added = indexer.run(parse_sources([str(folder)])).chunks_added
+    lexical = LexicalIndex.open(db, "kbindex")
+    rows = list(lexical.rows())
+    lexical.close()
+    recorded = Ledger(db, "kbindex").text_hashes()
+    # the premise: some chunk was embedded with its context line cut
+    assert any(recorded[r.id] != text_hash(f"{r.context}\n\n{r.text}") for r in rows)
+    STORE_LOSS[loss](db)
+    code, out, err = run("verify", "--repair", "--db", str(db), "--json", tmp=tmp_path)
+    assert code == 0, (out, err)
+    report = json.loads(out)
+    assert report["rebuilt"]["chunks"] == added, report
+    assert report["rebuilt"]["from_cache"] == added and report["rebuilt"]["embedded"] == 0, report
+    assert run("verify", "--db", str(db), tmp=tmp_path)[0] == 0

@@ -7,6 +7,7 @@ the store.Index verbs, and import through writer.WriteOrder like an index run.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -243,23 +244,37 @@ def _fill(store: Store, name: str, rows: Iterable, model: str, dimension: int | 
     fresh: Collection | None = None
     embedder: Embedder | None = None
     done = Restored()
+    # The cache key of each chunk as the ledger recorded it when the chunk was embedded: a row
+    # holds the context line uncut, and a line longer than its share of the window was embedded
+    # cut (chunk.fit_context_lines), so the row alone does not always give the embedded text.
+    try:
+        entries = ledger.entries() if ledger.exists() else {}
+    except (StoreError, sqlite3.Error):
+        entries = {}
+    known = {i: h for e in entries.values() if e.clean and len(e.chunk_ids) == len(e.text_hashes)
+             for i, h in zip(e.chunk_ids, e.text_hashes, strict=True)}
+    chunking = {source: e.chunking for source, e in entries.items() if e.chunking}
 
     def write(part: list) -> None:
         nonlocal fresh, embedder
-        hashes = [text_hash(f"{r.context}\n\n{r.text}") for r in part]
+        hashes = [known.get(r.id) or text_hash(f"{r.context}\n\n{r.text}") for r in part]
         vectors = ledger.cached_vectors(recorded_identity(ledger.path.parent, ledger.scope, model), hashes)
-        missing = {h: f"{r.context}\n\n{r.text}" for h, r in zip(hashes, part) if h not in vectors}
-        done.from_cache += sum(1 for h in hashes if h in vectors)
-        if missing:
+        todo = [(i, r) for i, (h, r) in enumerate(zip(hashes, part)) if h not in vectors]
+        done.from_cache += len(part) - len(todo)
+        if todo:
             if embedder is None:
                 if embedder_factory is None:
-                    raise StoreError(f"{len(missing)} chunks have no vector in the embedding cache "
+                    raise StoreError(f"{len(todo)} chunks have no vector in the embedding cache "
                                      "and no model was given to embed them")
                 embedder = embedder_factory(model)
-            made = embedder.embed(list(missing.values()))
-            ledger.cache_vectors(embedder.identity, dict(zip(missing, made)))
-            vectors.update(zip(missing, made))
-            done.embedded += sum(1 for h in hashes if h in missing)
+            texts = embedded_texts([r for _, r in todo], embedder, chunking)
+            made = embedder.embed(texts)
+            fresh_hashes = [text_hash(t) for t in texts]
+            ledger.cache_vectors(embedder.identity, dict(zip(fresh_hashes, made)))
+            for (i, _), h, vector in zip(todo, fresh_hashes, made, strict=True):
+                hashes[i] = h
+                vectors[h] = vector
+            done.embedded += len(todo)
         if fresh is None:
             fresh = store.create(name, model, dimension or len(next(iter(vectors.values()))),
                                  ledger_id=ledger.ledger_id)
@@ -278,6 +293,20 @@ def _fill(store: Store, name: str, rows: Iterable, model: str, dimension: int | 
     if fresh is None:
         fresh = store.create(name, model, dimension or 1, ledger_id=ledger.ledger_id)
     return fresh, done
+
+
+def embedded_texts(rows: Sequence, embedder: Embedder, chunking: dict[str, str] | None = None) -> list[str]:
+    """What chunk_document embedded for each keyword-index row (lexical.Row): its context line,
+    cut as chunk.fit_context_lines cuts it to its share of the window of the chunk size the chunk
+    was made with (chunking: "tokens/overlap" by source, as the ledger records it; else the
+    row's own `chunking` metadata, else the model's window), then the text."""
+    chunking = chunking or {}
+    chunks = [Chunk(id=r.id, source=r.source, title=str(r.metadata.get("title", "")),
+                    section=str(r.metadata.get("section", "")), position=0, text=r.text,
+                    embed_text="", doc_hash="",
+                    metadata={"chunking": chunking.get(r.source) or r.metadata.get("chunking", "")})
+              for r in rows]
+    return [c.embed_text for c in refit_context(chunks, embedder.count_tokens, embedder.max_tokens)]
 
 
 @dataclass(frozen=True)
