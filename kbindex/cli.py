@@ -575,9 +575,13 @@ def extract_command(source, timeout, max_bytes, as_json):
               help="Chunk size used to index the corpus (each size gets its own collection).")
 @click.option("--overlap", type=int, default=cfg.DEFAULT_OVERLAP, show_default=True,
               help="Chunk overlap used to index the corpus.")
+@click.option("--field-weights", metavar="TITLE,HEADINGS,BODY", default=None,
+              help="BM25 weights of the keyword index's columns (default: kbindex's own), to compare.")
+@click.option("--rrf-k", type=click.IntRange(min=1), default=None,
+              help="Reciprocal rank fusion constant of hybrid mode (default: kbindex's own), to compare.")
 @functools.partial(common_options, collection=False)
 @json_option
-def evaluate(dataset, split, modes, chunk_tokens, overlap, as_json, settings):
+def evaluate(dataset, split, modes, chunk_tokens, overlap, field_weights, rrf_k, as_json, settings):
     """Score retrieval on a BEIR-layout data set: nDCG@10, Recall@10/100, MRR@10, latency.
 
     DATASET is a folder with corpus.jsonl, queries.jsonl and qrels/<split>.tsv. The corpus is
@@ -606,19 +610,28 @@ def evaluate(dataset, split, modes, chunk_tokens, overlap, as_json, settings):
     collection = Store(settings.db, settings.chroma_url, settings.timeout).collection(name)
 
     lexical = open_lexical(collection)
+    tuning = {}
+    if field_weights is not None:
+        lexical.weights = ev.parse_weights(field_weights)
+        tuning["field_weights"] = list(lexical.weights)
+    if rrf_k is not None:
+        tuning["rrf_k"] = rrf_k
 
     def searcher(queries, k, mode):
-        return search(collection, embedder, queries, k=k, mode=mode, per_doc=1, lexical=lexical)
+        return search(collection, embedder, queries, k=k, mode=mode, per_doc=1, lexical=lexical,
+                      **({"rrf_k": rrf_k} if rrf_k else {}))
 
     results = ev.evaluate(data, searcher, modes or MODES)
     info = {"dataset": data.name, "split": split, "queries": len(data.queries), "collection": name,
             "model": embedder.name, "chunk_tokens": chunk_tokens, "overlap": overlap,
-            "reused": reused, "chunks": collection.count(), "modes": [r.as_dict() for r in results]}
+            "reused": reused, "chunks": collection.count(), **tuning,
+            "modes": [r.as_dict() for r in results]}
     if as_json:
         click.echo(json.dumps(info))
         return
     click.echo(f"{data.name} ({split}): {len(data.queries)} queries, {info['chunks']} chunks in "
-               f"collection {name}{' (reused)' if reused else ''}")
+               f"collection {name}{' (reused)' if reused else ''}"
+               + "".join(f"; {key.replace('_', ' ')} {value}" for key, value in tuning.items()))
     click.echo(f"{'mode':<8} {'nDCG@10':>8} {'R@10':>7} {'R@100':>7} {'MRR@10':>7} {'p50 ms':>8} {'p95 ms':>8}")
     for row in info["modes"]:
         click.echo(f"{row['mode']:<8} {row['ndcg@10']:>8.4f} {row['recall@10']:>7.4f} "

@@ -41,7 +41,12 @@ class Dataset:
     qrels: dict[str, dict[str, int]]
 
     def documents(self) -> Iterator[Document]:
-        """One Document per corpus entry: its title, and its text as a single section."""
+        """One Document per corpus entry: its title, and its text as a single section.
+
+        An entry may carry `sections` (a kbindex extension that other BEIR readers ignore): a list of
+        {"heading_path": [str, ...], "anchor": str | None, "text": str}; then those sections are
+        indexed, with their heading paths, instead of `text`.
+        """
         with self.corpus_file.open(encoding="utf-8") as f:
             for line in f:
                 if not line.strip():
@@ -54,12 +59,27 @@ class Dataset:
                 yield Document(
                     source=f"{SOURCE_PREFIX}{self.name}/{entry['_id']}",
                     title=title,
-                    sections=(Section((), text or title),),
+                    sections=_sections(entry.get("sections")) or (Section((), text or title),),
                 )
 
     def corpus_size(self) -> int:
         with self.corpus_file.open(encoding="utf-8") as f:
             return sum(1 for line in f if line.strip())
+
+
+def _sections(value) -> tuple[Section, ...]:
+    """The optional `sections` of a corpus entry; () when absent or malformed."""
+    if not isinstance(value, list):
+        return ()
+    sections = []
+    for item in value:
+        if not isinstance(item, dict) or not str(item.get("text") or "").strip():
+            continue
+        path = item.get("heading_path") or []
+        anchor = item.get("anchor")
+        sections.append(Section(tuple(str(h) for h in path if str(h).strip()) if isinstance(path, list) else (),
+                                str(item["text"]).strip(), str(anchor) if anchor else None))
+    return tuple(sections)
 
 
 def load_dataset(path: Path, split: str = "test") -> Dataset:
@@ -94,6 +114,19 @@ def load_dataset(path: Path, split: str = "test") -> Dataset:
         raise UsageError(f"no query in {qrels_file} has a relevant document and a text in {queries_file}")
     name = re.sub(r"[^a-zA-Z0-9-]+", "-", path.resolve().name).strip("-").lower() or "beir"
     return Dataset(name, path, corpus, {q: queries[q] for q in judged}, judged)
+
+
+def parse_weights(text: str) -> tuple[float, float, float]:
+    """"TITLE,HEADINGS,BODY" -> three non-negative floats (the keyword index's bm25() weights);
+    UsageError otherwise."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        weights = tuple(float(p) for p in parts)
+    except ValueError:
+        weights = ()
+    if len(weights) != 3 or any(w < 0 or w != w for w in weights) or not any(weights):
+        raise UsageError(f"--field-weights needs three numbers >= 0 as TITLE,HEADINGS,BODY, got {text!r}")
+    return weights  # type: ignore[return-value]
 
 
 def collection_name(dataset: str, model: str, chunk_tokens: int, overlap: int) -> str:
