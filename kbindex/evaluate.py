@@ -17,7 +17,7 @@ import math
 import re
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,6 +129,44 @@ def parse_weights(text: str) -> tuple[float, float, float]:
     return weights  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class SelfQueries:
+    """Queries made from a collection's own page titles and section headings (`kbindex eval --self`)."""
+
+    name: str
+    queries: dict[str, str]  # id -> the title or heading text
+    qrels: dict[str, dict[str, int]]  # id -> {source: 1}: the one page it names
+
+
+def self_queries(metadatas: Iterable[Mapping], name: str, sample: int = 200, seed: int = 0) -> SelfQueries:
+    """Sample titles and headings of a collection's chunks as queries judged by their own page.
+
+    metadatas: the chunks' metadata (source, title, section "A > B"). A heading path contributes
+    its last heading (what a reader would type). Only texts found in one source are kept: a
+    heading such as "Overview" that many pages share names no one page. The metrics this gives are
+    an optimistic upper bound: the query's words are in its page's own title or headings, which
+    the keyword index matches. UsageError when the collection has no usable title or heading.
+    """
+    import random
+
+    found: dict[str, set[str]] = {}
+    for meta in metadatas:
+        source = str(meta.get("source") or "")
+        if not source:
+            continue
+        section = str(meta.get("section") or "")
+        for text in (str(meta.get("title") or ""), section.rsplit(" > ", 1)[-1] if section else ""):
+            text = " ".join(text.split())
+            if len(text) >= 3 and any(ch.isalpha() for ch in text):
+                found.setdefault(text, set()).add(source)
+    usable = sorted((text, next(iter(sources))) for text, sources in found.items() if len(sources) == 1)
+    if not usable:
+        raise UsageError(f"collection {name!r} has no page title or section heading that names one page")
+    picked = random.Random(seed).sample(usable, min(sample, len(usable)))
+    return SelfQueries(name, {f"self-{n}": text for n, (text, _) in enumerate(picked)},
+                       {f"self-{n}": {source: 1} for n, (_, source) in enumerate(picked)})
+
+
 def collection_name(dataset: str, model: str, chunk_tokens: int, overlap: int) -> str:
     """The eval collection for a data set, model and chunk settings, e.g. eval-scifact-all-minilm-l6-v2-…"""
     stem = re.sub(r"[^a-z0-9]+", "-", Path(model).name.lower()).strip("-") or "model"
@@ -236,7 +274,7 @@ def ensure_indexed(dataset: Dataset, settings: Settings, embedder, config,
     return name, False
 
 
-def evaluate(dataset: Dataset, searcher, modes: Sequence[str], depth: int = DEPTH) -> list[ModeResult]:
+def evaluate(dataset: Dataset | SelfQueries, searcher, modes: Sequence[str], depth: int = DEPTH) -> list[ModeResult]:
     """Run every judged query in each mode; document rankings are the best chunk per document.
 
     searcher(queries, k, mode) -> list of hit lists (collapsed to one hit per document).
