@@ -174,8 +174,11 @@ def collection_name(dataset: str, model: str, chunk_tokens: int, overlap: int) -
 
 
 def doc_id(source: str) -> str:
-    """The corpus id of a chunk's source ("beir:scifact/4983" -> "4983")."""
-    return source.rsplit("/", 1)[-1] if source.startswith(SOURCE_PREFIX) else source
+    """The corpus id of a chunk's source ("beir:scifact/4983" -> "4983"; an id may hold slashes:
+    "beir:python-manual/library/os.html" -> "library/os.html"). The data set's name has none."""
+    if not source.startswith(SOURCE_PREFIX):
+        return source
+    return source[len(SOURCE_PREFIX):].split("/", 1)[-1]
 
 
 # -- metrics -----------------------------------------------------------------------------------

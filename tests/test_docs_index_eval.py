@@ -41,7 +41,7 @@ PAGES = {
                                                       "starting with an exclamation mark run the shell.")]),
     "library/glob.html": _page("glob", [("Patterns", "Unix style pathname pattern expansion with "
                                                      "wildcards such as an exclamation mark in brackets.")]),
-    "library/fnmatch.html": _page("fnmatch", [("Matching", "Unix filename pattern matching, shell style.")]),
+    "library/fnmatch.html": _page("fnmatch", [("Matching", "Unix filename pattern matching with shell-style wildcards.")]),
     "library/socket.html": _page("socket", [("Socket timeouts", "settimeout sets a timeout on blocking "
                                                                 "socket operations, in seconds.")]),
     "tutorial/index.html": _page("tutorial", [("Start", "An informal introduction.")]),
@@ -103,6 +103,10 @@ def test_kbindex_eval_runs_on_the_built_set(manual, tmp_path, kb):
         assert out["split"] == split and out["field_weights"] == [4.0, 2.0, 1.0] and out["rrf_k"] == 20
         assert {m["mode"] for m in out["modes"]} == {"hybrid", "vector", "keyword"}
         assert all(0 <= m["mrr@10"] <= 1 for m in out["modes"])
+        # every query shares words with its page, and ids with slashes ("library/socket.html")
+        # are matched whole
+        keyword = next(m for m in out["modes"] if m["mode"] == "keyword")
+        assert keyword["recall@100"] == 1.0
 
 
 @pytest.mark.parametrize("weights", ["1,2", "a,b,c", "-1,1,1", "0,0,0"])

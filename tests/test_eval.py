@@ -206,3 +206,11 @@ def test_eval_self_scores_the_collection_itself(kb, tmp_path):
 def test_eval_self_usage_errors(kb, args, message):
     out = kb("eval", *args)
     assert out.exit_code in (1, 2) and message in out.stderr and "Traceback" not in out.output
+
+
+def test_corpus_ids_with_slashes_are_kept_whole():
+    from kbindex.evaluate import doc_id
+
+    assert doc_id("beir:python-manual/library/os.path.html") == "library/os.path.html"
+    assert doc_id("beir:scifact/4983") == "4983"
+    assert doc_id("/kb/a.md") == "/kb/a.md"  # not from a data set: the source itself
