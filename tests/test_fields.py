@@ -51,6 +51,11 @@ def test_a_weighted_column_decides_the_order(index, query, field_hit, body_hit, 
     assert _ids(index, query, body_first)[:2] == [body_hit, field_hit]
 
 
+def test_default_weights_rank_a_title_word_above_the_same_word_in_a_body(index):
+    index.weights = lx.FIELD_WEIGHTS
+    assert [m.id for m in index.search("logging", 10)][:2] == ["title-hit", "body-hit"]
+
+
 def test_identifiers_in_titles_are_found_as_typed_and_only_there(index):
     # AZURE_CLIENT_ID is searched as the phrase azure+client+id, in any column
     assert sorted(m.id for m in index.search("AZURE_CLIENT_ID", 10)) == ["ident-body", "ident-title"]
