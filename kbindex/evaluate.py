@@ -16,7 +16,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +40,12 @@ class Dataset:
     qrels: dict[str, dict[str, int]]
 
     def documents(self) -> Iterator[Document]:
-        """One Document per corpus entry: its title, and its text as a single section."""
+        """One Document per corpus entry: its title, and its text as a single section.
+
+        An entry may carry `sections` (a kbindex extension that other BEIR readers ignore): a list of
+        {"heading_path": [str, ...], "anchor": str | None, "text": str}; then those sections are
+        indexed, with their heading paths, instead of `text`.
+        """
         with self.corpus_file.open(encoding="utf-8") as f:
             for line in f:
                 if not line.strip():
@@ -53,12 +58,27 @@ class Dataset:
                 yield Document(
                     source=f"{SOURCE_PREFIX}{self.name}/{entry['_id']}",
                     title=title,
-                    sections=(Section((), text or title),),
+                    sections=_sections(entry.get("sections")) or (Section((), text or title),),
                 )
 
     def corpus_size(self) -> int:
         with self.corpus_file.open(encoding="utf-8") as f:
             return sum(1 for line in f if line.strip())
+
+
+def _sections(value) -> tuple[Section, ...]:
+    """The optional `sections` of a corpus entry; () when absent or malformed."""
+    if not isinstance(value, list):
+        return ()
+    sections = []
+    for item in value:
+        if not isinstance(item, dict) or not str(item.get("text") or "").strip():
+            continue
+        path = item.get("heading_path") or []
+        anchor = item.get("anchor")
+        sections.append(Section(tuple(str(h) for h in path if str(h).strip()) if isinstance(path, list) else (),
+                                str(item["text"]).strip(), str(anchor) if anchor else None))
+    return tuple(sections)
 
 
 def load_dataset(path: Path, split: str = "test") -> Dataset:
@@ -95,6 +115,57 @@ def load_dataset(path: Path, split: str = "test") -> Dataset:
     return Dataset(name, path, corpus, {q: queries[q] for q in judged}, judged)
 
 
+def parse_weights(text: str) -> tuple[float, float, float]:
+    """"TITLE,HEADINGS,BODY" -> three non-negative floats (the keyword index's bm25() weights);
+    UsageError otherwise."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        weights = tuple(float(p) for p in parts)
+    except ValueError:
+        weights = ()
+    if len(weights) != 3 or any(w < 0 or w != w for w in weights) or not any(weights):
+        raise UsageError(f"--field-weights needs three numbers >= 0 as TITLE,HEADINGS,BODY, got {text!r}")
+    return weights  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class SelfQueries:
+    """Queries made from a collection's own page titles and section headings (`kbindex eval --self`)."""
+
+    name: str
+    queries: dict[str, str]  # id -> the title or heading text
+    qrels: dict[str, dict[str, int]]  # id -> {source: 1}: the one page it names
+
+
+def self_queries(metadatas: Iterable[Mapping], name: str, sample: int = 200, seed: int = 0) -> SelfQueries:
+    """Sample titles and headings of a collection's chunks as queries judged by their own page.
+
+    metadatas: the chunks' metadata (source, title, section "A > B"). A heading path contributes
+    its last heading (what a reader would type). Only texts found in one source are kept: a
+    heading such as "Overview" that many pages share names no one page. The metrics this gives are
+    an optimistic upper bound: the query's words are in its page's own title or headings, which
+    the keyword index matches. UsageError when the collection has no usable title or heading.
+    """
+    import random
+
+    found: dict[str, set[str]] = {}
+    for meta in metadatas:
+        source = str(meta.get("source") or "")
+        if not source:
+            continue
+        section = str(meta.get("section") or "")
+        for text in (str(meta.get("title") or ""), section.rsplit(" > ", 1)[-1] if section else ""):
+            text = " ".join(text.split())
+            if len(text) >= 3 and any(ch.isalpha() for ch in text):
+                found.setdefault(text, set()).add(source)
+    usable = sorted((text, next(iter(sources))) for text, sources in found.items() if len(sources) == 1)
+    if not usable:
+        raise UsageError(f"collection {name!r} has no page title or section heading that names one page")
+    picked = random.Random(seed).sample(usable, min(sample, len(usable)))
+    return SelfQueries(name, {f"self-{n}": text for n, (text, _) in enumerate(picked)},
+                       {f"self-{n}": {source: 1} for n, (_, source) in enumerate(picked)})
+
+
 def collection_name(dataset: str, model: str, chunk_tokens: int, overlap: int) -> str:
     """The eval collection for a data set, model and chunk settings, e.g. eval-scifact-all-minilm-l6-v2-…"""
     stem = re.sub(r"[^a-z0-9]+", "-", Path(model).name.lower()).strip("-") or "model"
@@ -102,8 +173,11 @@ def collection_name(dataset: str, model: str, chunk_tokens: int, overlap: int) -
 
 
 def doc_id(source: str) -> str:
-    """The corpus id of a chunk's source ("beir:scifact/4983" -> "4983")."""
-    return source.rsplit("/", 1)[-1] if source.startswith(SOURCE_PREFIX) else source
+    """The corpus id of a chunk's source ("beir:scifact/4983" -> "4983"; an id may hold slashes:
+    "beir:python-manual/library/os.html" -> "library/os.html"). The data set's name has none."""
+    if not source.startswith(SOURCE_PREFIX):
+        return source
+    return source[len(SOURCE_PREFIX):].split("/", 1)[-1]
 
 
 # -- metrics -----------------------------------------------------------------------------------
@@ -202,7 +276,7 @@ def ensure_indexed(dataset: Dataset, settings: Settings, embedder, config,
     return name, False
 
 
-def evaluate(dataset: Dataset, searcher, modes: Sequence[str], depth: int = DEPTH) -> list[ModeResult]:
+def evaluate(dataset: Dataset | SelfQueries, searcher, modes: Sequence[str], depth: int = DEPTH) -> list[ModeResult]:
     """Run every judged query in each mode; document rankings are the best chunk per document.
 
     searcher(queries, k, mode) -> list of hit lists (collapsed to one hit per document).

@@ -65,6 +65,7 @@ def search(
     per_doc: int = DEFAULT_PER_DOC,
     lexical: LexicalIndex | None = None,
     candidates: int = CANDIDATES,
+    rrf_k: int = RRF_K,
 ) -> list[list[Hit]]:
     """The k best hits for each query, best first.
 
@@ -74,6 +75,7 @@ def search(
         per_doc: at most this many hits from one document (source); 0 for no limit.
         lexical: the collection's keyword index (opened from the collection's folder when None).
         candidates: chunks taken from each retriever before fusion and per-document collapsing.
+        rrf_k: the reciprocal rank fusion constant: a hit at rank r adds 1 / (rrf_k + r).
     """
     for q in queries:
         if not q.strip():
@@ -129,7 +131,7 @@ def search(
     elif mode == "keyword":
         keyword_lists = [lexical.search(q, depth, where) for q in queries]
     return [
-        _rank(_fuse(v, kw), mode, k, per_doc)
+        _rank(_fuse(v, kw, rrf_k), mode, k, per_doc)
         for v, kw in zip(vector_lists, keyword_lists)
     ]
 
@@ -166,17 +168,17 @@ def open_lexical(collection: Collection) -> LexicalIndex:
     return Index.of(collection).lagging_keywords()
 
 
-def _fuse(vector: list[Match], keyword: list[LexicalMatch]) -> list[_Candidate]:
+def _fuse(vector: list[Match], keyword: list[LexicalMatch], rrf_k: int = RRF_K) -> list[_Candidate]:
     """Candidates from both lists with reciprocal-rank fused scores, best first."""
     found: dict[str, _Candidate] = {}
     for rank, m in enumerate(vector, 1):
         c = found.setdefault(m.id, _Candidate(m.id, m.text, m.metadata))
         c.cosine, c.vector_rank = round(1.0 - m.distance, 6), rank
-        c.fused += 1.0 / (RRF_K + rank)
+        c.fused += 1.0 / (rrf_k + rank)
     for rank, m in enumerate(keyword, 1):
         c = found.setdefault(m.id, _Candidate(m.id, m.text, m.metadata))
         c.bm25, c.keyword_rank = m.score, rank
-        c.fused += 1.0 / (RRF_K + rank)
+        c.fused += 1.0 / (rrf_k + rank)
     # Ties (same fused score) keep the vector order, then the keyword order.
     return sorted(found.values(), key=lambda c: (-c.fused, c.vector_rank or 10**9, c.keyword_rank or 10**9))
 

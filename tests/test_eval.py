@@ -140,3 +140,77 @@ def test_eval_refuses_a_folder_that_is_not_beir(kb, beir, remove, message):
 def test_eval_unknown_split(kb, beir):
     out = kb("eval", str(beir), "--split", "dev")
     assert out.exit_code == 2 and "dev.tsv is missing" in out.stderr
+
+
+def test_corpus_sections_are_indexed_with_their_heading_paths(tmp_path):
+    root = tmp_path / "sectioned"
+    (root / "qrels").mkdir(parents=True)
+    corpus = [
+        {"_id": "s1", "title": "socket", "text": "flat text",
+         "sections": [{"heading_path": [], "text": "Intro."},
+                      {"heading_path": ["Socket objects", "Timeouts"], "anchor": "t", "text": "settimeout"}]},
+        # malformed or empty sections: the entry's text is indexed as before
+        {"_id": "s2", "title": "glob", "text": "Pathname expansion.", "sections": "not a list"},
+        {"_id": "s3", "title": "cmd", "text": "Interpreters.", "sections": [{"heading_path": ["X"], "text": " "}]},
+    ]
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus))
+    (root / "queries.jsonl").write_text(json.dumps({"_id": "q", "text": "timeouts"}) + "\n")
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\ts1\t1\n")
+    docs = {d.source.rsplit("/", 1)[-1]: d for d in load_dataset(root).documents()}
+    assert [(s.heading_path, s.text, s.anchor) for s in docs["s1"].sections] == [
+        ((), "Intro.", None), (("Socket objects", "Timeouts"), "settimeout", "t")]
+    assert [(s.heading_path, s.text) for s in docs["s2"].sections] == [((), "Pathname expansion.")]
+    assert [(s.heading_path, s.text) for s in docs["s3"].sections] == [((), "Interpreters.")]
+
+
+# -- eval --self ---------------------------------------------------------------------------------
+
+
+def test_self_queries_use_titles_and_last_headings_that_name_one_page():
+    from kbindex.evaluate import self_queries
+
+    metas = [
+        {"source": "/kb/a.md", "title": "Printer offline", "section": "Fixes > Restart the spooler"},
+        {"source": "/kb/a.md", "title": "Printer offline", "section": "Overview"},
+        {"source": "/kb/b.md", "title": "WAL growth", "section": "Overview"},  # shared: names no page
+        {"source": "/kb/b.md", "title": "WAL growth", "section": ""},
+        {"source": "/kb/c.md", "title": "42", "section": "x"},  # no words, too short
+    ]
+    data = self_queries(metas, "kbx", sample=10, seed=1)
+    pairs = {(data.queries[q], next(iter(data.qrels[q]))) for q in data.queries}
+    assert pairs == {("Printer offline", "/kb/a.md"), ("Restart the spooler", "/kb/a.md"),
+                     ("WAL growth", "/kb/b.md")}
+    assert self_queries(metas, "kbx", sample=2, seed=1) == self_queries(metas, "kbx", sample=2, seed=1)
+    assert len(self_queries(metas, "kbx", sample=2, seed=1).queries) == 2
+
+
+def test_eval_self_scores_the_collection_itself(kb, tmp_path):
+    from tests.conftest import SAMPLE_KB
+
+    assert kb("index", str(SAMPLE_KB)).exit_code == 0
+    out = kb.json("eval", "--self", "--sample", "20")
+    assert out["self"] is True and out["upper_bound"] is True and 0 < out["queries"] <= 20
+    modes = {m["mode"]: m for m in out["modes"]}
+    assert set(modes) == {"hybrid", "vector", "keyword"}
+    # each query is a title or heading of its page, which the keyword index holds
+    assert modes["keyword"]["recall@100"] == 1.0 and modes["keyword"]["mrr@10"] > 0.5
+    human = kb("eval", "--self", "--mode", "keyword")
+    assert human.exit_code == 0 and "optimistic upper bound" in human.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--self", "--collection", "nothing-here"], "no index at"),
+    (["--self", "--sample", "5", "tests"], "not both"),
+    ([], "give a DATASET"),
+])
+def test_eval_self_usage_errors(kb, args, message):
+    out = kb("eval", *args)
+    assert out.exit_code in (1, 2) and message in out.stderr and "Traceback" not in out.output
+
+
+def test_corpus_ids_with_slashes_are_kept_whole():
+    from kbindex.evaluate import doc_id
+
+    assert doc_id("beir:python-manual/library/os.path.html") == "library/os.path.html"
+    assert doc_id("beir:scifact/4983") == "4983"
+    assert doc_id("/kb/a.md") == "/kb/a.md"  # not from a data set: the source itself

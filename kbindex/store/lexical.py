@@ -6,7 +6,10 @@ updates a few rows without rebuilding anything, and ships with Python.
 
 The file `lexical.sqlite3` in the index folder holds, per collection, a table of chunks (same ids
 as in Chroma, with the metadata Chroma holds, so `--where` filters here too) and an FTS5 table over
-it. Chroma is written first, then this index, both idempotently; a `dirty` flag set before the first
+it with three columns, ranked with per-column BM25 weights (FIELD_WEIGHTS): the page title, the
+heading path and the body. An index made before the columns were split (one `context` column for
+"Title > Section") is converted in place when opened: the chunks table keeps every row, gains the
+two columns (filled from each chunk's stored metadata) and the full-text index is rebuilt from it. Chroma is written first, then this index, both idempotently; a `dirty` flag set before the first
 write of an index run and cleared after its last tells the next run to reconcile with Chroma (which
 holds every chunk's text and metadata, so no re-embedding is needed).
 """
@@ -40,6 +43,14 @@ STOPWORDS = frozenset(
     "of on or our she so than that the their them then there these they this to was we were what "
     "when where which who why will with would you your do does did can could how".split()
 )
+
+# BM25 weights of the FTS5 columns (title, heading path, body), as bm25()'s per-column weights
+# (https://sqlite.org/fts5.html#the_bm25_function). Chosen on the dev split of the Python manual
+# data set (benchmarks/docs_index_eval.py; every variant tried is in docs/benchmarks.md): a word
+# of the title counts as 16 body words, a word of the heading path as 4. 32,4,1 scored 0.002 MRR
+# higher on dev, within noise; the milder one was kept, as SciFact could not be re-measured.
+FIELD_WEIGHTS = (16.0, 4.0, 1.0)
+FIELDS = ("title", "headings", "text")
 
 # Query terms found in more than this share of the chunks are left out of keyword queries (see
 # LexicalIndex._expression). Measured on SciFact and 100,000 chunks (docs/benchmarks.md): 0.2 costs
@@ -104,9 +115,11 @@ class LexicalIndex:
     the table names and the connection. Raises StoreError when SQLite fails.
     """
 
-    def __init__(self, conn: sqlite3.Connection, collection: str):
+    def __init__(self, conn: sqlite3.Connection, collection: str,
+                 weights: tuple[float, float, float] = FIELD_WEIGHTS):
         self._conn = conn
         self.collection = collection  # the key
+        self.weights = weights  # bm25() weights of title, heading path and body
         # Keys are validated ([a-zA-Z0-9._-] and "@"), so they are safe inside quotes.
         self._chunks = f'"{collection}:chunks"'
         self._fts = f'"{collection}:fts"'
@@ -136,6 +149,8 @@ class LexicalIndex:
             index = cls(conn, key)
             if not index._exists():
                 index._create()
+            elif index._fts_columns() != list(FIELDS):
+                index._split_fields()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the keyword index at {path}: {exc}") from exc
         return index
@@ -160,26 +175,64 @@ class LexicalIndex:
                     collection TEXT PRIMARY KEY, dirty INTEGER NOT NULL DEFAULT 0);
                 CREATE TABLE IF NOT EXISTS {self._chunks} (
                     rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, source TEXT NOT NULL,
-                    context TEXT NOT NULL, text TEXT NOT NULL, meta TEXT NOT NULL);
+                    context TEXT NOT NULL, text TEXT NOT NULL, meta TEXT NOT NULL,
+                    title TEXT NOT NULL DEFAULT '', headings TEXT NOT NULL DEFAULT '');
                 CREATE INDEX IF NOT EXISTS "{name}:by_source" ON {self._chunks}(source);
+                {self._fts_schema()}
+                INSERT OR IGNORE INTO kbindex_lexical_state(collection, dirty) VALUES ('{name}', 0);
+                COMMIT;
+            """)
+
+    def _fts_schema(self) -> str:
+        """The FTS5 table over the chunks' title, heading path and body, and the triggers that
+        keep it in step with the chunks table (an external-content table:
+        https://sqlite.org/fts5.html#external_content_tables)."""
+        name = self.collection
+        return f"""
                 CREATE VIRTUAL TABLE IF NOT EXISTS {self._fts} USING fts5(
-                    context, text, content='{name}:chunks', content_rowid='rowid',
+                    title, headings, text, content='{name}:chunks', content_rowid='rowid',
                     tokenize='{TOKENIZER}');
                 CREATE TRIGGER IF NOT EXISTS "{name}:ai" AFTER INSERT ON {self._chunks} BEGIN
-                    INSERT INTO {self._fts}(rowid, context, text)
-                    VALUES (new.rowid, new.context, new.text);
+                    INSERT INTO {self._fts}(rowid, title, headings, text)
+                    VALUES (new.rowid, new.title, new.headings, new.text);
                 END;
                 CREATE TRIGGER IF NOT EXISTS "{name}:ad" AFTER DELETE ON {self._chunks} BEGIN
-                    INSERT INTO {self._fts}({self._fts}, rowid, context, text)
-                    VALUES ('delete', old.rowid, old.context, old.text);
+                    INSERT INTO {self._fts}({self._fts}, rowid, title, headings, text)
+                    VALUES ('delete', old.rowid, old.title, old.headings, old.text);
                 END;
                 CREATE TRIGGER IF NOT EXISTS "{name}:au" AFTER UPDATE ON {self._chunks} BEGIN
-                    INSERT INTO {self._fts}({self._fts}, rowid, context, text)
-                    VALUES ('delete', old.rowid, old.context, old.text);
-                    INSERT INTO {self._fts}(rowid, context, text)
-                    VALUES (new.rowid, new.context, new.text);
-                END;
-                INSERT OR IGNORE INTO kbindex_lexical_state(collection, dirty) VALUES ('{name}', 0);
+                    INSERT INTO {self._fts}({self._fts}, rowid, title, headings, text)
+                    VALUES ('delete', old.rowid, old.title, old.headings, old.text);
+                    INSERT INTO {self._fts}(rowid, title, headings, text)
+                    VALUES (new.rowid, new.title, new.headings, new.text);
+                END;"""
+
+    def _fts_columns(self) -> list[str]:
+        return [r[1] for r in self._conn.execute(f"PRAGMA table_info({self._fts})")]
+
+    def _split_fields(self) -> None:
+        """Convert an index with one context column to the title / headings / body columns.
+
+        Every chunk row stays; the title and heading path come from its stored metadata (the
+        same values the context line was made from), then the full-text index is rebuilt from
+        the rows, all in one transaction, so an interruption leaves the old index as it was.
+        """
+        name = self.collection
+        have = {r[1] for r in self._conn.execute(f"PRAGMA table_info({self._chunks})")}
+        added = "".join(f"ALTER TABLE {self._chunks} ADD COLUMN {column} TEXT NOT NULL DEFAULT '';\n"
+                        for column in ("title", "headings") if column not in have)
+        self._conn.executescript(f"""
+                BEGIN IMMEDIATE;
+                DROP TRIGGER IF EXISTS "{name}:ai";
+                DROP TRIGGER IF EXISTS "{name}:ad";
+                DROP TRIGGER IF EXISTS "{name}:au";
+                DROP TABLE IF EXISTS {self._fts};
+                {added}
+                UPDATE {self._chunks} SET
+                    title = coalesce(json_extract(meta, '$.title'), ''),
+                    headings = coalesce(json_extract(meta, '$.section'), '');
+                {self._fts_schema()}
+                INSERT INTO {self._fts}({self._fts}) VALUES ('rebuild');
                 COMMIT;
             """)
 
@@ -201,10 +254,12 @@ class LexicalIndex:
         """Add or replace rows by id, in one transaction."""
         with self._transaction():
             self._conn.executemany(
-                f"INSERT INTO {self._chunks}(id, source, context, text, meta) VALUES (?, ?, ?, ?, ?) "
+                f"INSERT INTO {self._chunks}(id, source, context, text, meta, title, headings) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET source=excluded.source, context=excluded.context, "
-                "text=excluded.text, meta=excluded.meta",
-                ((r.id, r.source, r.context, r.text, json.dumps(r.metadata, sort_keys=True)) for r in rows),
+                "text=excluded.text, meta=excluded.meta, title=excluded.title, headings=excluded.headings",
+                ((r.id, r.source, r.context, r.text, json.dumps(r.metadata, sort_keys=True),
+                  str(r.metadata.get("title") or ""), str(r.metadata.get("section") or "")) for r in rows),
             )
 
     def delete(self, ids: Iterable[str]) -> None:
@@ -337,7 +392,7 @@ class LexicalIndex:
             # Rank inside the FTS5 table first, then read only the k winners' rows: joining
             # before ORDER BY would read the row of every chunk that matches any term.
             sql = (
-                f"SELECT c.id, m.s, c.text, c.meta FROM (SELECT rowid, bm25({self._fts}) AS s "
+                f"SELECT c.id, m.s, c.text, c.meta FROM (SELECT rowid, {self._bm25()} AS s "
                 f"FROM {self._fts} WHERE {self._fts} MATCH ? ORDER BY s LIMIT ?) AS m "
                 f"JOIN {self._chunks} AS c ON c.rowid = m.rowid ORDER BY m.s"
             )
@@ -347,7 +402,7 @@ class LexicalIndex:
                 raise StoreError(f"keyword search failed: {exc}") from exc
             return [LexicalMatch(i, round(-s, 6), t, json.loads(m)) for i, s, t, m in rows]
         sql = (
-            f"SELECT c.id, bm25({self._fts}) AS s, c.text, c.meta FROM {self._fts} "
+            f"SELECT c.id, {self._bm25()} AS s, c.text, c.meta FROM {self._fts} "
             f"JOIN {self._chunks} AS c ON c.rowid = {self._fts}.rowid "
             f"WHERE {self._fts} MATCH ?{''.join(' AND ' + c for c in conditions)} ORDER BY s LIMIT ?"
         )
@@ -357,6 +412,10 @@ class LexicalIndex:
             raise StoreError(f"keyword search failed: {exc}") from exc
         # FTS5's bm25() is negated so that ORDER BY ascending puts the best first.
         return [LexicalMatch(i, round(-s, 6), t, json.loads(m)) for i, s, t, m in rows]
+
+    def _bm25(self) -> str:
+        """bm25() with this index's column weights (floats, so safe to write into the SQL)."""
+        return f"bm25({self._fts}, {', '.join(repr(float(w)) for w in self.weights)})"
 
     def _expression(self, query: str) -> str | None:
         """The FTS5 query, without terms found in more than COMMON_SHARE of the chunks.
