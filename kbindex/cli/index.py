@@ -178,8 +178,8 @@ def _index_run(run, embedder, *, dry_run, prune, rebuild, wait, workers, quiet, 
     from kbindex.credentials import Credentials
     from kbindex.fetch import Fetcher
     from kbindex.indexing.maintenance import rebuild as rebuild_collection
-    from kbindex.indexing.runner import Indexer, Summary
-    from kbindex.indexing.runner import dry_run as plan
+    from kbindex.indexing.plan import dry_run as plan
+    from kbindex.indexing.runner import Indexer
     from kbindex.indexing.sources import parse_sources
     from kbindex.progress import Progress
     from kbindex.records import Failed, Pruned, Skipped
@@ -213,18 +213,17 @@ def _index_run(run, embedder, *, dry_run, prune, rebuild, wait, workers, quiet, 
 
     try:
         if dry_run:
-            summary = Summary()
+            def print_plan(entry):
+                if as_json:
+                    click.echo(json.dumps({"action": entry.action, "source": entry.source,
+                                           "detail": entry.detail, "chunks": entry.chunks,
+                                           "kind": entry.kind}))
+                else:
+                    extra = f"  ({entry.chunks} chunks)" if entry.action == "index" else ""
+                    click.echo(f"{entry.action:<5}  {entry.source}  {entry.detail}{extra}")
+
             with progress:
-                for entry in plan(parsed, fetcher, embedder.count_tokens, config, summary, o.max_bytes,
-                                  workers):
-                    if as_json:
-                        click.echo(json.dumps({"action": entry.action, "source": entry.source,
-                                               "detail": entry.detail, "chunks": entry.chunks,
-                                               "kind": entry.kind}))
-                    else:
-                        extra = f"  ({entry.chunks} chunks)" if entry.action == "index" else ""
-                        click.echo(f"{entry.action:<5}  {entry.source}  {entry.detail}{extra}")
-            return summary
+                return plan(settings, embedder, config, parsed, fetcher, print_plan, o.max_bytes, workers)
         common = dict(fetcher=fetcher, max_bytes=o.max_bytes, prune=prune, on_event=on_event,
                       workers=workers)
         with progress:
