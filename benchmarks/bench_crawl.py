@@ -77,10 +77,11 @@ def run() -> list[str]:
     reason = ensure_docs()
     if reason:
         return [f"skipped: {reason}"]
+    from kbindex.config import Settings
     from kbindex.crawl import Crawler, CrawlOptions, CrawlResult
     from kbindex.embedding import load_embedder
     from kbindex.fetch import Fetcher
-    from kbindex.indexing.runner import Summary, dry_run
+    from kbindex.indexing.plan import dry_run
     from kbindex.indexing.sources import parse_sources
     from kbindex.pipeline import default_workers
     from kbindex.records import Page
@@ -111,11 +112,11 @@ def run() -> list[str]:
         # Extraction in this process (--workers 1, the baseline) and in the default worker pool.
         plans = {}
         for workers in (1, default_workers()):
-            summary = Summary()
+            entries = []
             with Fetcher(delay=0) as fetcher, Timer() as plan_t:
                 sources = parse_sources([start], CrawlOptions())
-                entries = list(dry_run(sources, fetcher, embedder.count_tokens, config, summary,
-                                       workers=workers))
+                summary = dry_run(Settings(db=WORK / "index-dry-run"), embedder, config, sources, fetcher,
+                                  entries.append, workers=workers)  # writes nothing under db
             plans[workers] = (summary, entries, plan_t.seconds)
         summary, entries, plan_s = plans[default_workers()]
         one_summary, one_entries, one_s = plans[1]

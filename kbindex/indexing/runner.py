@@ -3,26 +3,26 @@
 Indexer is the loop a page travels: read or fetched (sources.py), skipped when the ledger says it
 is unchanged (sync.py), extracted in worker processes (pipeline.ExtractAhead), checked for a
 duplicate text, then chunked, embedded and written (writer.py); at the end, what a complete walk no
-longer reached is pruned. dry_run reads, extracts and chunks the same pages and writes nothing.
+longer reached is pruned. A dry run (plan.py) is this same loop with a writer that writes nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
-from kbindex.chunk import ChunkConfig, chunk_document
+from kbindex.chunk import ChunkConfig
 from kbindex.config import DEFAULT_MAX_BYTES, Settings
-from kbindex.crawl import CrawlResult, url_identity
+from kbindex.crawl import url_identity
 from kbindex.embedding import Embedder
 from kbindex.errors import FetchError, SkipSource, SourceError, UnreadableFolder, UsageError
 from kbindex.extract import extract_or_error
 from kbindex.fetch import Fetcher
 from kbindex.indexing.sources import Source, collapse, is_url, iter_pages
+from kbindex.indexing.summary import Summary
 from kbindex.indexing.sync import (
     LedgerMemory,
     bind,
@@ -40,73 +40,7 @@ from kbindex.store.chroma import Collection
 from kbindex.store.ledger import Entry
 from kbindex.store.lock import WriteLock
 
-
-@dataclass
-class Summary:
-    """What an index run did.
-
-    `skipped` counts everything deliberately not indexed: pages and files skipped after reading
-    them (listed in `skips`) plus URLs a crawl never requested (out of scope, robots.txt, depth,
-    traps; counted in `skipped_by` only). `skipped_by` and `failed_by` count by reason kind.
-    """
-
-    sources: int = 0
-    indexed: int = 0
-    unchanged: int = 0
-    skipped: int = 0
-    failed: int = 0
-    pruned: int = 0  # sources removed because they are gone (listed in `prunes`)
-    chunks_added: int = 0  # chunks written to the store
-    chunks_embedded: int = 0  # of those, how many needed the model (the rest came from the cache)
-    chunks_deleted: int = 0
-    discovered: int = 0  # distinct URLs crawls found
-    fetched: int = 0  # pages crawls received
-    not_modified: int = 0  # pages known unchanged without a download (304, or sitemap lastmod)
-    failures: list[dict] = field(default_factory=list)
-    skips: list[dict] = field(default_factory=list)
-    prunes: list[dict] = field(default_factory=list)
-    crawl_skipped: Counter = field(default_factory=Counter)
-    crawls: list[dict] = field(default_factory=list)
-
-    def add_crawl(self, result: CrawlResult) -> None:
-        """Fold one crawl's counts of URLs it never requested into the summary."""
-        self.discovered += result.discovered
-        self.fetched += result.fetched
-        self.not_modified += result.not_modified
-        self.crawl_skipped.update(result.skipped)
-        self.skipped += sum(result.skipped.values())
-        self.crawls.append(result.as_dict())
-
-    def merge(self, other: Summary) -> Summary:
-        """The sum of two runs' summaries (one `index` over several configured sources)."""
-        merged = Summary()
-        for f in fields(Summary):
-            a, b = getattr(self, f.name), getattr(other, f.name)
-            setattr(merged, f.name, a + b)
-        return merged
-
-    def as_dict(self) -> dict:
-        skipped_by = Counter(s["kind"] for s in self.skips) + self.crawl_skipped
-        return {
-            "sources": self.sources,
-            "indexed": self.indexed,
-            "unchanged": self.unchanged,
-            "skipped": self.skipped,
-            "failed": self.failed,
-            "pruned": self.pruned,
-            "chunks_added": self.chunks_added,
-            "chunks_embedded": self.chunks_embedded,
-            "chunks_deleted": self.chunks_deleted,
-            "discovered": self.discovered,
-            "fetched": self.fetched,
-            "not_modified": self.not_modified,
-            "skipped_by": dict(sorted(skipped_by.items())),
-            "failed_by": dict(sorted(Counter(f["kind"] for f in self.failures).items())),
-            "crawls": self.crawls,
-            "failures": self.failures,
-            "skips": self.skips,
-            "prunes": self.prunes,
-        }
+__all__ = ["Event", "Indexer", "Summary"]  # Summary: imported from here by maintenance and verify
 
 
 Event = Callable[[SourceEvent], None]  # records.Indexed, Unchanged, Skipped, Failed, Pruned
@@ -135,6 +69,7 @@ class Indexer:
         wait: bool = False,
         lock: WriteLock | None = None,
         workers: int | None = None,
+        dry_writer: Callable[[Callable[[Written], None]], Writer] | None = None,
     ):
         self.max_bytes = max_bytes
         self.workers = workers or default_workers()  # extraction processes (1: in this process)
@@ -152,6 +87,9 @@ class Indexer:
         self.lock = lock or WriteLock(settings.db, wait=wait)
         self._own_lock = lock is None
         self._writer: Writer | None = None  # made on first use (deleting needs no model)
+        # A dry run: this writer (given on_written) instead of Writer, no lock, and the store and
+        # ledger neither read nor written, so every page is judged as by a run into a new collection.
+        self._dry_writer = dry_writer
         self._seen: set[str] = set()
         self._unreadable: list[str] = []  # folders a walk could not list: nothing under them is pruned
         self._seen_keys: dict[str | None, str] = {}  # URL identity (crawl.url_identity) -> name seen
@@ -170,6 +108,9 @@ class Indexer:
         The model is loaded here only when the collection must be created (its dimension is
         recorded); otherwise the first batch to embed checks the dimension.
         """
+        if self._dry_writer is not None:
+            self._entries = {}
+            return self.collection
         self.lock.acquire()
         try:
             name = self.settings.collection
@@ -202,7 +143,7 @@ class Indexer:
         if self._writer is not None:
             self._writer.close()  # batches not written are dropped: their ledger entries are not begun
         self.index.close()
-        if self._own_lock:
+        if self._own_lock and self._dry_writer is None:
             self.lock.release()
 
     def __enter__(self) -> Indexer:
@@ -214,7 +155,9 @@ class Indexer:
     @property
     def writer(self) -> Writer:
         """The write path of this run (store.Index through WriteOrder), made on first use."""
-        if self._writer is None:
+        if self._writer is None and self._dry_writer is not None:
+            self._writer = self._dry_writer(self._written)
+        elif self._writer is None:
             self._writer = Writer(self.index, self.embedder, self.config, self._written,
                                   dimension_checked=self._dimension_checked)
         self._writer.indexed_at = self._indexed_at
@@ -227,6 +170,7 @@ class Indexer:
         if self.config is None:
             raise ValueError("Indexer.config must be set before run()")
         self._indexed_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        dry = self._dry_writer is not None
         if self.collection is None:
             self.open()
         fetcher = self.fetcher or Fetcher()
@@ -235,7 +179,7 @@ class Indexer:
         extractor = ExtractAhead(extract_or_error, self.workers)
         try:
             for source, name, item in iter_pages(sources, fetcher, self.max_bytes, self._validators,
-                                                 self._memory, self._stored_name):
+                                                 None if dry else self._memory, self._stored_name):
                 key = url_identity(name) if is_url(name) else name
                 if name in self._seen or key in self._seen_keys:
                     self._collapsed(source, name, self._seen_keys.get(key, name), item)
@@ -251,6 +195,8 @@ class Indexer:
             for source in sources:
                 if source.crawl is not None:
                     self.summary.add_crawl(source.crawl)
+            if dry:
+                return self.summary
             if self.prune:
                 self._prune_roots(sources)
             for source in sources:
@@ -496,74 +442,3 @@ class Indexer:
                 self.ledger.forget_visits_under(target)
         self.index.finish()
         return sorted(chosen)
-
-
-@dataclass(frozen=True)
-class PlanEntry:
-    """One line of a dry run: what would happen to a page."""
-
-    action: str  # "index" | "skip" | "fail"
-    source: str
-    detail: str  # the title for "index", the reason otherwise
-    chunks: int = 0
-    kind: str = ""  # the skip or failure reason kind
-
-
-def dry_run(
-    sources: Sequence[Source],
-    fetcher: Fetcher,
-    count_tokens: Callable[[Sequence[str]], list[int]],
-    config: ChunkConfig,
-    summary: Summary | None = None,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    workers: int | None = None,
-) -> Iterator[PlanEntry]:
-    """What `Indexer.run` would index, skip or fail, without embedding or writing anything.
-
-    Pages are fetched (a crawl has to read them to find links), extracted and chunked; `summary`
-    is filled in as the real run would fill it, minus the store's unchanged/deleted counts.
-    """
-    summary = summary if summary is not None else Summary()
-    seen: dict[str | None, str] = {}  # URL identity (or path) -> name
-    texts: dict[str, str] = {}
-
-    def problem(source: Source, name: str, error: SourceError) -> PlanEntry:
-        entry = {"source": error.source or name, "reason": error.reason, "kind": error.kind}
-        if isinstance(error, SkipSource) and not source.explicit(name, error.kind):
-            summary.skipped += 1
-            summary.skips.append(entry)
-            return PlanEntry("skip", entry["source"], error.reason, kind=error.kind)
-        summary.failed += 1
-        summary.failures.append(entry)
-        return PlanEntry("fail", entry["source"], error.reason, kind=error.kind)
-
-    def pages() -> Iterator[tuple[tuple[Source, str, Page | SourceError], Document | SourceError | None]]:
-        with ExtractAhead(extract_or_error, workers or default_workers()) as extractor:
-            for source, name, item in iter_pages(sources, fetcher, max_bytes):
-                key = url_identity(name) if is_url(name) else name
-                if key not in seen:
-                    seen[key] = name
-                    yield from extractor.submit((source, name, item), item if isinstance(item, Page) else None)
-                elif (skip := collapse(source, name, seen[key], item)) is not None:
-                    yield from extractor.submit((source, name, skip), None)
-            yield from extractor.drain()
-
-    for (source, name, item), doc in pages():
-        summary.sources += 1
-        if isinstance(item, SourceError):
-            yield problem(source, name, item)
-            continue
-        if isinstance(doc, SourceError):
-            yield problem(source, name, doc)
-            continue
-        first = texts.setdefault(doc.content_hash, doc.source)
-        if first != doc.source:
-            yield problem(source, name, SkipSource(doc.source, f"same text as {first}", kind="duplicate"))
-            continue
-        chunks = chunk_document(doc, count_tokens, config)
-        summary.indexed += 1
-        summary.chunks_added += len(chunks)
-        yield PlanEntry("index", doc.source, doc.title, len(chunks))
-    for source in sources:
-        if source.crawl is not None:
-            summary.add_crawl(source.crawl)
