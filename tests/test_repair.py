@@ -250,8 +250,8 @@ def test_a_damaged_keyword_index_is_found_and_rebuilt(built, store, kind, tmp_pa
         overwrite_middle(store / "lexical.sqlite3")
     else:  # the FTS5 index loses entries of chunks its content table still has
         conn = sqlite3.connect(store / "lexical.sqlite3")
-        conn.execute('INSERT INTO "kbindex:fts"("kbindex:fts", rowid, context, text) '
-                     'SELECT \'delete\', rowid, context, text FROM "kbindex:chunks" WHERE rowid % 10 = 0')
+        conn.execute('INSERT INTO "kbindex:fts"("kbindex:fts", rowid, title, headings, text) '
+                     'SELECT \'delete\', rowid, title, headings, text FROM "kbindex:chunks" WHERE rowid % 10 = 0')
         conn.commit()
         conn.close()
     code, out, err = run("verify", "--db", str(store), "--json", tmp=tmp_path)

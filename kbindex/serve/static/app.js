@@ -112,8 +112,13 @@ async function loadCollections() {
   }
 }
 
-$("search").addEventListener("submit", (event) => {
+// The collection list, once loaded (a search typed before it arrives waits for it, so that its
+// URL names the collection like any other).
+let collectionsReady = Promise.resolve(false);
+
+$("search").addEventListener("submit", async (event) => {
   event.preventDefault();
+  await collectionsReady;
   const params = new URLSearchParams({ q: $("q").value });
   if ($("collection").value) params.set("collection", $("collection").value);
   history.pushState(null, "", "/?" + params);
@@ -128,7 +133,8 @@ $("token").addEventListener("submit", async (event) => {
   event.preventDefault();
   sessionStorage.setItem(TOKEN_KEY, $("token-input").value.trim());
   $("token").hidden = true;
-  if (await loadCollections()) {
+  collectionsReady = loadCollections();
+  if (await collectionsReady) {
     $("q").focus();
     runSearch(false);
   }
@@ -138,5 +144,6 @@ window.addEventListener("popstate", () => runSearch(true));
 
 (async () => {
   $("q").focus();
-  if (await loadCollections()) runSearch(false);
+  collectionsReady = loadCollections();
+  if (await collectionsReady) runSearch(false);
 })();
