@@ -12,6 +12,7 @@ import http.cookiejar
 import os
 import re
 import string
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterable, Mapping
@@ -82,6 +83,10 @@ def parse_headers(spec: Mapping[str, str] | Iterable[str] | None, where: str = "
     return headers
 
 
+# The first line http.cookiejar.MozillaCookieJar requires (its own magic_re).
+COOKIES_MAGIC = re.compile(r"#( Netscape)? HTTP Cookie File")
+
+
 def load_cookies(path: str | os.PathLike) -> http.cookiejar.MozillaCookieJar:
     """A Netscape cookies.txt file (what browser extensions export), without expired cookies.
 
@@ -91,11 +96,22 @@ def load_cookies(path: str | os.PathLike) -> http.cookiejar.MozillaCookieJar:
     """
     jar = http.cookiejar.MozillaCookieJar()
     try:
-        jar.load(os.fspath(path), ignore_discard=True, ignore_expires=True)
-    except http.cookiejar.LoadError as exc:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+        if not COOKIES_MAGIC.search(text.split("\n", 1)[0]):
+            # http.cookiejar insists on the format's first line, which hand-written files and
+            # some exporters leave out: read such a file as if it had it (a private temporary
+            # copy, 0600, removed at once).
+            text = "# Netscape HTTP Cookie File\n" + text
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt") as copy:
+            copy.write(text)
+            copy.flush()
+            jar.load(copy.name, ignore_discard=True, ignore_expires=True)
+    except http.cookiejar.LoadError:
         # LoadError (an OSError, so caught first) may quote a line of the file: not repeated
-        raise UsageError(f"--cookies: {path} is not a Netscape cookies.txt file "
-                         f"({type(exc).__name__})") from None
+        raise UsageError(f"--cookies: {path} is not a Netscape cookies.txt file: each cookie is one "
+                         "line of seven tab-separated fields (domain, subdomains flag, path, secure "
+                         "flag, expiry, name, value)") from None
     except OSError as exc:
         raise UsageError(f"--cookies: cannot read {path}: {exc.strerror or exc}") from None
     now = time.time()

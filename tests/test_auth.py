@@ -80,11 +80,12 @@ def _cookie(request: Request) -> bool:
     return f"session={COOKIE}" in request.headers.get("cookie", "")
 
 
-def _cookies_txt(path: Path, domain: str = "127.0.0.1") -> Path:
-    """A cookies.txt as browser extensions write it: expiry 0 for session cookies."""
+def _cookies_txt(path: Path, domain: str = "127.0.0.1", first_line: bool = True) -> Path:
+    """A cookies.txt as browser extensions write it: expiry 0 for session cookies; first_line:
+    with the format's first line, which hand-written files often leave out."""
     flag = "TRUE" if domain.startswith(".") else "FALSE"  # the domain-specified column
-    path.write_text("# Netscape HTTP Cookie File\n"
-                    f"{domain}\t{flag}\t/\tFALSE\t0\tsession\t{COOKIE}\n"
+    path.write_text(("# Netscape HTTP Cookie File\n" if first_line else "")
+                    + f"{domain}\t{flag}\t/\tFALSE\t0\tsession\t{COOKIE}\n"
                     f"{domain}\t{flag}\t/\tFALSE\t0\ttheme\tdark\n"
                     f"{domain}\t{flag}\t/\tFALSE\t1000000000\told\texpired-in-2001\n")
     return path
@@ -143,8 +144,9 @@ def test_wrong_token_says_the_credentials_were_refused_and_hides_them(tmp_path):
     assert _leaks(tmp_path, out, err, secrets=("wrong-token-0123456789",)) == []
 
 
-def test_cookie_file_indexes_and_cookies_stay_on_their_origin(tmp_path):
-    cookies = _cookies_txt(tmp_path / "cookies.txt")
+@pytest.mark.parametrize("first_line", [True, False], ids=["as exported", "without the first line"])
+def test_cookie_file_indexes_and_cookies_stay_on_their_origin(tmp_path, first_line):
+    cookies = _cookies_txt(tmp_path / "cookies.txt", first_line=first_line)
     with _other() as other, _protected(_cookie, other) as kb:
         code, out, err = run("index", kb.url("/kb/"), "--db", str(tmp_path / "db"), "--json", *FAST,
                              "--cookies", str(cookies), tmp=tmp_path)

@@ -408,3 +408,15 @@ def test_served_from_a_chroma_server_and_in_step_with_it(tmp_path):
             assert found
     finally:
         chroma.stop()
+
+
+def test_a_missing_collection_is_noted_at_start(tmp_path, indexed):
+    """A mistyped --db or --collection gives a server that answers 404: it says so when it starts,
+    before it says where it serves."""
+    with Served(tmp_path / "nothing-here") as served:
+        assert "no collection 'kbindex'" in served.log and "no collections yet" in served.log
+        assert get(served, "/api/search", q="printer").status_code == 404
+    with Served(indexed, "--collection", "notes") as served:
+        assert "no collection 'notes'" in served.log and "collections here: kbindex" in served.log
+    with Served(indexed) as served:
+        assert "note:" not in served.log

@@ -185,6 +185,15 @@ class Reader:
             collection = self._snapshot.collection(self.default_collection)
             self.embedder(collection.name, collection.model).embed(["kbindex"])
 
+    def missing_default(self) -> str | None:
+        """A one-line notice when the default collection is not in the store (yet); else None."""
+        snapshot = self._snapshot
+        if self.default_collection in snapshot.names:
+            return None
+        here = f"collections here: {', '.join(snapshot.names)}" if snapshot.names else "no collections yet"
+        return (f"no collection {self.default_collection!r} in {snapshot.store.location} ({here}): "
+                "searches that name no other collection answer 404 until `kbindex index` makes it")
+
     def start(self) -> None:
         """Start watching the index folder for changes made by other processes."""
         if self._thread is None:

@@ -56,6 +56,9 @@ def serve(reader: Reader, host: str, port: int, token: str | None, cors_origins:
     sock = bind(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
+    missing = reader.missing_default()
+    if missing:  # a mistyped --db or --collection would otherwise look like a healthy server
+        print(f"kbindex: note: {missing}", file=sys.stderr, flush=True)
     print(f"kbindex: serving http://{shown}:{bound}/ (API /api, MCP /mcp, docs /docs); "
           "Ctrl-C stops", file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
