@@ -101,6 +101,17 @@ def test_bad_batch_input_is_a_one_line_4xx(server, body, status, message):
     assert message in response.json()["error"]
 
 
+@pytest.mark.parametrize("content, message", [
+    (b"not json", "the request body is not valid JSON"),
+    (b'["printer"]', 'the request body must be a JSON object, e.g. {"queries": ["..."]}'),
+])
+def test_a_body_that_is_not_a_json_object_says_so(server, content, message):
+    response = httpx.post(server.url + "/api/search", content=content,
+                          headers={"Content-Type": "application/json"}, timeout=30)
+    assert response.status_code == 400
+    assert response.json() == {"error": message}
+
+
 def test_a_chunked_body_over_the_cap_is_refused(server):
     def parts():  # no Content-Length: the cap is counted as the body arrives
         yield b'{"queries": ["'

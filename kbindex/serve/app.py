@@ -85,6 +85,10 @@ def create_app(reader: Reader, token: str | None = None, cors_origins: tuple[str
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":  # its location is a character offset, not a field
+            return error(400, "the request body is not valid JSON")
+        if first.get("loc", ())[:1] == ("body",) and len(first.get("loc", ())) == 1:
+            return error(400, 'the request body must be a JSON object, e.g. {"queries": ["..."]}')
         where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
         return error(400, f"{where}: {first.get('msg', 'invalid')}")
 
