@@ -556,13 +556,8 @@ def _rebuild_vectors(settings: Settings, report: Report, findings: _Findings, le
             f"cannot rebuild collection {name!r}: neither the keyword index nor the store's copy of the "
             "chunks can be read; re-index it with `kbindex index --rebuild`")
         return None
-    done: Restored = restore(settings, rows, model, dimension, ledger, embedder)
-    report.rebuilt = {"collection": name, "chunks": done.chunks, "from_cache": done.from_cache,
-                      "embedded": done.embedded}
-    report.actions.append(
-        f"rebuilt the vector index of collection {name!r} from {origin}: {done.chunks} chunks, "
-        f"{done.from_cache} vectors from the embedding cache, {done.embedded} embedded")
-    return _written(rows)
+    return _restore(settings, report, rows, model, dimension, ledger, embedder,
+                    f"the vector index of collection {name!r} from {origin}")
 
 
 def _rebuild_missing(settings: Settings, report: Report, ledger: Ledger,
@@ -598,11 +593,18 @@ def _rebuild_missing(settings: Settings, report: Report, ledger: Ledger,
                               "re-index it with `kbindex index --rebuild`")
         return None
     (model,) = models
-    done: Restored = restore(settings, rows, model, None, ledger, embedder)
-    report.rebuilt = {"collection": name, "chunks": done.chunks, "from_cache": done.from_cache,
-                      "embedded": done.embedded}
+    return _restore(settings, report, rows, model, None, ledger, embedder,
+                    f"the missing collection {name!r} from the keyword index")
+
+
+def _restore(settings: Settings, report: Report, rows: list[Row], model: str, dimension: int | None,
+             ledger: Ledger, embedder: Callable[[str], Embedder] | None, what: str) -> Written:
+    """restore() the collection from rows and say in report what was rebuilt (`what`: from where)."""
+    done: Restored = restore(settings, rows, model, dimension, ledger, embedder)
+    report.rebuilt = {"collection": settings.collection, "chunks": done.chunks,
+                      "from_cache": done.from_cache, "embedded": done.embedded}
     report.actions.append(
-        f"rebuilt the missing collection {name!r} from the keyword index: {done.chunks} chunks, "
+        f"rebuilt {what}: {done.chunks} chunks, "
         f"{done.from_cache} vectors from the embedding cache, {done.embedded} embedded")
     return _written(rows)
 

@@ -31,7 +31,6 @@ class ModelWarmup:
 
     def __init__(self, model: str | None, queries: Sequence[str], make: Callable[[str], object]):
         self.model = model
-        self._make = make
         self._embedder = None
         self._vectors: dict[str, list[float]] = {}
         self._error: BaseException | None = None

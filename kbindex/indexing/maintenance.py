@@ -248,12 +248,10 @@ def _fill(store: Store, name: str, rows: Iterable, model: str, dimension: int | 
     # holds the context line uncut, and a line longer than its share of the window was embedded
     # cut (chunk.fit_context_lines), so the row alone does not always give the embedded text.
     try:
-        entries = ledger.entries() if ledger.exists() else {}
+        known = ledger.text_hashes() if ledger.exists() else {}
+        chunking = {source: e.chunking for source, e in ledger.entries().items() if e.chunking} if ledger.exists() else {}
     except (StoreError, sqlite3.Error):
-        entries = {}
-    known = {i: h for e in entries.values() if e.clean and len(e.chunk_ids) == len(e.text_hashes)
-             for i, h in zip(e.chunk_ids, e.text_hashes, strict=True)}
-    chunking = {source: e.chunking for source, e in entries.items() if e.chunking}
+        known, chunking = {}, {}
 
     def write(part: list) -> None:
         nonlocal fresh, embedder
